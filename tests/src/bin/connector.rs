@@ -1,0 +1,140 @@
+//! Test client: makes exactly the connect attempts a test asks for, so the
+//! test can match the tracer's events to a pid of its own.
+//!
+//! connector tcp ADDR [--nonblock] [--wait-ms N] [--count N]
+//! connector udp ADDR
+//! connector unix PATH
+//!
+//! ADDR is `ip:port` or `[ipv6]:port`. With --nonblock the socket is
+//! non-blocking and the client polls for writability for at most --wait-ms
+//! (default 3000) before closing it, like Go's dialer. Prints one line per
+//! attempt: `errno N` (0 on success). Exits 0 whatever the outcomes.
+
+use std::{net::SocketAddr, time::Duration};
+
+fn arg_after(args: &[String], flag: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: zeroed sockaddr_storage is a valid value.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as u16,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in.
+            unsafe { std::ptr::write((&mut storage as *mut _ as *mut libc::sockaddr_in), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as u16,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: 0,
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: 0,
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6.
+            unsafe { std::ptr::write((&mut storage as *mut _ as *mut libc::sockaddr_in6), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn inet(kind: i32, addr: &SocketAddr, nonblock: bool, wait: Duration) -> i32 {
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let flags = if nonblock { libc::SOCK_NONBLOCK } else { 0 };
+    // SAFETY: plain syscalls on a socket we own.
+    unsafe {
+        let fd = libc::socket(family, kind | flags | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return errno();
+        }
+        let (sa, len) = sockaddr(addr);
+        let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
+        let mut result = if rc == 0 { 0 } else { errno() };
+        if result == libc::EINPROGRESS {
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLOUT,
+                revents: 0,
+            };
+            let n = libc::poll(&mut pfd, 1, wait.as_millis() as i32);
+            if n == 1 {
+                let mut err: i32 = 0;
+                let mut elen = std::mem::size_of::<i32>() as libc::socklen_t;
+                libc::getsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    libc::SO_ERROR,
+                    &mut err as *mut i32 as *mut libc::c_void,
+                    &mut elen,
+                );
+                result = err;
+            } else {
+                result = libc::ETIMEDOUT; // gave up, like a Go dial timeout
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}
+
+fn unix(path: &str) -> i32 {
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let (Some(kind), Some(target)) = (args.get(1), args.get(2)) else {
+        eprintln!("usage: connector tcp|udp|unix TARGET [--nonblock] [--wait-ms N] [--count N]");
+        std::process::exit(2);
+    };
+    let nonblock = args.iter().any(|a| a == "--nonblock");
+    let wait = Duration::from_millis(
+        arg_after(&args, "--wait-ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(3000),
+    );
+    let count: u32 = arg_after(&args, "--count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .min(100_000);
+    for _ in 0..count {
+        let result = match kind.as_str() {
+            "unix" => unix(target),
+            "tcp" | "udp" => {
+                let Ok(addr) = target.parse::<SocketAddr>() else {
+                    eprintln!("bad address {target}");
+                    std::process::exit(2);
+                };
+                let ty = if kind == "tcp" { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
+                inet(ty, &addr, nonblock, wait)
+            }
+            other => {
+                eprintln!("unknown kind {other}");
+                std::process::exit(2);
+            }
+        };
+        println!("errno {result}");
+    }
+}

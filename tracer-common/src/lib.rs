@@ -1,0 +1,238 @@
+//! Types shared by the eBPF probes (`tracer-ebpf`) and the userspace daemon
+//! (`tracer-user`).
+//!
+//! Everything here crosses the kernel/user boundary as raw bytes through the
+//! ring buffer or a map, so every struct is `#[repr(C)]`, has no implicit
+//! padding (explicit `_pad` fields instead, so the verifier never sees
+//! uninitialised stack bytes), and its size is pinned by a test.
+#![no_std]
+
+/// Length of `task->comm` (TASK_COMM_LEN in include/linux/sched.h).
+pub const COMM_LEN: usize = 16;
+/// Length of `sockaddr_un.sun_path` (UNIX_PATH_MAX in include/uapi/linux/un.h).
+pub const UNIX_PATH_LEN: usize = 108;
+
+/// Address families, from include/linux/socket.h.
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// IP protocols, from include/uapi/linux/in.h.
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+
+/// How an attempt ended, as far as the kernel side knows. Userspace turns
+/// `OUTCOME_ERROR` plus the errno into `refused`, `timed_out`, ...
+pub mod outcome {
+    /// Not decided yet (only seen in the in-flight map, or flushed as `pending`).
+    pub const NONE: u8 = 0;
+    /// The handshake completed (TCP) or connect() returned 0 (UDP, unix).
+    pub const CONNECTED: u8 = 1;
+    /// The kernel reported an error; `Conn::errno` holds it.
+    pub const ERROR: u8 = 2;
+    /// The socket was closed (or the process exited) while SYN_SENT, with no
+    /// error recorded: the client gave up. This is a Go dial timeout.
+    pub const ABORTED: u8 = 3;
+    /// connect() failed before a SYN was sent, and the errno is only visible
+    /// from the syscall's return value, which the default (socket) mode does
+    /// not hook.
+    pub const FAILED_EARLY: u8 = 4;
+}
+
+/// Bits of `Conn::flags`.
+pub mod flags {
+    /// The socket had O_NONBLOCK when connect() was called.
+    pub const NONBLOCK: u8 = 1;
+    /// connect() returned EINPROGRESS (only known in syscall mode).
+    pub const EINPROGRESS: u8 = 2;
+    /// The socket reached SYN_SENT: a SYN left.
+    pub const SYN_SENT: u8 = 4;
+    /// Syscall mode: the connect() syscall is still running, so an outcome
+    /// seen now is held until sys_exit_connect can add the return value.
+    pub const IN_SYSCALL: u8 = 8;
+    /// The syscall's return value was seen (syscall mode).
+    pub const RET_KNOWN: u8 = 16;
+    /// The attempt went through the cgroup connect hook (so it has a socket).
+    pub const HOOKED: u8 = 32;
+}
+
+/// Record kinds in the ring buffer.
+pub mod kind {
+    /// A finished (or flushed) connect attempt.
+    pub const CONNECT: u32 = 1;
+    /// First connect of a process since exec: userspace should snapshot its
+    /// /proc entry now, while it is still alive.
+    pub const PROCESS: u32 = 2;
+}
+
+/// Indices of the `LOST` per-CPU counter array.
+pub mod lost {
+    /// `bpf_ringbuf_reserve` failed: the ring buffer was full.
+    pub const RINGBUF_FULL: u32 = 0;
+    /// The in-flight map was full, so an attempt could not be tracked.
+    pub const INFLIGHT_FULL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// One connect attempt, as tracked in the kernel.
+///
+/// Layout (112 bytes, align 8):
+/// ```text
+///   0 start_ns   u64   bpf_ktime_get_ns() at connect()
+///   8 end_ns     u64   when the outcome was seen (0 while in flight)
+///  16 pid_tgid   u64   tgid << 32 | tid of the connecting thread
+///  24 uid_gid    u64   gid << 32 | uid
+///  32 cgroup_id  u64   cgroup v2 id of the connecting task
+///  40 comm       [u8;16]
+///  56 daddr      [u8;16] IPv4 in the first 4 bytes, or IPv6
+///  72 saddr      [u8;16]
+///  88 errno      i32   positive errno, 0 if none
+///  92 family     u16   AF_INET / AF_INET6 / AF_UNIX
+///  94 protocol   u16   IPPROTO_TCP / IPPROTO_UDP / 0 (unix or unknown)
+///  96 dport      u16   host byte order
+///  98 sport      u16   host byte order
+/// 100 outcome    u8    see `outcome`
+/// 101 flags      u8    see `flags`
+/// 102 _pad       [u8;2]
+/// 104 ret        i32   connect()'s return value when RET_KNOWN
+/// 108 _pad2      u32
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Conn {
+    pub start_ns: u64,
+    pub end_ns: u64,
+    pub pid_tgid: u64,
+    pub uid_gid: u64,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+    pub daddr: [u8; 16],
+    pub saddr: [u8; 16],
+    pub errno: i32,
+    pub family: u16,
+    pub protocol: u16,
+    pub dport: u16,
+    pub sport: u16,
+    pub outcome: u8,
+    pub flags: u8,
+    pub _pad: [u8; 2],
+    pub ret: i32,
+    pub _pad2: u32,
+}
+
+impl Conn {
+    pub const fn zeroed() -> Self {
+        Self {
+            start_ns: 0,
+            end_ns: 0,
+            pid_tgid: 0,
+            uid_gid: 0,
+            cgroup_id: 0,
+            comm: [0; COMM_LEN],
+            daddr: [0; 16],
+            saddr: [0; 16],
+            errno: 0,
+            family: 0,
+            protocol: 0,
+            dport: 0,
+            sport: 0,
+            outcome: outcome::NONE,
+            flags: 0,
+            _pad: [0; 2],
+            ret: 0,
+            _pad2: 0,
+        }
+    }
+}
+
+/// One ring-buffer record.
+///
+/// Layout (232 bytes, align 8):
+/// ```text
+///   0 kind      u32   see `kind`
+///   4 path_len  u32   bytes of `path` in use (AF_UNIX only)
+///   8 conn      Conn  (112 bytes)
+/// 120 path      [u8;108] sun_path; an abstract name starts with NUL
+/// 228 _pad      u32
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: u32,
+    pub path_len: u32,
+    pub conn: Conn,
+    pub path: [u8; UNIX_PATH_LEN],
+    pub _pad: u32,
+}
+
+impl Event {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            path_len: 0,
+            conn: Conn::zeroed(),
+            path: [0; UNIX_PATH_LEN],
+            _pad: 0,
+        }
+    }
+}
+
+/// A connect() in progress in syscall mode, keyed by pid_tgid: what
+/// sys_enter_connect saw, plus the socket the cgroup hook found.
+///
+/// Layout (248 bytes, align 8): `event` (232), `sk` u64, `fd` i32, `_pad` u32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inflight {
+    pub event: Event,
+    /// Kernel address of the `struct sock`, 0 when no cgroup hook ran.
+    pub sk: u64,
+    pub fd: i32,
+    pub _pad: u32,
+}
+
+/// Kernel structure offsets the probes need, found by userspace in the
+/// running kernel's BTF (/sys/kernel/btf/vmlinux) so that one eBPF object
+/// works across kernel versions without CO-RE support in the Rust toolchain.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct sock::sk_err`
+    pub sock_sk_err: u32,
+    /// `struct sock::sk_socket`
+    pub sock_sk_socket: u32,
+    /// `struct socket::file`
+    pub socket_file: u32,
+    /// `struct file::f_flags`
+    pub file_f_flags: u32,
+}
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: all four types are #[repr(C)], made only of integers and
+    // integer arrays, with explicit padding fields, so every bit pattern is
+    // a valid value and there are no uninitialised bytes.
+    unsafe impl aya::Pod for super::Conn {}
+    unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::Inflight {}
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::{align_of, offset_of, size_of};
+
+    #[test]
+    fn layouts_are_pinned() {
+        assert_eq!(size_of::<Conn>(), 112);
+        assert_eq!(align_of::<Conn>(), 8);
+        assert_eq!(offset_of!(Conn, errno), 88);
+        assert_eq!(offset_of!(Conn, outcome), 100);
+        assert_eq!(offset_of!(Conn, ret), 104);
+        assert_eq!(size_of::<Event>(), 232);
+        assert_eq!(offset_of!(Event, conn), 8);
+        assert_eq!(offset_of!(Event, path), 120);
+        assert_eq!(size_of::<Inflight>(), 248);
+        assert_eq!(size_of::<KernelOffsets>(), 16);
+    }
+}

@@ -1,0 +1,102 @@
+//! Shared helpers: filters, and writing records to the ring buffer.
+
+use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
+use tracer_common::{kind, lost, outcome, Conn, Event, COMM_LEN};
+
+use crate::{
+    config,
+    maps::{count_lost, COMMS, EVENTS, PIDS, SEEN},
+};
+
+/// What the connecting task is, captured once in its own context.
+pub struct Task {
+    pub pid_tgid: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// The current task, or `None` when the filters exclude it. The tracer's
+/// own process is always excluded.
+#[inline(always)]
+pub fn traced_task() -> Option<Task> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if tgid == config::tracer_tgid() {
+        return None;
+    }
+    if config::filter_pid() && unsafe { PIDS.get(tgid) }.is_none() {
+        return None;
+    }
+    let comm = bpf_get_current_comm().unwrap_or([0; COMM_LEN]);
+    if config::filter_comm() && unsafe { COMMS.get(comm) }.is_none() {
+        return None;
+    }
+    Some(Task { pid_tgid, comm })
+}
+
+/// On the first traced connect of a process since its last exec, tell
+/// userspace at once, so it can read /proc/<pid> (environment, cgroup)
+/// while the process is surely alive, before the attempt's outcome is known.
+#[inline(always)]
+pub fn announce_process(task: &Task) {
+    let tgid = (task.pid_tgid >> 32) as u32;
+    if unsafe { SEEN.get(tgid) }.is_some() {
+        return;
+    }
+    if SEEN.insert(tgid, 1, 0).is_err() {
+        return;
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points to a reserved, exclusively owned record.
+            unsafe {
+                (*ev).kind = kind::PROCESS;
+                (*ev).path_len = 0;
+                (*ev).conn = Conn::zeroed();
+                (*ev).conn.pid_tgid = task.pid_tgid;
+                (*ev).conn.comm = task.comm;
+            }
+            entry.submit(0);
+        }
+        None => count_lost(lost::RINGBUF_FULL),
+    }
+}
+
+/// Whether `--failed-only` drops this finished attempt in the kernel.
+#[inline(always)]
+fn filtered_out(conn: &Conn) -> bool {
+    config::failed_only() && conn.outcome == outcome::CONNECTED
+}
+
+/// Send a finished TCP/UDP attempt (no path) to userspace.
+#[inline(always)]
+pub fn emit_conn(conn: &Conn) {
+    if filtered_out(conn) {
+        return;
+    }
+    match EVENTS.reserve::<Event>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points to a reserved, exclusively owned record.
+            // `path` is left as is: userspace reads only `path_len` bytes.
+            unsafe {
+                (*ev).kind = kind::CONNECT;
+                (*ev).path_len = 0;
+                (*ev).conn = *conn;
+            }
+            entry.submit(0);
+        }
+        None => count_lost(lost::RINGBUF_FULL),
+    }
+}
+
+/// Send a finished attempt that may carry an AF_UNIX path.
+#[inline(always)]
+pub fn emit_event(event: &Event) {
+    if filtered_out(&event.conn) {
+        return;
+    }
+    if EVENTS.output::<Event>(event, 0).is_err() {
+        count_lost(lost::RINGBUF_FULL);
+    }
+}

@@ -1,0 +1,30 @@
+//! eBPF side of the connect tracer.
+//!
+//! Pipeline (kernel half): a hook sees connect() start -> the attempt is kept
+//! in `CONNS`, keyed by the kernel address of its `struct sock` -> a socket
+//! event decides the outcome -> one record goes to the `EVENTS` ring buffer.
+//!
+//! Outcomes are matched to attempts by socket, never by the pid of whatever
+//! context reports them: a refusal after a retransmitted SYN is processed in
+//! softirq context, where the "current" task is unrelated (pid 0, swapper).
+//!
+//! One file per hook in `probes/`, each citing the kernel code it relies on.
+#![no_std]
+#![no_main]
+
+mod config;
+mod emit;
+mod maps;
+mod probes;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any program that could reach a panic, so this is
+    // unreachable in a loaded object.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,177 @@
+//! Start of an attempt: cgroup/connect4 and cgroup/connect6.
+//!
+//! Kernel hook: BPF_CGROUP_RUN_PROG_INET4_CONNECT / _INET6_CONNECT, run from
+//! `tcp_v4_pre_connect()` / `tcp_v6_pre_connect()` (net/ipv4/tcp_ipv4.c,
+//! net/ipv6/tcp_ipv6.c) and `udp_pre_connect()` (net/ipv4/udp.c), which
+//! `__inet_stream_connect()` (net/ipv4/af_inet.c) calls only for an
+//! SS_UNCONNECTED socket, i.e. once per new attempt, never for a repeated
+//! connect() polling an attempt in progress. It runs in the caller's context
+//! with the destination as given to connect(), before any packet leaves.
+//! https://elixir.bootlin.com/linux/v6.18/source/net/ipv4/af_inet.c#L716
+//!
+//! A tracer must never change the verdict: both programs always return 1
+//! (allow).
+
+use aya_ebpf::{
+    bindings::bpf_sock,
+    helpers::{
+        bpf_get_current_uid_gid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
+    },
+    macros::cgroup_sock_addr,
+    programs::SockAddrContext,
+};
+use tracer_common::{flags, lost, outcome, Conn, AF_INET, AF_INET6, IPPROTO_TCP};
+
+use crate::{
+    config,
+    emit::{announce_process, emit_conn, traced_task},
+    maps::{count_lost, CONNS, INFLIGHT},
+};
+
+/// O_NONBLOCK from include/uapi/asm-generic/fcntl.h (x86, arm64, riscv).
+const O_NONBLOCK: u32 = 0o4000;
+
+#[cgroup_sock_addr(connect4)]
+pub fn connect4(ctx: SockAddrContext) -> i32 {
+    on_connect(&ctx, AF_INET);
+    1
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn connect6(ctx: SockAddrContext) -> i32 {
+    on_connect(&ctx, AF_INET6);
+    1
+}
+
+#[inline(always)]
+fn on_connect(ctx: &SockAddrContext, family: u16) {
+    // SAFETY: the context pointer is valid for the whole program run.
+    let sa = unsafe { &*ctx.sock_addr };
+    let sk_ptr: *mut bpf_sock = unsafe { sa.__bindgen_anon_1.sk };
+    // The verifier forbids arithmetic on a socket pointer, but the key we
+    // need is its plain address (the tracepoints report `skaddr`). Copying
+    // it through bpf_probe_read_kernel turns it into a scalar.
+    let sk: u64 =
+        unsafe { bpf_probe_read_kernel(&sk_ptr as *const *mut bpf_sock as *const u64) }
+            .unwrap_or(0);
+    if sk == 0 {
+        return;
+    }
+    let protocol = sa.protocol as u16;
+
+    if config::syscall_mode() {
+        on_connect_in_syscall(sa, sk, protocol);
+        return;
+    }
+    // Socket mode traces TCP only: a UDP connect() has no later socket
+    // event, its result exists only as the syscall's return value.
+    if protocol != IPPROTO_TCP {
+        return;
+    }
+    let Some(task) = traced_task() else {
+        return;
+    };
+    announce_process(&task);
+
+    let mut conn = Conn::zeroed();
+    conn.start_ns = unsafe { bpf_ktime_get_ns() };
+    conn.pid_tgid = task.pid_tgid;
+    conn.uid_gid = bpf_get_current_uid_gid();
+    conn.cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    conn.comm = task.comm;
+    conn.family = family;
+    conn.protocol = protocol;
+    // user_port holds the port in network byte order in its low 16 bits.
+    conn.dport = u16::from_be(sa.user_port as u16);
+    if family == AF_INET {
+        conn.daddr[..4].copy_from_slice(&sa.user_ip4.to_ne_bytes());
+    } else {
+        let mut i = 0;
+        while i < 4 {
+            conn.daddr[i * 4..i * 4 + 4].copy_from_slice(&sa.user_ip6[i].to_ne_bytes());
+            i += 1;
+        }
+    }
+    if socket_is_nonblocking(sk) {
+        conn.flags |= flags::NONBLOCK;
+    }
+    track(sk, &conn);
+}
+
+/// Syscall mode: sys_enter_connect already recorded the call; attach the
+/// socket to it so sys_exit_connect and the socket events can meet.
+#[inline(always)]
+fn on_connect_in_syscall(sa: &aya_ebpf::bindings::bpf_sock_addr, sk: u64, protocol: u16) {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let Some(inflight) = INFLIGHT.get_ptr_mut(pid_tgid) else {
+        // Not traced (filtered at sys_enter), or the in-flight map was full.
+        return;
+    };
+    // SAFETY: map value pointer, valid for this program run.
+    let inflight = unsafe { &mut *inflight };
+    inflight.sk = sk;
+    inflight.event.conn.protocol = protocol;
+    inflight.event.conn.flags |= flags::HOOKED;
+    // The family the socket really uses (an AF_INET6 socket may be handed a
+    // v4-mapped address; the tracepoints then report AF_INET6 too).
+    inflight.event.conn.family = sa.family as u16;
+    if protocol != IPPROTO_TCP {
+        return;
+    }
+    let mut conn = inflight.event.conn;
+    conn.flags |= flags::IN_SYSCALL;
+    if socket_is_nonblocking(sk) {
+        conn.flags |= flags::NONBLOCK;
+    }
+    track(sk, &conn);
+}
+
+/// Put the attempt in the in-flight map. A leftover entry for the same
+/// socket is an earlier attempt that never got an outcome (for example a
+/// connect() that failed before its SYN, retried on the same socket): it is
+/// reported first, so no attempt disappears.
+#[inline(always)]
+fn track(sk: u64, conn: &Conn) {
+    if let Some(old) = CONNS.get_ptr_mut(sk) {
+        // SAFETY: map value pointer, valid for this program run.
+        let old = unsafe { &mut *old };
+        if old.outcome == outcome::NONE {
+            old.outcome = if old.flags & flags::SYN_SENT != 0 {
+                outcome::ABORTED
+            } else {
+                outcome::FAILED_EARLY
+            };
+            old.end_ns = conn.start_ns;
+        }
+        emit_conn(old);
+    }
+    if CONNS.insert(sk, conn, 0).is_err() {
+        count_lost(lost::INFLIGHT_FULL);
+    }
+}
+
+/// Whether the socket's file has O_NONBLOCK, following
+/// sock->sk_socket->file->f_flags with offsets from the kernel's BTF.
+/// A non-blocking TCP connect that sends a SYN always returns EINPROGRESS.
+#[inline(always)]
+fn socket_is_nonblocking(sk: u64) -> bool {
+    let off = config::offsets();
+    if off.sock_sk_socket == 0 || off.socket_file == 0 {
+        return false;
+    }
+    let read_u64 = |addr: u64| unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0);
+    let socket = read_u64(sk + u64::from(off.sock_sk_socket));
+    if socket == 0 {
+        return false;
+    }
+    let file = read_u64(socket + u64::from(off.socket_file));
+    if file == 0 {
+        return false;
+    }
+    let f_flags = unsafe {
+        bpf_probe_read_kernel((file + u64::from(off.file_f_flags)) as *const u32)
+    }
+    .unwrap_or(0);
+    f_flags & O_NONBLOCK != 0
+}

@@ -1,0 +1,18 @@
+//! One module per kernel hook.
+//!
+//! Default ("socket") mode attaches only hooks that fire on socket events,
+//! so unrelated syscalls of other processes pay nothing:
+//! - `connect_hook`: cgroup/connect4 + cgroup/connect6 (start of a TCP attempt)
+//! - `sock_state`: sock:inet_sock_set_state (SYN sent, handshake done, closed)
+//! - `tcp_destroy`: tcp:tcp_destroy_sock (socket freed before an outcome)
+//! - `process_exec`: sched:sched_process_exec (forget per-process state)
+//!
+//! Syscall mode adds `sys_connect` (syscalls:sys_enter/exit_connect) for
+//! what only the syscall's return value shows: UDP and AF_UNIX results and
+//! errors raised before a SYN is sent.
+
+pub mod connect_hook;
+pub mod process_exec;
+pub mod sock_state;
+pub mod sys_connect;
+pub mod tcp_destroy;

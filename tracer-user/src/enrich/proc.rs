@@ -1,0 +1,202 @@
+//! What /proc says about a process: executable, arguments, parent, cgroup,
+//! and the proxy part of its environment.
+//!
+//! Read once per process (pid + start time) and cached: the kernel announces
+//! a process at its first connect after exec or pid reuse (a `Process`
+//! record), which is when the cache entry is (re)read. A process may exit at
+//! any moment: every field is best effort, and what could be read is kept.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use crate::{
+    enrich::cgroup::{parse_proc_cgroup, CgroupInfo},
+    verdict::proxy::{redact, ProxyEnv},
+};
+
+/// Longest environment read: /proc/<pid>/environ is the exec-time
+/// environment, normally a few KB; some CI jobs carry hundreds of KB. 4 MiB
+/// bounds the memory a hostile process can make us use.
+const MAX_ENVIRON: u64 = 4 * 1024 * 1024;
+/// Arguments kept per event: enough to recognise a command line, bounded so
+/// one process cannot bloat every event.
+const MAX_ARGS: usize = 64;
+const MAX_ARG_LEN: usize = 1024;
+/// Processes remembered; beyond this the cache starts over (a node has far
+/// fewer processes that make connections).
+const MAX_ENTRIES: usize = 16384;
+
+/// The proxy environment of a process, or why it is unknown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvState {
+    Read(ProxyEnv),
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProcInfo {
+    pub start_time: Option<u64>,
+    pub ppid: Option<u32>,
+    pub exe: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub cgroup: Option<CgroupInfo>,
+    pub env: Option<EnvState>,
+}
+
+impl ProcInfo {
+    pub fn proxy_env(&self) -> Option<&ProxyEnv> {
+        match &self.env {
+            Some(EnvState::Read(env)) => Some(env),
+            _ => None,
+        }
+    }
+}
+
+/// Read everything about `pid` that can still be read.
+pub fn read_proc(proc_root: &Path, pid: u32) -> ProcInfo {
+    let dir = proc_root.join(pid.to_string());
+    let mut info = ProcInfo::default();
+    if let Ok(process) = procfs::process::Process::new_with_root(dir.clone()) {
+        if let Ok(stat) = process.stat() {
+            info.start_time = Some(stat.starttime);
+            info.ppid = u32::try_from(stat.ppid).ok();
+        }
+        info.exe = process
+            .exe()
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned());
+        info.args = process.cmdline().ok().map(|args| {
+            args.into_iter()
+                .take(MAX_ARGS)
+                .map(|a| {
+                    // A command line may carry a proxy URL with credentials
+                    // (`curl -x http://user:pw@host`): never emit them.
+                    let mut a = redact(&a);
+                    truncate_at_char(&mut a, MAX_ARG_LEN);
+                    a
+                })
+                .collect()
+        });
+    }
+    info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
+        .ok()
+        .map(|text| parse_proc_cgroup(&text));
+    info.env = Some(read_environ(&dir));
+    info
+}
+
+fn read_environ(dir: &Path) -> EnvState {
+    use std::io::Read;
+    let file = match std::fs::File::open(dir.join("environ")) {
+        Ok(f) => f,
+        Err(e) => return EnvState::Unavailable(unavailable_reason(&e)),
+    };
+    let mut raw = Vec::new();
+    match file.take(MAX_ENVIRON).read_to_end(&mut raw) {
+        // An exited zombie or kernel thread reads as empty: nothing to say.
+        Ok(_) => EnvState::Read(ProxyEnv::from_environ(&raw)),
+        Err(e) => EnvState::Unavailable(unavailable_reason(&e)),
+    }
+}
+
+fn unavailable_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "process exited before its environment could be read".into(),
+        std::io::ErrorKind::PermissionDenied => "permission denied reading /proc/<pid>/environ".into(),
+        _ => format!("cannot read environment: {e}"),
+    }
+}
+
+fn truncate_at_char(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+}
+
+/// pid -> what we know, valid until the kernel announces the pid again.
+pub struct ProcCache {
+    proc_root: PathBuf,
+    entries: HashMap<u32, Arc<ProcInfo>>,
+}
+
+impl ProcCache {
+    pub fn new(proc_root: PathBuf) -> Self {
+        Self {
+            proc_root,
+            entries: HashMap::new(),
+        }
+    }
+
+    /// The kernel says `pid` connects for the first time since exec (or is
+    /// a new process reusing the pid): read it now, while it is alive.
+    pub fn refresh(&mut self, pid: u32) {
+        let fresh = read_proc(&self.proc_root, pid);
+        if let Some(old) = self.entries.get(&pid) {
+            // Announced again but unreadable (already gone): keep the older
+            // snapshot only if it is the same process.
+            if fresh.start_time.is_none() && old.start_time.is_some() {
+                return;
+            }
+        }
+        self.insert(pid, fresh);
+    }
+
+    /// Cached info, read now on a miss (the tracer started after the
+    /// process's first connect, or the announcement was lost).
+    pub fn get(&mut self, pid: u32) -> Arc<ProcInfo> {
+        if let Some(info) = self.entries.get(&pid) {
+            return Arc::clone(info);
+        }
+        let info = read_proc(&self.proc_root, pid);
+        self.insert(pid, info)
+    }
+
+    fn insert(&mut self, pid: u32, info: ProcInfo) -> Arc<ProcInfo> {
+        if self.entries.len() >= MAX_ENTRIES {
+            self.entries.clear();
+        }
+        let info = Arc::new(info);
+        self.entries.insert(pid, Arc::clone(&info));
+        info
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_our_own_process() {
+        let info = read_proc(Path::new("/proc"), std::process::id());
+        assert!(info.start_time.is_some());
+        assert!(info.exe.is_some());
+        assert!(info.args.as_ref().is_some_and(|a| !a.is_empty()));
+        assert!(matches!(info.env, Some(EnvState::Read(_))));
+    }
+
+    #[test]
+    fn a_vanished_process_yields_what_it_can() {
+        // pid_max is at most 2^22, so this pid cannot exist.
+        let info = read_proc(Path::new("/proc"), 99_999_999);
+        assert!(info.start_time.is_none());
+        match info.env {
+            Some(EnvState::Unavailable(reason)) => assert!(reason.contains("exited")),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn long_arguments_are_cut_on_a_char_boundary() {
+        let mut s = "é".repeat(1000);
+        truncate_at_char(&mut s, 1023);
+        assert!(s.len() <= 1023);
+        assert!(s.chars().all(|c| c == 'é'));
+    }
+}

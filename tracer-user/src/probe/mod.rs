@@ -1,0 +1,390 @@
+//! Probe: load the eBPF object, configure it, attach every hook.
+//!
+//! The object is built by build.rs (aya-build) and embedded in the binary.
+
+pub mod btf;
+
+use std::{fs::File, path::PathBuf};
+
+use aya::{
+    maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
+    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    Ebpf, EbpfLoader,
+};
+use thiserror::Error;
+use tracer_common::{lost, Conn, Inflight, COMM_LEN};
+
+/// Which hooks are attached. See the README's "Modes" section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Socket events only: TCP attempts; unrelated syscalls pay nothing.
+    Socket,
+    /// Adds the connect syscall tracepoints: UDP, AF_UNIX, early errno.
+    Syscall,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Syscall => "syscall",
+        }
+    }
+}
+
+/// What to load and how to filter in the kernel.
+#[derive(Debug, Clone)]
+pub struct ProbeConfig {
+    pub mode: Mode,
+    pub pids: Vec<u32>,
+    pub comms: Vec<String>,
+    pub failed_only: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    #[error(
+        "cannot load eBPF programs: permission denied (need root, or CAP_BPF + CAP_PERFMON + CAP_NET_ADMIN; this process has: {caps})"
+    )]
+    Privileges { caps: String },
+    #[error(transparent)]
+    Btf(#[from] btf::BtfError),
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    #[error("the eBPF object has no program {0} (build mismatch)")]
+    MissingProgram(&'static str),
+    #[error("the eBPF object has no map {0} (build mismatch)")]
+    MissingMap(&'static str),
+    #[error("cannot load program {name}: {source}")]
+    LoadProgram {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "this kernel lacks the hook {hook} ({why}): {source}; supported kernels are listed in the README"
+    )]
+    MissingHook {
+        hook: &'static str,
+        why: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo); the connect hooks attach to it")]
+    NoCgroup2,
+    #[error("cannot open cgroup v2 root {path}: {source}")]
+    OpenCgroup {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot configure filter map {map}: {source}")]
+    Filter {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("cannot read map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// The eBPF object, loaded and attached. Dropping it detaches everything.
+pub struct Probes {
+    ebpf: Ebpf,
+    pub mode: Mode,
+}
+
+/// The embedded object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer"));
+
+impl Probes {
+    /// Load, configure and attach. Returns when every probe is attached.
+    pub fn attach(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        let offsets = btf::Btf::from_kernel()?.kernel_offsets()?;
+        let filter_pid = u8::from(!config.pids.is_empty());
+        let filter_comm = u8::from(!config.comms.is_empty());
+        let failed_only = u8::from(config.failed_only);
+        let syscall_mode = u8::from(config.mode == Mode::Syscall);
+        let own_tgid = std::process::id();
+        let mut ebpf = EbpfLoader::new()
+            .set_global("FILTER_PID", &filter_pid, true)
+            .set_global("FILTER_COMM", &filter_comm, true)
+            .set_global("FAILED_ONLY", &failed_only, true)
+            .set_global("SYSCALL_MODE", &syscall_mode, true)
+            .set_global("TRACER_TGID", &own_tgid, true)
+            .set_global("OFFSETS", &offsets, true)
+            .load(OBJECT)
+            .map_err(|e| {
+                if is_permission_error(&e) {
+                    ProbeError::Privileges { caps: own_caps() }
+                } else {
+                    ProbeError::Load(e)
+                }
+            })?;
+
+        fill_filters(&mut ebpf, config)?;
+
+        // Tracepoints first, the connect hooks last: an attempt is only
+        // tracked once everything that can finish it is in place.
+        let mut tracepoints: Vec<(&str, &str, &str, &str)> = vec![
+            ("sched_process_exec", "sched", "sched_process_exec", "Linux 3.4+"),
+            ("sched_process_exit", "sched", "sched_process_exit", "Linux 2.6+"),
+            ("tcp_destroy_sock", "tcp", "tcp_destroy_sock", "Linux 5.10+"),
+            ("inet_sock_set_state", "sock", "inet_sock_set_state", "Linux 4.16+"),
+        ];
+        if config.mode == Mode::Syscall {
+            tracepoints.push(("sys_exit_connect", "syscalls", "sys_exit_connect", "CONFIG_FTRACE_SYSCALLS"));
+            tracepoints.push(("sys_enter_connect", "syscalls", "sys_enter_connect", "CONFIG_FTRACE_SYSCALLS"));
+        }
+        for (name, category, event, why) in tracepoints {
+            let name: &'static str = leak_name(name);
+            let program: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| ProbeError::LoadProgram { name, source })?;
+            program.load().map_err(|source| load_error(name, source))?;
+            program
+                .attach(category, event)
+                .map_err(|source| ProbeError::MissingHook {
+                    hook: name,
+                    why,
+                    source,
+                })?;
+        }
+
+        let cgroup_root = cgroup2_root().ok_or(ProbeError::NoCgroup2)?;
+        let cgroup = File::open(&cgroup_root).map_err(|source| ProbeError::OpenCgroup {
+            path: cgroup_root.clone(),
+            source,
+        })?;
+        for name in ["connect4", "connect6"] {
+            let name: &'static str = leak_name(name);
+            let program: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| ProbeError::LoadProgram { name, source })?;
+            program.load().map_err(|source| load_error(name, source))?;
+            // AllowMultiple: other tools (Cilium, systemd's IP accounting)
+            // may attach their own connect hooks; ours must coexist.
+            program
+                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .map_err(|source| ProbeError::MissingHook {
+                    hook: name,
+                    why: "cgroup/connect4 and connect6 need Linux 4.17+ and cgroup v2",
+                    source,
+                })?;
+        }
+        Ok(Self {
+            ebpf,
+            mode: config.mode,
+        })
+    }
+
+    /// The ring buffer the probes write finished attempts to.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self
+            .ebpf
+            .take_map("EVENTS")
+            .ok_or(ProbeError::MissingMap("EVENTS"))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            map: "EVENTS",
+            source,
+        })
+    }
+
+    /// Lost-record counters summed over CPUs: (ring buffer full, in-flight map full).
+    pub fn lost(&self) -> Result<LostCounts, ProbeError> {
+        let map = self.ebpf.map("LOST").ok_or(ProbeError::MissingMap("LOST"))?;
+        let counters: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map { map: "LOST", source })?;
+        let sum = |index: u32| -> Result<u64, ProbeError> {
+            let values = counters
+                .get(&index, 0)
+                .map_err(|source| ProbeError::Map { map: "LOST", source })?;
+            Ok(values.iter().sum())
+        };
+        Ok(LostCounts {
+            ringbuf_full: sum(lost::RINGBUF_FULL)?,
+            inflight_full: sum(lost::INFLIGHT_FULL)?,
+        })
+    }
+
+    /// Attempts still without an outcome, for the `pending` flush at
+    /// shutdown. Includes connect() calls still blocked in syscall mode.
+    pub fn in_flight(&self) -> Result<Vec<(Conn, Option<Vec<u8>>)>, ProbeError> {
+        let mut out = Vec::new();
+        let map = self.ebpf.map("CONNS").ok_or(ProbeError::MissingMap("CONNS"))?;
+        let conns: BpfHashMap<_, u64, Conn> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
+        // Entries can vanish while we iterate (the probes keep running);
+        // a failed read of one entry is skipped, not fatal.
+        for (_, conn) in conns.iter().flatten() {
+            out.push((conn, None));
+        }
+        if self.mode == Mode::Syscall {
+            let map = self
+                .ebpf
+                .map("INFLIGHT")
+                .ok_or(ProbeError::MissingMap("INFLIGHT"))?;
+            let inflight: BpfHashMap<_, u64, Inflight> = BpfHashMap::try_from(map)
+                .map_err(|source| ProbeError::Map {
+                    map: "INFLIGHT",
+                    source,
+                })?;
+            for (_, entry) in inflight.iter().flatten() {
+                // A TCP call with a socket is already in CONNS.
+                if entry.sk != 0 && entry.event.conn.protocol == tracer_common::IPPROTO_TCP {
+                    continue;
+                }
+                let path = (entry.event.conn.family == tracer_common::AF_UNIX).then(|| {
+                    let len = (entry.event.path_len as usize).min(entry.event.path.len());
+                    entry.event.path[..len].to_vec()
+                });
+                let mut conn = entry.event.conn;
+                conn.flags |= tracer_common::flags::IN_SYSCALL;
+                out.push((conn, path));
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LostCounts {
+    pub ringbuf_full: u64,
+    pub inflight_full: u64,
+}
+
+impl LostCounts {
+    pub fn total(&self) -> u64 {
+        self.ringbuf_full + self.inflight_full
+    }
+}
+
+fn fill_filters(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError> {
+    if !config.pids.is_empty() {
+        let map = ebpf.map_mut("PIDS").ok_or(ProbeError::MissingMap("PIDS"))?;
+        let mut pids: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Filter { map: "PIDS", source })?;
+        for pid in &config.pids {
+            pids.insert(pid, 1, 0)
+                .map_err(|source| ProbeError::Filter { map: "PIDS", source })?;
+        }
+    }
+    if !config.comms.is_empty() {
+        let map = ebpf.map_mut("COMMS").ok_or(ProbeError::MissingMap("COMMS"))?;
+        let mut comms: BpfHashMap<_, [u8; COMM_LEN], u8> = BpfHashMap::try_from(map)
+            .map_err(|source| ProbeError::Filter { map: "COMMS", source })?;
+        for comm in &config.comms {
+            comms
+                .insert(comm_key(comm), 1, 0)
+                .map_err(|source| ProbeError::Filter { map: "COMMS", source })?;
+        }
+    }
+    Ok(())
+}
+
+/// The kernel keeps at most 15 bytes of a comm plus a NUL, so a longer
+/// `--comm` is cut the same way to match.
+pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
+    let mut key = [0u8; COMM_LEN];
+    let bytes = comm.as_bytes();
+    let n = bytes.len().min(COMM_LEN - 1);
+    key[..n].copy_from_slice(&bytes[..n]);
+    key
+}
+
+/// Program names are `&'static str` in our error type; they all come from
+/// the fixed lists above, so map them onto static strings.
+fn leak_name(name: &str) -> &'static str {
+    const NAMES: [&str; 8] = [
+        "sched_process_exec",
+        "sched_process_exit",
+        "tcp_destroy_sock",
+        "inet_sock_set_state",
+        "sys_exit_connect",
+        "sys_enter_connect",
+        "connect4",
+        "connect6",
+    ];
+    NAMES.iter().find(|n| **n == name).copied().unwrap_or("unknown")
+}
+
+fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
+    let text = format!("{source:?}");
+    if text.contains("PermissionDenied") || text.contains("EPERM") || text.contains("os error 1)") {
+        ProbeError::Privileges { caps: own_caps() }
+    } else {
+        ProbeError::LoadProgram { name, source }
+    }
+}
+
+fn is_permission_error(e: &aya::EbpfError) -> bool {
+    let text = format!("{e:?}");
+    text.contains("PermissionDenied") || text.contains("os error 1)")
+}
+
+/// The effective capabilities relevant to loading, for the error message.
+fn own_caps() -> String {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return "unknown".into();
+    };
+    let Some(hex) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)
+    else {
+        return "unknown".into();
+    };
+    let Ok(bits) = u64::from_str_radix(hex, 16) else {
+        return "unknown".into();
+    };
+    // Bit numbers from include/uapi/linux/capability.h.
+    let names = [(21, "CAP_SYS_ADMIN"), (12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+    let have: Vec<&str> = names
+        .iter()
+        .filter(|(bit, _)| bits & (1u64 << bit) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    let uid = unsafe { libc::geteuid() };
+    if have.is_empty() {
+        format!("uid {uid}, none of CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN")
+    } else {
+        format!("uid {uid}, {}", have.join(", "))
+    }
+}
+
+/// The cgroup v2 mount point: /sys/fs/cgroup on a pure v2 node,
+/// /sys/fs/cgroup/unified on a hybrid one.
+fn cgroup2_root() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        // "... mount_point options - fstype source superopts"
+        let (left, right) = line.split_once(" - ")?;
+        let fstype = right.split_whitespace().next()?;
+        if fstype != "cgroup2" {
+            return None;
+        }
+        left.split_whitespace().nth(4).map(PathBuf::from)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_keys_are_cut_like_the_kernel() {
+        assert_eq!(&comm_key("curl")[..5], b"curl\0");
+        let long = comm_key("a-very-long-command-name");
+        assert_eq!(long[15], 0);
+        assert_eq!(&long[..15], b"a-very-long-com");
+    }
+}

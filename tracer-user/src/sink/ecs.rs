@@ -1,0 +1,358 @@
+//! The event as written: Elastic Common Schema field names as nested
+//! objects, plus the tracer's own fields under `tracer.`. Documented field by
+//! field in schema/event.schema.json.
+
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::{
+    decode::{errno_message, errno_name, Attempt, Peer, Transport, Verdict},
+    enrich::proc::{EnvState, ProcInfo},
+    probe::Mode,
+    verdict::{scheme_label, ProxyVerdict},
+};
+
+/// Bumped whenever a field changes meaning or disappears.
+pub const SCHEMA_VERSION: u32 = 1;
+pub const ECS_VERSION: &str = "8.11.0";
+
+#[derive(Debug, Serialize)]
+pub struct EcsEvent<'a> {
+    #[serde(rename = "@timestamp")]
+    pub timestamp: String,
+    pub ecs: Ecs,
+    pub event: EventFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorFields>,
+    pub message: String,
+    pub process: ProcessFields<'a>,
+    pub user: IdField,
+    pub group: IdField,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Endpoint>,
+    pub destination: Destination<'a>,
+    pub network: NetworkFields,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerFields<'a>>,
+    pub tracer: TracerFields<'a>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Ecs {
+    pub version: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct EventFields {
+    pub kind: &'static str,
+    pub category: [&'static str; 1],
+    #[serde(rename = "type")]
+    pub kind_type: [&'static str; 1],
+    pub action: &'static str,
+    pub outcome: &'static str,
+    /// Nanoseconds from connect() to the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration: Option<u64>,
+    pub start: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub end: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ErrorFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    pub message: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProcessFields<'a> {
+    pub pid: u32,
+    pub name: &'a str,
+    pub thread: Thread,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executable: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<Parent>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Thread {
+    pub id: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Parent {
+    pub pid: u32,
+}
+
+/// ECS ids are keywords (strings).
+#[derive(Debug, Serialize)]
+pub struct IdField {
+    pub id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Destination<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// The AF_UNIX path, or the IP as text.
+    pub address: std::borrow::Cow<'a, str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NetworkFields {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub net_type: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ContainerFields<'a> {
+    pub id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<&'a str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TracerFields<'a> {
+    pub schema_version: u32,
+    pub mode: &'static str,
+    pub result: &'static str,
+    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
+    pub is_async: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
+    pub cgroup: CgroupFields<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unit: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_uid: Option<&'a str>,
+    /// "read" or "unavailable: <why>".
+    pub proxy_env: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<&'a ProxyVerdict>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CgroupFields<'a> {
+    pub id: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<&'a str>,
+}
+
+/// Nanoseconds since the epoch -> RFC 3339 UTC with nanoseconds.
+pub fn rfc3339(epoch_ns: u64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(epoch_ns);
+    humantime::format_rfc3339_nanos(t).to_string()
+}
+
+/// Everything needed to write one attempt.
+pub struct Facts<'a> {
+    pub attempt: &'a Attempt,
+    pub proc: &'a ProcInfo,
+    pub verdict: Option<&'a ProxyVerdict>,
+    pub mode: Mode,
+    /// Add to a kernel monotonic time to get epoch nanoseconds.
+    pub wall_offset_ns: i128,
+}
+
+impl Facts<'_> {
+    fn wall(&self, mono_ns: u64) -> u64 {
+        (i128::from(mono_ns) + self.wall_offset_ns).max(0) as u64
+    }
+}
+
+pub fn build<'a>(f: &'a Facts<'a>, dest_text: &'a str) -> EcsEvent<'a> {
+    let a = f.attempt;
+    let pending = a.verdict == Verdict::Pending;
+    let end_ns = if pending || a.end_ns == 0 {
+        None
+    } else {
+        Some(a.end_ns)
+    };
+    let error = match (a.verdict, a.errno) {
+        (Verdict::Connected | Verdict::Aborted | Verdict::Pending, _) => None,
+        (_, Some(errno)) => Some(ErrorFields {
+            code: Some(
+                errno_name(errno).map_or_else(|| format!("E{errno}"), str::to_string),
+            ),
+            message: errno_message(errno),
+        }),
+        (_, None) => Some(ErrorFields {
+            code: None,
+            message: "connect() failed before a SYN was sent; the errno is only visible in --mode syscall".into(),
+        }),
+    };
+    let (dest_ip, dest_port) = match &a.destination {
+        Peer::Ip { ip, port } => (Some(*ip), Some(*port)),
+        Peer::Unix(_) => (None, None),
+    };
+    let net_type = dest_ip.map(|ip| if ip.is_ipv4() { "ipv4" } else { "ipv6" });
+    let cgroup = f.proc.cgroup.as_ref();
+    let container = cgroup.and_then(|c| {
+        c.container_id.as_deref().map(|id| ContainerFields {
+            id,
+            runtime: c.runtime.as_deref(),
+        })
+    });
+    let proxy_env = match &f.proc.env {
+        Some(EnvState::Read(_)) => "read".to_string(),
+        Some(EnvState::Unavailable(why)) => format!("unavailable: {why}"),
+        None => "unavailable".to_string(),
+    };
+    EcsEvent {
+        timestamp: rfc3339(f.wall(end_ns.unwrap_or(a.start_ns).max(a.start_ns))),
+        ecs: Ecs {
+            version: ECS_VERSION,
+        },
+        event: EventFields {
+            kind: "event",
+            category: ["network"],
+            kind_type: ["connection"],
+            action: "connect",
+            outcome: a.verdict.ecs_outcome(),
+            duration: end_ns.map(|end| end.saturating_sub(a.start_ns)),
+            start: rfc3339(f.wall(a.start_ns)),
+            end: end_ns.map(|end| rfc3339(f.wall(end))),
+        },
+        error,
+        message: message(f, dest_text),
+        process: ProcessFields {
+            pid: a.pid,
+            name: &a.comm,
+            thread: Thread { id: a.tid },
+            executable: f.proc.exe.as_deref(),
+            args: f.proc.args.as_deref(),
+            parent: f.proc.ppid.map(|pid| Parent { pid }),
+        },
+        user: IdField {
+            id: a.uid.to_string(),
+        },
+        group: IdField {
+            id: a.gid.to_string(),
+        },
+        source: a.source.map(|(ip, port)| Endpoint { ip, port }),
+        destination: Destination {
+            ip: dest_ip,
+            port: dest_port,
+            address: std::borrow::Cow::Borrowed(dest_text),
+        },
+        network: NetworkFields {
+            transport: a.transport,
+            net_type,
+        },
+        container,
+        tracer: TracerFields {
+            schema_version: SCHEMA_VERSION,
+            mode: f.mode.as_str(),
+            result: a.verdict.as_str(),
+            is_async: a.is_async,
+            errno: a.errno,
+            cgroup: CgroupFields {
+                id: a.cgroup_id,
+                path: cgroup.map(|c| c.path.as_str()),
+            },
+            unit: cgroup.and_then(|c| c.unit.as_deref()),
+            pod_uid: cgroup.and_then(|c| c.pod_uid.as_deref()),
+            proxy_env,
+            proxy: f.verdict,
+        },
+    }
+}
+
+/// The destination as a person writes it: "10.0.0.1:7897", "[::1]:80",
+/// or the AF_UNIX path.
+pub fn destination_text(a: &Attempt) -> String {
+    match &a.destination {
+        Peer::Ip { ip: IpAddr::V6(ip), port } => format!("[{ip}]:{port}"),
+        Peer::Ip { ip, port } => format!("{ip}:{port}"),
+        Peer::Unix(path) => path.clone(),
+    }
+}
+
+/// What happened, in words.
+fn result_text(a: &Attempt) -> String {
+    match (a.verdict, a.errno) {
+        (Verdict::Connected, _) => "connected".into(),
+        (Verdict::Aborted, _) => "gave up before any answer (socket closed while SYN_SENT)".into(),
+        (Verdict::Pending, _) => "still in flight when the tracer stopped".into(),
+        (_, Some(errno)) => errno_message(errno),
+        (_, None) => "failed before a SYN was sent".into(),
+    }
+}
+
+/// One sentence an operator can act on (ECS `message`).
+pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
+    let a = f.attempt;
+    let mut who = format!("{} (pid {}", a.comm, a.pid);
+    if let Some(unit) = f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref()) {
+        who.push_str(", ");
+        who.push_str(unit);
+    }
+    who.push(')');
+    let result = result_text(a);
+    let mut text = match f.verdict {
+        Some(v) if v.via => {
+            let label = scheme_label(v.variable);
+            let label = if label.is_empty() {
+                String::new()
+            } else {
+                format!("{label} ")
+            };
+            if a.verdict == Verdict::Connected {
+                format!("{who} connected to its {label}proxy {}", v.endpoint)
+            } else if a.verdict == Verdict::Pending {
+                format!("{who} is dialling its {label}proxy {}: {result}", v.endpoint)
+            } else {
+                format!("{who} could not reach its {label}proxy {}: {result}", v.endpoint)
+            }
+        }
+        _ => {
+            let transport = match a.transport {
+                Some(Transport::Udp) => "udp ",
+                Some(Transport::Unix) => "unix ",
+                _ => "",
+            };
+            format!("{who} {transport}connect to {dest_text}: {result}")
+        }
+    };
+    if let Some(v) = f.verdict {
+        if v.via {
+            text.push_str(&format!("; {} is ", v.variable));
+        } else {
+            text.push_str(&format!("; the process has {}={} ", v.variable, v.url));
+        }
+        match &v.source {
+            Some(src) => text.push_str(&format!("set in {}", src.location())),
+            None => text.push_str("in its environment, not set by any unit file"),
+        }
+        if let Some(d) = &v.drift {
+            match &d.configured {
+                Some(c) => text.push_str(&format!(
+                    "; the unit's files now say {c} but the running process still has {} (restart it to apply)",
+                    d.live
+                )),
+                None if v.source.is_none() && f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref()).is_some() => {
+                    text.push_str(" (stale: no file configures it any more; restart the unit to drop it)")
+                }
+                None => {}
+            }
+        }
+    } else if let Some(EnvState::Unavailable(why)) = &f.proc.env {
+        text.push_str(&format!(" (proxy environment unknown: {why})"));
+    }
+    text
+}

@@ -1,0 +1,355 @@
+//! `tracer trace`: wire the stages together and run until told to stop.
+
+use std::{path::PathBuf, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use serde::Serialize;
+use thiserror::Error;
+use tokio::{
+    io::unix::AsyncFd,
+    signal::unix::{signal, SignalKind},
+};
+
+use crate::{
+    cli::TraceArgs,
+    decode::{self, Attempt, Peer, Record},
+    enrich::{proc::ProcCache, UnitCache},
+    probe::{LostCounts, Mode, ProbeConfig, ProbeError, Probes},
+    sink::{
+        ecs::{self, Facts},
+        text, Format, Sink, SinkError,
+    },
+    verdict::{judge, resolve::HostResolver},
+};
+
+#[derive(Debug, Error)]
+pub enum TraceError {
+    #[error(transparent)]
+    Probe(#[from] ProbeError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Everything after the ring buffer: decode, enrich, verdict, sink.
+pub struct Pipeline {
+    procs: ProcCache,
+    units: UnitCache,
+    resolver: HostResolver,
+    sink: Sink,
+    mode: Mode,
+    proxy_only: bool,
+    wall_offset_ns: i128,
+    pub attempts: u64,
+    pub decode_errors: u64,
+}
+
+impl Pipeline {
+    pub fn new(args: &TraceArgs, sink: Sink) -> Self {
+        Self {
+            procs: ProcCache::new(PathBuf::from("/proc")),
+            units: UnitCache::new(args.host_root.clone()),
+            resolver: HostResolver::new(&args.host_root),
+            sink,
+            mode: args.mode,
+            proxy_only: args.proxy_only,
+            wall_offset_ns: wall_offset_ns(),
+            attempts: 0,
+            decode_errors: 0,
+        }
+    }
+
+    /// One ring-buffer record.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
+        match decode::decode(bytes) {
+            Ok(Record::Process { pid }) => {
+                self.procs.refresh(pid);
+                Ok(())
+            }
+            Ok(Record::Attempt(attempt)) => self.handle_attempt(&attempt),
+            Err(e) => {
+                // A record we cannot read is counted, not fatal: the
+                // summary reports it.
+                self.decode_errors += 1;
+                log::warn!("skipping ring buffer record: {e}");
+                Ok(())
+            }
+        }
+    }
+
+    pub fn handle_attempt(&mut self, attempt: &Attempt) -> Result<(), SinkError> {
+        let proc = self.procs.get(attempt.pid);
+        let unit_env = proc
+            .cgroup
+            .as_ref()
+            .and_then(|c| c.unit.as_deref())
+            .filter(|unit| unit.ends_with(".service"))
+            .and_then(|unit| self.units.get(unit));
+        let dest = match &attempt.destination {
+            Peer::Ip { ip, port } => Some((*ip, *port)),
+            Peer::Unix(_) => None,
+        };
+        let verdict = proc
+            .proxy_env()
+            .and_then(|env| judge(dest, env, unit_env.as_deref(), &mut self.resolver));
+        if self.proxy_only && verdict.is_none() {
+            return Ok(());
+        }
+        let facts = Facts {
+            attempt,
+            proc: &proc,
+            verdict: verdict.as_ref(),
+            mode: self.mode,
+            wall_offset_ns: self.wall_offset_ns,
+        };
+        let dest_text = ecs::destination_text(attempt);
+        let event = ecs::build(&facts, &dest_text);
+        match self.sink.format {
+            Format::Json => self.sink.json(&event)?,
+            Format::Text => {
+                let line = text::render(&event, attempt.verdict, self.sink.color);
+                self.sink.line(&line);
+            }
+        }
+        self.attempts += 1;
+        Ok(())
+    }
+
+    /// A record of events lost in the kernel.
+    pub fn lost_record(&mut self, lost: LostCounts, last: bool) -> Result<(), SinkError> {
+        let now = ecs::rfc3339(now_epoch_ns());
+        let message = format!(
+            "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full",
+            lost.total(),
+            lost.ringbuf_full,
+            lost.inflight_full
+        );
+        match self.sink.format {
+            Format::Json => self.sink.json(&LostRecord {
+                timestamp: now,
+                ecs: ecs::Ecs {
+                    version: ecs::ECS_VERSION,
+                },
+                event: LostEvent {
+                    kind: "metric",
+                    category: ["network"],
+                    action: if last { "lost-events-final" } else { "lost-events" },
+                },
+                message,
+                tracer: LostTracer {
+                    schema_version: ecs::SCHEMA_VERSION,
+                    lost: LostFields {
+                        total: lost.total(),
+                        ringbuf_full: lost.ringbuf_full,
+                        inflight_full: lost.inflight_full,
+                    },
+                },
+            })?,
+            Format::Text => self.sink.line(&format!("-- {message}")),
+        }
+        Ok(())
+    }
+
+    pub fn flush(&mut self) -> Result<(), SinkError> {
+        self.sink.flush()
+    }
+}
+
+#[derive(Serialize)]
+struct LostRecord {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    ecs: ecs::Ecs,
+    event: LostEvent,
+    message: String,
+    tracer: LostTracer,
+}
+
+#[derive(Serialize)]
+struct LostEvent {
+    kind: &'static str,
+    category: [&'static str; 1],
+    action: &'static str,
+}
+
+#[derive(Serialize)]
+struct LostTracer {
+    schema_version: u32,
+    lost: LostFields,
+}
+
+#[derive(Serialize)]
+struct LostFields {
+    total: u64,
+    ringbuf_full: u64,
+    inflight_full: u64,
+}
+
+fn clock_ns(clock: libc::clockid_t) -> i128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; both clocks always exist.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+}
+
+/// bpf_ktime_get_ns() is CLOCK_MONOTONIC; this converts it to wall time.
+fn wall_offset_ns() -> i128 {
+    clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+fn now_epoch_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME).max(0) as u64
+}
+
+/// Tell systemd (Type=notify) that we are ready.
+fn notify_ready() {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    use std::os::{linux::net::SocketAddrExt, unix::net::UnixDatagram};
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = match bytes.strip_prefix(b"@") {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr)),
+        None => sock.send_to(b"READY=1", &path),
+    };
+    if let Err(e) = result {
+        eprintln!("tracer: warning: cannot notify systemd at NOTIFY_SOCKET: {e}");
+    }
+}
+
+/// Drain every record currently in the ring buffer.
+fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
+    while let Some(item) = ring.next() {
+        pipeline.handle_bytes(&item)?;
+    }
+    Ok(())
+}
+
+/// Run `tracer trace` until SIGINT/SIGTERM or until the reader goes away.
+pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
+    // Open the output before loading anything: a bad path fails fast and
+    // leaves the kernel untouched.
+    let sink = match &args.output {
+        Some(path) => Sink::file(path, args.format)?,
+        None => Sink::stdout(args.format),
+    };
+    let mut pipeline = Pipeline::new(&args, sink);
+
+    let config = ProbeConfig {
+        mode: args.mode,
+        pids: args.pid.clone(),
+        comms: args.comm.clone(),
+        failed_only: args.failed_only,
+    };
+    let mut probes = Probes::attach(&config)?;
+    let ring = probes.take_events()?;
+    let mut ring = AsyncFd::with_interest(ring, tokio::io::Interest::READABLE).map_err(|source| {
+        TraceError::Io {
+            what: "cannot poll the ring buffer",
+            source,
+        }
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| TraceError::Io {
+        what: "cannot handle SIGINT",
+        source,
+    })?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| TraceError::Io {
+        what: "cannot handle SIGTERM",
+        source,
+    })?;
+    eprintln!(
+        "tracer: ready: all probes attached (mode {}, output {})",
+        args.mode.as_str(),
+        args.output
+            .as_ref()
+            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string())
+    );
+    notify_ready();
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut lost_reported = LostCounts::default();
+    let mut reader_gone = false;
+    let stop_reason = loop {
+        let result = tokio::select! {
+            guard = ring.readable_mut() => {
+                let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
+                let r = drain(guard.get_inner_mut(), &mut pipeline).and_then(|()| pipeline.flush());
+                guard.clear_ready();
+                r
+            }
+            _ = sigint.recv() => break "SIGINT",
+            _ = sigterm.recv() => break "SIGTERM",
+            _ = tick.tick() => {
+                let lost = probes.lost()?;
+                if lost.total() > lost_reported.total() {
+                    lost_reported = lost;
+                    pipeline.lost_record(lost, false).and_then(|()| pipeline.flush())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        match result {
+            Ok(()) => {}
+            Err(SinkError::Closed) => {
+                reader_gone = true;
+                break "the output reader went away";
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+
+    // Shutdown: what is already in the ring buffer, then what is still in
+    // flight (as `pending`), then the final lost count.
+    let mut pending = 0u64;
+    let lost = probes.lost()?;
+    if !reader_gone {
+        match shutdown_flush(&mut ring, &probes, &mut pipeline, lost) {
+            Ok(n) => pending = n,
+            Err(TraceError::Sink(SinkError::Closed)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    eprintln!(
+        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {} events lost in the kernel (ring buffer full: {}, in-flight table full: {}), {} unreadable records",
+        pipeline.attempts,
+        lost.total(),
+        lost.ringbuf_full,
+        lost.inflight_full,
+        pipeline.decode_errors
+    );
+    Ok(())
+}
+
+/// Drain the ring buffer, then report what is still in flight as `pending`,
+/// then the final lost count. Returns the number of pending attempts.
+fn shutdown_flush(
+    ring: &mut AsyncFd<RingBuf<MapData>>,
+    probes: &Probes,
+    pipeline: &mut Pipeline,
+    lost: LostCounts,
+) -> Result<u64, TraceError> {
+    drain(ring.get_mut(), pipeline)?;
+    let mut pending = 0;
+    for (conn, path) in probes.in_flight()? {
+        let path = path.map(|p| decode::unix_path(&p));
+        let attempt = decode::attempt_from(&conn, path);
+        pipeline.handle_attempt(&attempt)?;
+        pending += 1;
+    }
+    pipeline.lost_record(lost, true)?;
+    pipeline.flush()?;
+    Ok(pending)
+}

@@ -1,0 +1,266 @@
+//! `cargo xtask`: what cargo cannot do alone.
+//!
+//! - `setup`: install what a fresh machine lacks (rust-src for nightly,
+//!   bpf-linker built against the nightly toolchain's own LLVM, and the
+//!   Debian packages the tests use). Idempotent, and fast when done.
+//! - `build`: `target/release/tracer` (build.rs builds the eBPF object).
+//! - `run -- ARGS`: set up, build, run the tracer with ARGS.
+//! - `test`: set up, then unit tests and the privileged integration tests.
+//! - `bench`: set up, then the overhead benchmark.
+
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install the eBPF toolchain and test dependencies (idempotent).
+    Setup,
+    /// Build target/release/tracer.
+    Build,
+    /// Build and run the tracer, e.g. `cargo xtask run -- trace`.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Run every test: unit tests, then the privileged integration tests.
+    Test {
+        /// Extra arguments for the integration test binary (e.g. a test name).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Measure overhead against an untraced run and bpftrace.
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    match cli.command {
+        Cmd::Setup => setup(&root, true),
+        Cmd::Build => {
+            setup(&root, false)?;
+            build(&root)
+        }
+        Cmd::Run { args } => {
+            setup(&root, false)?;
+            build(&root)?;
+            let tracer = root.join("target/release/tracer");
+            let status = Command::new(&tracer)
+                .args(&args)
+                .status()
+                .with_context(|| format!("cannot run {}", tracer.display()))?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Cmd::Test { args } => {
+            setup(&root, true)?;
+            test(&root, &args)
+        }
+        Cmd::Bench { args } => {
+            setup(&root, true)?;
+            build(&root)?;
+            bench(&root, &args)
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(Path::to_path_buf)
+        .context("xtask has no parent directory")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd
+        .output()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Debian packages the tests and benchmark need, with a binary that shows
+/// each is installed.
+const PACKAGES: &[(&str, &str)] = &[
+    ("containerd", "containerd"),
+    ("nftables", "nft"),
+    ("bpftrace", "bpftrace"),
+    ("iproute2", "ip"),
+    ("gcc", "gcc"),
+];
+
+fn setup(root: &Path, test_packages: bool) -> Result<()> {
+    let _ = root;
+    // 1. rust-src for nightly: -Z build-std=core needs it.
+    let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
+        .context("the nightly toolchain is needed to build the eBPF programs")?;
+    let sysroot = PathBuf::from(sysroot);
+    if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
+        eprintln!("xtask: installing rust-src for nightly");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+
+    // 2. bpf-linker, built against nightly's own LLVM (no prebuilt binary
+    //    can be downloaded here).
+    if !bpf_linker_works() {
+        install_bpf_linker(&sysroot)?;
+    }
+
+    // 3. Debian packages for the integration tests and the benchmark.
+    if test_packages {
+        let missing: Vec<&str> = PACKAGES
+            .iter()
+            .filter(|(_, bin)| !have(bin))
+            .map(|(pkg, _)| *pkg)
+            .collect();
+        if !missing.is_empty() {
+            eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+            run(Command::new("apt-get").arg("update").arg("-q"))?;
+            run(Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(&missing)
+                .env("DEBIAN_FRONTEND", "noninteractive"))?;
+        }
+    }
+    Ok(())
+}
+
+fn bpf_linker_works() -> bool {
+    Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn install_bpf_linker(sysroot: &Path) -> Result<()> {
+    // The nightly sysroot ships libLLVM.so.<major>.<minor>-rust-<ver>;
+    // bpf-linker's build wants LLVM_PREFIX/lib/libLLVM.so. Derive names
+    // from what is there rather than hard-coding a version.
+    let lib = sysroot.join("lib");
+    let llvm = std::fs::read_dir(&lib)
+        .with_context(|| format!("cannot list {}", lib.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("libLLVM.so."))
+        .with_context(|| format!("no libLLVM.so.* in {}", lib.display()))?;
+    let version = llvm.trim_start_matches("libLLVM.so.");
+    let major = version
+        .split('.')
+        .next()
+        .filter(|m| m.chars().all(|c| c.is_ascii_digit()) && !m.is_empty())
+        .with_context(|| format!("cannot read the LLVM major version from {llvm}"))?;
+    // The binary keeps an rpath to this prefix, so it must stay: put it in
+    // a stable per-user place, named by version.
+    let home = std::env::var_os("HOME").context("HOME is not set")?;
+    let prefix = PathBuf::from(home).join(format!(".local/share/tracer-xtask/llvm-{version}"));
+    let prefix_lib = prefix.join("lib");
+    std::fs::create_dir_all(&prefix_lib)
+        .with_context(|| format!("cannot create {}", prefix_lib.display()))?;
+    for name in ["libLLVM.so".to_string(), llvm.clone()] {
+        let link = prefix_lib.join(&name);
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(lib.join(&llvm), &link)
+            .with_context(|| format!("cannot link {}", link.display()))?;
+    }
+    eprintln!("xtask: building bpf-linker 0.13.0 against LLVM {version} (about 90 s, once)");
+    run(Command::new("cargo")
+        .args([
+            "+nightly",
+            "install",
+            "bpf-linker",
+            "--version",
+            "0.13.0",
+            "--locked",
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix))?;
+    if !bpf_linker_works() {
+        bail!("bpf-linker was installed but does not run; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+fn build(root: &Path) -> Result<()> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--release", "--package", "tracer-user", "--bin", "tracer"]))
+}
+
+fn test(root: &Path, args: &[OsString]) -> Result<()> {
+    build(root)?;
+    // Unit tests of every crate (pure logic, plus the parts that read this
+    // machine's /proc and BTF).
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["test", "--release", "--workspace", "--lib", "--bins"]))?;
+    // Privileged integration tests: real kernel, real eBPF programs, network
+    // namespaces, containerd. One at a time: they load probes node-wide and
+    // create namespaces and cgroups.
+    if unsafe_geteuid() != 0 {
+        bail!("the integration tests need root (they load eBPF programs and create network namespaces)");
+    }
+    let tracer = root.join("target/release/tracer");
+    run(Command::new("cargo")
+        .current_dir(root)
+        .env("TRACER_BIN", &tracer)
+        .args(["test", "--release", "--package", "tracer-tests", "--tests", "--"])
+        .args(["--test-threads=1"])
+        .args(args))
+}
+
+fn bench(root: &Path, args: &[OsString]) -> Result<()> {
+    let tracer = root.join("target/release/tracer");
+    run(Command::new("cargo")
+        .current_dir(root)
+        .env("TRACER_BIN", &tracer)
+        .args(["run", "--release", "--package", "tracer-tests", "--bin", "bench", "--"])
+        .args(args))
+}
+
+fn unsafe_geteuid() -> u32 {
+    // `id -u` avoids a libc dependency in xtask.
+    output(Command::new("id").arg("-u"))
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(u32::MAX)
+}
