@@ -99,7 +99,19 @@ impl Tracer {
     }
 
     /// SIGINT, wait (at most 30 s), read every line. Each line must be JSON.
-    pub fn stop(mut self) -> Stopped {
+    pub fn stop(self) -> Stopped {
+        let output = self.output.clone();
+        let (status, stderr) = self.stop_raw();
+        let events = read_events(&output);
+        Stopped {
+            events,
+            stderr,
+            status,
+        }
+    }
+
+    /// SIGINT and wait; returns the exit status and stderr.
+    pub fn stop_raw(mut self) -> (std::process::ExitStatus, String) {
         let mut child = self.child.take().expect("tracer running");
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
@@ -115,12 +127,7 @@ impl Tracer {
             std::thread::sleep(Duration::from_millis(20));
         };
         let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
-        let events = read_events(&self.output);
-        Stopped {
-            events,
-            stderr,
-            status,
-        }
+        (status, stderr)
     }
 }
 

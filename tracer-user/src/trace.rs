@@ -255,11 +255,14 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
     };
     let mut probes = Probes::attach(&config)?;
     let ring = probes.take_events()?;
-    let mut ring = AsyncFd::with_interest(ring, tokio::io::Interest::READABLE).map_err(|source| {
-        TraceError::Io {
-            what: "cannot poll the ring buffer",
-            source,
-        }
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
+    // long as it is registered.
+    let mut ring = unsafe {
+        AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| TraceError::Io {
+        what: "cannot poll the ring buffer",
+        source: std::io::Error::other(e.to_string()),
     })?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| TraceError::Io {
         what: "cannot handle SIGINT",

@@ -87,6 +87,10 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             finish(sk, conn);
         }
         _ => {
+            // The source port is allocated after the CLOSE -> SYN_SENT
+            // transition (inet_hash_connect), so it is first visible here
+            // or at ESTABLISHED.
+            read_source(ctx, conn)?;
             let off = config::offsets();
             let err: i32 = if off.sock_sk_err != 0 {
                 unsafe { bpf_probe_read_kernel((sk + u64::from(off.sock_sk_err)) as *const i32) }
@@ -106,10 +110,14 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     Ok(())
 }
 
-/// The source address and port exist once the SYN is built.
+/// The source address and port, once the kernel has chosen them.
 #[inline(always)]
 fn read_source(ctx: &TracePointContext, conn: &mut Conn) -> Result<(), i32> {
-    conn.sport = unsafe { ctx.read_at(OFF_SPORT)? };
+    let sport: u16 = unsafe { ctx.read_at(OFF_SPORT)? };
+    if sport == 0 {
+        return Ok(());
+    }
+    conn.sport = sport;
     let family: u16 = unsafe { ctx.read_at(OFF_FAMILY)? };
     if family == AF_INET {
         let saddr: [u8; 4] = unsafe { ctx.read_at(OFF_SADDR)? };

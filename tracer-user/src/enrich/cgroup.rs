@@ -360,10 +360,12 @@ mod tests {
 
     #[test]
     fn v2_user_manager_service() {
-        let info =
-            parse_proc_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n");
+        let info = parse_proc_cgroup(
+            "0::/user.slice/user-1000.slice/user@1000.service/app.slice/foo.service\n",
+        );
         assert_eq!(info.unit.as_deref(), Some("foo.service"));
-        let info = parse_proc_cgroup("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n");
+        let info =
+            parse_proc_cgroup("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n");
         assert_eq!(info.unit.as_deref(), Some("init.scope"));
     }
 
@@ -445,9 +447,8 @@ mod tests {
 
     #[test]
     fn v1_docker_cgroupfs() {
-        let content = format!(
-            "12:blkio:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n"
-        );
+        let content =
+            format!("12:blkio:/docker/{ID}\n11:memory:/docker/{ID}\n1:name=systemd:/docker/{ID}\n");
         let info = parse_proc_cgroup(&content);
         assert_eq!(info.container_id.as_deref(), Some(ID));
         assert_eq!(info.runtime.as_deref(), Some("docker"));
@@ -568,11 +569,19 @@ mod tests {
         let info = parse_proc_cgroup("0::/system.slice/_cpu.service\n");
         assert_eq!(info.unit.as_deref(), Some("cpu.service"));
         // A template cannot own processes; ".service" alone has no name.
-        assert_eq!(parse_proc_cgroup("0::/system.slice/foo@.service\n").unit, None);
-        assert_eq!(parse_proc_cgroup("0::/system.slice/.service\n").unit, None);
-        assert_eq!(parse_proc_cgroup("0::/system.slice/we ird.service\n").unit, None);
         assert_eq!(
-            parse_proc_cgroup("0::/system.slice/system-getty.slice/getty@tty1.service\n").unit.as_deref(),
+            parse_proc_cgroup("0::/system.slice/foo@.service\n").unit,
+            None
+        );
+        assert_eq!(parse_proc_cgroup("0::/system.slice/.service\n").unit, None);
+        assert_eq!(
+            parse_proc_cgroup("0::/system.slice/we ird.service\n").unit,
+            None
+        );
+        assert_eq!(
+            parse_proc_cgroup("0::/system.slice/system-getty.slice/getty@tty1.service\n")
+                .unit
+                .as_deref(),
             Some("getty@tty1.service")
         );
     }

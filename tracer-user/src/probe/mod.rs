@@ -112,12 +112,12 @@ impl Probes {
         let syscall_mode = u8::from(config.mode == Mode::Syscall);
         let own_tgid = std::process::id();
         let mut ebpf = EbpfLoader::new()
-            .set_global("FILTER_PID", &filter_pid, true)
-            .set_global("FILTER_COMM", &filter_comm, true)
-            .set_global("FAILED_ONLY", &failed_only, true)
-            .set_global("SYSCALL_MODE", &syscall_mode, true)
-            .set_global("TRACER_TGID", &own_tgid, true)
-            .set_global("OFFSETS", &offsets, true)
+            .override_global("FILTER_PID", &filter_pid, true)
+            .override_global("FILTER_COMM", &filter_comm, true)
+            .override_global("FAILED_ONLY", &failed_only, true)
+            .override_global("SYSCALL_MODE", &syscall_mode, true)
+            .override_global("TRACER_TGID", &own_tgid, true)
+            .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
             .map_err(|e| {
                 if is_permission_error(&e) {
@@ -171,10 +171,13 @@ impl Probes {
                 .try_into()
                 .map_err(|source| ProbeError::LoadProgram { name, source })?;
             program.load().map_err(|source| load_error(name, source))?;
-            // AllowMultiple: other tools (Cilium, systemd's IP accounting)
-            // may attach their own connect hooks; ours must coexist.
+            // On Linux 5.7+ aya attaches through a bpf_link, which always
+            // coexists with other programs on the cgroup (Cilium, systemd IP
+            // accounting): the kernel treats links as BPF_F_ALLOW_MULTI and
+            // rejects explicit attach flags, so the mode here must be the
+            // default.
             program
-                .attach(&cgroup, CgroupAttachMode::AllowMultiple)
+                .attach(&cgroup, CgroupAttachMode::Single)
                 .map_err(|source| ProbeError::MissingHook {
                     hook: name,
                     why: "cgroup/connect4 and connect6 need Linux 4.17+ and cgroup v2",

@@ -177,11 +177,7 @@ impl ProxyEnv {
             ) {
                 continue;
             }
-            let Some(eq) = entry
-                .iter()
-                .take(MAX_KEY_LEN + 1)
-                .position(|&b| b == b'=')
-            else {
+            let Some(eq) = entry.iter().take(MAX_KEY_LEN + 1).position(|&b| b == b'=') else {
                 continue;
             };
             let (key, value) = (&entry[..eq], &entry[eq + 1..]);
@@ -261,7 +257,9 @@ impl ProxyEnv {
     /// Values may contain credentials: pass them through [`redact`] before
     /// logging.
     pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.vars.iter().map(|(var, value)| (var.name(), value.as_str()))
+        self.vars
+            .iter()
+            .map(|(var, value)| (var.name(), value.as_str()))
     }
 }
 
@@ -371,6 +369,13 @@ pub struct ProxyUrl {
     pub port: u16,
     /// The value had a `user[:password]@` part.
     pub has_credentials: bool,
+    /// Go only: the value was written as `scheme://...` but did not parse
+    /// (bad port, bad host character, ...), so Go re-read it as `http://` +
+    /// value, which takes the value's own scheme as the host: `http://proxy:abc`
+    /// becomes host `http`, port 80, and Go then dials that ("lookup http: no
+    /// such host"). The same mechanism once turned `socks5h://` into a host
+    /// named `socks5h` (golang/go#24135).
+    pub misparsed: bool,
 }
 
 impl ProxyUrl {
@@ -379,7 +384,11 @@ impl ProxyUrl {
         format!(
             "{}://{}{}",
             self.scheme,
-            if self.has_credentials { "REDACTED@" } else { "" },
+            if self.has_credentials {
+                "REDACTED@"
+            } else {
+                ""
+            },
             self.host_port()
         )
     }
@@ -525,13 +534,16 @@ impl Parts {
         let port = if self.port.is_empty() {
             default_port(&self.scheme).ok_or_else(|| Fault::NoDefaultPort(self.scheme.clone()))?
         } else {
-            self.port.parse::<u16>().map_err(|_| Fault::PortOutOfRange)?
+            self.port
+                .parse::<u16>()
+                .map_err(|_| Fault::PortOutOfRange)?
         };
         Ok(ProxyUrl {
             scheme: self.scheme,
             host: self.host.to_ascii_lowercase(),
             port,
             has_credentials: self.has_credentials,
+            misparsed: false,
         })
     }
 }
@@ -557,21 +569,26 @@ fn parse_go(value: &str) -> Result<ProxyUrl, Fault> {
     // scheme and a host; otherwise retry "http://"+value; if that fails too,
     // report the first error (or keep the first, host-less, result).
     let first = go_url_parse(value);
-    let parsed = match first {
-        Ok(ref u) if !u.scheme.is_empty() && !u.host.is_empty() => first,
+    let (parsed, retried) = match first {
+        Ok(ref u) if !u.scheme.is_empty() && !u.host.is_empty() => (first, false),
         _ => match go_url_parse(&format!("http://{value}")) {
-            Ok(u) => Ok(u),
-            Err(_) => first,
+            Ok(u) => (Ok(u), true),
+            Err(_) => (first, false),
         },
-    }?;
+    };
+    let parsed = parsed?;
     let (hostname, port) = go_split_host_port(&parsed.host);
-    Parts {
+    let mut url = Parts {
         scheme: parsed.scheme,
         has_credentials: parsed.has_credentials,
         host: hostname.to_owned(),
         port: port.to_owned(),
     }
-    .finish(go_default_port)
+    .finish(go_default_port)?;
+    // A retry is normal for "host:port"; after an explicit "scheme://" it
+    // means the real host was lost.
+    url.misparsed = retried && value.find("://").is_some_and(|i| is_scheme(&value[..i]));
+    Ok(url)
 }
 
 /// The fields of Go's `url.URL` we need: `Scheme`, whether `User` is set,
@@ -851,10 +868,7 @@ fn parse_lenient(value: &str, rules: Rules) -> Result<ProxyUrl, Fault> {
     if default_port(&scheme).is_none() {
         return Err(Fault::UnsupportedScheme(scheme));
     }
-    let authority = rest
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let (has_credentials, host_port) = match authority.rfind('@') {
         Some(at) => (true, &authority[at + 1..]),
         None => (false, authority),
@@ -889,7 +903,17 @@ fn parse_lenient(value: &str, rules: Rules) -> Result<ProxyUrl, Fault> {
             b.is_ascii_whitespace()
                 || matches!(
                     b,
-                    b':' | b'[' | b']' | b'<' | b'>' | b'"' | b'\\' | b'{' | b'}' | b'|' | b'^' | b'`'
+                    b':' | b'['
+                        | b']'
+                        | b'<'
+                        | b'>'
+                        | b'"'
+                        | b'\\'
+                        | b'{'
+                        | b'}'
+                        | b'|'
+                        | b'^'
+                        | b'`'
                 )
         })
     {
@@ -1081,13 +1105,16 @@ fn pick_variable(env: &ProxyEnv, scheme: RequestScheme, rules: Rules) -> Option<
         (Rules::Go, RequestScheme::Http) => first_non_empty(env, &[HttpUpper, HttpLower]),
         // proxy_detect_proxy: http_proxy in lower case only (httpoxy
         // guard), https lower then upper, then all_proxy, ALL_PROXY.
-        (Rules::Curl, RequestScheme::Http) => first_non_empty(env, &[HttpLower, AllLower, AllUpper]),
+        (Rules::Curl, RequestScheme::Http) => {
+            first_non_empty(env, &[HttpLower, AllLower, AllUpper])
+        }
         (Rules::Curl, RequestScheme::Https) => {
             first_non_empty(env, &[HttpsLower, HttpsUpper, AllLower, AllUpper])
         }
         // requests' select_proxy: the scheme's entry, else "all".
-        (Rules::Python, RequestScheme::Http) => python_pick(env, HttpLower, HttpUpper)
-            .or_else(|| python_pick(env, AllLower, AllUpper)),
+        (Rules::Python, RequestScheme::Http) => {
+            python_pick(env, HttpLower, HttpUpper).or_else(|| python_pick(env, AllLower, AllUpper))
+        }
         (Rules::Python, RequestScheme::Https) => python_pick(env, HttpsLower, HttpsUpper)
             .or_else(|| python_pick(env, AllLower, AllUpper)),
     }
@@ -1356,13 +1383,15 @@ impl NoProxy {
                 },
                 // Plain string suffix, so "example.com" also matches
                 // "badexample.com" (a known requests quirk).
-                None => !entry.is_empty() && (host.ends_with(&entry) || with_port.ends_with(&entry)),
+                None => {
+                    !entry.is_empty() && (host.ends_with(&entry) || with_port.ends_with(&entry))
+                }
             };
             // urllib.proxy_bypass_environment: leading dots stripped, exact or
             // dot-suffix match, case-insensitive.
             let name = token.trim_start_matches('.').to_lowercase();
-            let urllib_match = !name.is_empty()
-                && (host == name || host.ends_with(&format!(".{name}")));
+            let urllib_match =
+                !name.is_empty() && (host == name || host.ends_with(&format!(".{name}")));
             requests_match || urllib_match
         })
     }
@@ -1669,5 +1698,1027 @@ pub fn proxy_for(
     match route(env, scheme, host, port, rules) {
         Route::Proxy(choice) => Some(choice),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> ProxyEnv {
+        ProxyEnv::from_pairs(pairs.iter().copied())
+    }
+
+    fn url(value: &str, rules: Rules) -> ProxyUrl {
+        parse_proxy_url(value, rules).unwrap()
+    }
+
+    fn chosen(
+        env: &ProxyEnv,
+        scheme: RequestScheme,
+        rules: Rules,
+    ) -> Option<(&'static str, String)> {
+        select_proxy(env, scheme, rules).map(|r| {
+            let c = r.unwrap();
+            (c.variable, c.url.redacted())
+        })
+    }
+
+    fn no_proxy_hit(value: &str, host: &str, port: u16) -> bool {
+        NoProxy::parse(value).matches(host, port)
+    }
+
+    /// Deterministic xorshift so the garbage tests are reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn bytes(&mut self, n: usize, alphabet: &[u8]) -> Vec<u8> {
+            (0..n)
+                .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
+                .collect()
+        }
+    }
+
+    // --- environ parsing ---------------------------------------------------
+
+    #[test]
+    fn environ_keeps_only_proxy_variables() {
+        let raw =
+            b"PATH=/usr/bin\0HTTPS_PROXY=http://10.0.0.1:7897\0AWS_SECRET_ACCESS_KEY=hunter2\0\
+no_proxy=localhost,.svc\0Http_Proxy=mixed\0REQUEST_METHOD=GET\0all_proxy=socks5://s:1080\0";
+        let e = ProxyEnv::from_environ(raw);
+        assert_eq!(e.get("HTTPS_PROXY"), Some("http://10.0.0.1:7897"));
+        assert_eq!(e.get("no_proxy"), Some("localhost,.svc"));
+        assert_eq!(e.get("all_proxy"), Some("socks5://s:1080"));
+        assert_eq!(e.get("https_proxy"), None);
+        assert_eq!(e.get("Http_Proxy"), None);
+        assert_eq!(e.get("PATH"), None);
+        assert_eq!(e.get("REQUEST_METHOD"), None, "its value is never kept");
+        assert!(e.request_method_set && e.request_method_present);
+        assert!(!e.truncated);
+        let names: Vec<_> = e.iter().map(|(k, _)| k).collect();
+        assert_eq!(names, ["HTTPS_PROXY", "no_proxy", "all_proxy"]);
+        let dbg = format!("{e:?}");
+        assert!(!dbg.contains("hunter2") && !dbg.contains("PATH") && !dbg.contains("/usr/bin"));
+    }
+
+    #[test]
+    fn environ_first_duplicate_wins_and_empty_values_are_kept() {
+        let e = ProxyEnv::from_environ(b"HTTP_PROXY=first\0HTTP_PROXY=second\0http_proxy=\0");
+        assert_eq!(e.get("HTTP_PROXY"), Some("first"));
+        assert_eq!(e.get("http_proxy"), Some(""));
+        assert!(!e.is_empty());
+        assert!(ProxyEnv::from_environ(b"PATH=/bin\0").is_empty());
+    }
+
+    #[test]
+    fn environ_request_method_empty_is_present_but_not_set() {
+        let e = ProxyEnv::from_environ(b"REQUEST_METHOD=\0");
+        assert!(e.request_method_present);
+        assert!(!e.request_method_set);
+        assert!(e.is_empty());
+    }
+
+    #[test]
+    fn environ_non_utf8_values_are_converted_lossily() {
+        let mut raw = b"X=\xff\xfe\0HTTPS_PROXY=http://pr\xf6xy:3128\0\xc3\x28=bad\0".to_vec();
+        raw.extend_from_slice(b"https_proxy=http://ok:1\0");
+        let e = ProxyEnv::from_environ(&raw);
+        assert_eq!(e.get("HTTPS_PROXY"), Some("http://pr\u{fffd}xy:3128"));
+        assert_eq!(e.get("https_proxy"), Some("http://ok:1"));
+    }
+
+    #[test]
+    fn environ_huge_still_finds_variables() {
+        let mut raw = Vec::with_capacity(600 * 1024);
+        raw.extend_from_slice(b"http_proxy=http://first:1\0");
+        let filler = b"SOME_LONG_VARIABLE_NAME_HERE="
+            .iter()
+            .chain([b'x'; 200].iter());
+        let entry: Vec<u8> = filler.copied().chain([0u8]).collect();
+        while raw.len() < 500 * 1024 {
+            raw.extend_from_slice(&entry);
+        }
+        // A single huge value too, with '=' and NULs around it.
+        raw.extend_from_slice(b"BLOB=");
+        raw.extend(std::iter::repeat_n(b'=', 64 * 1024));
+        raw.push(0);
+        raw.extend_from_slice(b"HTTPS_PROXY=http://last:2\0NO_PROXY=.corp\0");
+        assert!(raw.len() > 500 * 1024);
+        let started = std::time::Instant::now();
+        let e = ProxyEnv::from_environ(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
+        assert_eq!(e.get("http_proxy"), Some("http://first:1"));
+        assert_eq!(e.get("HTTPS_PROXY"), Some("http://last:2"));
+        assert_eq!(e.get("NO_PROXY"), Some(".corp"));
+        assert_eq!(e.iter().count(), 3);
+    }
+
+    #[test]
+    fn environ_truncated_last_entry() {
+        let e = ProxyEnv::from_environ(b"HTTP_PROXY=http://a:1\0HTTPS_PROXY=http://10.0.0");
+        assert!(e.truncated);
+        assert_eq!(e.truncated_var, Some("HTTPS_PROXY"));
+        assert_eq!(e.get("HTTP_PROXY"), Some("http://a:1"));
+        assert_eq!(e.get("HTTPS_PROXY"), Some("http://10.0.0"));
+
+        // Cut inside the key: nothing is invented.
+        let e = ProxyEnv::from_environ(b"HTTP_PROXY=http://a:1\0HTTPS_PRO");
+        assert!(e.truncated);
+        assert_eq!(e.truncated_var, None);
+        assert_eq!(e.iter().count(), 1);
+
+        // Cut after an unrelated variable.
+        let e = ProxyEnv::from_environ(b"HTTP_PROXY=http://a:1\0PATH=/us");
+        assert!(e.truncated && e.truncated_var.is_none());
+    }
+
+    #[test]
+    fn environ_garbage_never_panics() {
+        for raw in [
+            &b""[..],
+            b"\0",
+            b"\0\0\0",
+            b"=",
+            b"==\0=\0",
+            b"HTTP_PROXY",
+            b"HTTP_PROXY\0",
+            b"HTTP_PROXY=",
+            b"REQUEST_METHOD",
+            b"no equals sign at all\0still none",
+            b"\xff\xff\xff\0\xfe=\xfe\0",
+        ] {
+            let e = ProxyEnv::from_environ(raw);
+            let _ = format!("{e:?}");
+        }
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let alphabet = b"\0=HTTPS_PROXYhttps_proxyNO_ALLREQUEST_METHOD:/@[]%\xff\xc3 ";
+        for _ in 0..2000 {
+            let n = (rng.next() % 300) as usize;
+            let raw = rng.bytes(n, alphabet);
+            let e = ProxyEnv::from_environ(&raw);
+            for (_, v) in e.iter() {
+                for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+                    let _ = parse_proxy_url(v, rules);
+                    let _ = NoProxy::parse_for(v, rules).matches(v, 80);
+                    let _ = route(&e, RequestScheme::Https, v, 443, rules);
+                }
+                let _ = redact(v);
+            }
+        }
+        // Fully random bytes, as from a process that rewrote its environ.
+        for _ in 0..500 {
+            let n = (rng.next() % 1000) as usize;
+            let raw: Vec<u8> = (0..n).map(|_| rng.next() as u8).collect();
+            let _ = ProxyEnv::from_environ(&raw);
+        }
+    }
+
+    #[test]
+    fn garbage_strings_never_panic() {
+        let mut rng = Rng(42);
+        let alphabet = "ab:/@[]%25.*,;# \t\u{fc}\u{793a}0189xn--\u{0}\u{7f}?".as_bytes();
+        for _ in 0..5000 {
+            let n = (rng.next() % 40) as usize;
+            let s = String::from_utf8_lossy(&rng.bytes(n, alphabet)).into_owned();
+            for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+                if let Err(e) = parse_proxy_url(&s, rules) {
+                    let _ = e.to_string();
+                }
+                let np = NoProxy::parse_for(&s, rules);
+                let _ = np.matches(&s, 0);
+                let _ = np.matches("example.com", 65535);
+            }
+            let _ = redact(&s);
+            let _ = redact_value(&s);
+        }
+    }
+
+    // --- proxy URLs --------------------------------------------------------
+
+    #[test]
+    fn scheme_less_value_is_http() {
+        for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+            let u = url("10.0.0.1:7897", rules);
+            assert_eq!(u.redacted(), "http://10.0.0.1:7897", "{rules}");
+            assert_eq!(u.ip(), Some(IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))));
+            assert_eq!(
+                url("proxy.corp:3128", rules).redacted(),
+                "http://proxy.corp:3128"
+            );
+        }
+        // Single-label names are a "scheme" to url.Parse; Go retries them.
+        assert_eq!(
+            url("localhost", Rules::Go).redacted(),
+            "http://localhost:80"
+        );
+        let u = url("user:pw@proxy.corp:3128", Rules::Go);
+        assert!(u.has_credentials);
+        assert_eq!(u.redacted(), "http://REDACTED@proxy.corp:3128");
+    }
+
+    #[test]
+    fn default_ports() {
+        assert_eq!(url("http://p", Rules::Go).port, 80);
+        assert_eq!(url("https://p", Rules::Go).port, 443);
+        assert_eq!(url("socks5://p", Rules::Go).port, 1080);
+        assert_eq!(url("socks5h://p", Rules::Go).port, 1080);
+        assert_eq!(url("p", Rules::Go).port, 80);
+        // curl documents 1080 for every proxy but https.
+        assert_eq!(url("http://p", Rules::Curl).port, 1080);
+        assert_eq!(url("p", Rules::Curl).port, 1080);
+        assert_eq!(url("https://p", Rules::Curl).port, 443);
+        assert_eq!(url("socks5h://p", Rules::Curl).port, 1080);
+        assert_eq!(url("http://p", Rules::Python).port, 80);
+        assert_eq!(url("https://p", Rules::Python).port, 443);
+        assert_eq!(url("socks5://p", Rules::Python).port, 1080);
+        // An explicit port always wins; "host:" means default.
+        assert_eq!(url("http://p:3128/", Rules::Go).port, 3128);
+        assert_eq!(url("http://p:", Rules::Go).port, 80);
+    }
+
+    #[test]
+    fn go_scheme_handling() {
+        let u = url("HTTPS://Proxy.Corp:8443/path?q#f", Rules::Go);
+        assert_eq!(
+            (u.scheme.as_str(), u.host.as_str(), u.port),
+            ("https", "proxy.corp", 8443)
+        );
+        // Any scheme is kept (x/net "allow any scheme"); without a known
+        // default port there is no endpoint.
+        assert_eq!(url("foo://host:9", Rules::Go).scheme, "foo");
+        assert_eq!(
+            parse_proxy_url("foo://host", Rules::Go).unwrap_err().kind,
+            ProxyUrlErrorKind::NoDefaultPort("foo".into())
+        );
+        // A broken "scheme://" value is retried as "http://"+value, whose
+        // host is then the old scheme: Go dials "http:80".
+        for value in [
+            "http://u:p@host:abc",
+            "http://pro xy:1",
+            "http://[proxy.corp]:1",
+        ] {
+            let u = url(value, Rules::Go);
+            assert_eq!(
+                (u.host.as_str(), u.port, u.misparsed),
+                ("http", 80, true),
+                "{value}"
+            );
+            assert!(!u.has_credentials);
+            assert_eq!(
+                parse_proxy_url(value, Rules::Curl).unwrap_err().kind,
+                match value {
+                    "http://u:p@host:abc" => ProxyUrlErrorKind::InvalidPort,
+                    _ => ProxyUrlErrorKind::InvalidHost,
+                },
+                "{value}"
+            );
+        }
+        assert_eq!(url("https://h:x", Rules::Go).host, "https");
+        assert!(!url("10.0.0.1:7897", Rules::Go).misparsed);
+        assert!(!url("http://h:1", Rules::Go).misparsed);
+        let err = parse_proxy_url("http://host:99999", Rules::Go).unwrap_err();
+        assert_eq!(err.kind, ProxyUrlErrorKind::PortOutOfRange);
+        let err = parse_proxy_url("http://proxy\n:1", Rules::Go).unwrap_err();
+        assert_eq!(err.kind, ProxyUrlErrorKind::ControlCharacter);
+        let err = parse_proxy_url("", Rules::Go).unwrap_err();
+        assert_eq!(err.kind, ProxyUrlErrorKind::Empty);
+        let err = parse_proxy_url("http://:3128", Rules::Go).unwrap_err();
+        assert_eq!(err.kind, ProxyUrlErrorKind::MissingHost);
+        // Percent-escaped non-ASCII host (an IDN) is decoded.
+        assert_eq!(
+            url("http://b%C3%BCcher.example:1", Rules::Go).host,
+            "b\u{fc}cher.example"
+        );
+    }
+
+    #[test]
+    fn curl_and_python_reject_unknown_schemes() {
+        for rules in [Rules::Curl, Rules::Python] {
+            let err = parse_proxy_url("foo://host:1", rules).unwrap_err();
+            assert_eq!(err.kind, ProxyUrlErrorKind::UnsupportedScheme("foo".into()));
+            assert_eq!(url("SOCKS5H://h:1", rules).scheme, "socks5h");
+        }
+        assert_eq!(url("socks://h", Rules::Curl).scheme, "socks");
+        assert!(parse_proxy_url("socks://h", Rules::Python).is_err());
+    }
+
+    #[test]
+    fn ipv6_proxy_hosts() {
+        for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+            let u = url("http://[fd00::1]:3128", rules);
+            assert_eq!(u.host, "fd00::1");
+            assert_eq!(u.host_port(), "[fd00::1]:3128");
+            assert_eq!(u.redacted(), "http://[fd00::1]:3128");
+            assert_eq!(u.ip(), Some("fd00::1".parse().unwrap()));
+            assert_eq!(url("[fd00::1]:3128", rules).host, "fd00::1");
+        }
+        let u = url("http://[fe80::1%25eth0]:3128", Rules::Go);
+        assert_eq!(u.host, "fe80::1%eth0");
+        assert_eq!(u.ip(), Some("fe80::1".parse().unwrap()));
+        // Go 1.25.2+: only IPv6 literals in brackets (so this one is
+        // misparsed, see go_scheme_handling); curl and Python refuse it.
+        assert!(url("http://[proxy.corp]:1", Rules::Go).misparsed);
+        assert!(parse_proxy_url("http://[proxy.corp]:1", Rules::Curl).is_err());
+    }
+
+    // --- credentials -------------------------------------------------------
+
+    const SECRET_VALUES: &[&str] = &[
+        "http://alice:s3cret@10.0.0.1:7897",
+        "http://alice:s3cret@10.0.0.1:notaport",
+        "http://alice:s3cret@pro xy:1",
+        "alice:s3cret@10.0.0.1:7897",
+        "https://alice:s3c@ret@proxy.corp",
+        "http://alice:s3c/ret@proxy.corp:1",
+        "http://alice:s3c#ret@proxy.corp:1",
+        "http://alice:s3c ret@proxy.corp:1",
+        "foo://alice:s3cret@proxy.corp",
+        "socks5://alice:s3cret@[fd00::1]:1080",
+        "http://alice:s3cret@:1",
+        "http://alice:s3cret@[fd00::1",
+    ];
+
+    fn assert_clean(text: &str) {
+        for secret in ["s3cret", "s3c", "ret@", "alice"] {
+            assert!(!text.contains(secret), "{secret:?} leaked in {text:?}");
+        }
+    }
+
+    #[test]
+    fn credentials_never_in_redacted_display_debug_or_errors() {
+        for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+            for value in SECRET_VALUES {
+                match parse_proxy_url(value, rules) {
+                    Ok(u) => {
+                        assert!(u.has_credentials || u.misparsed, "{value}");
+                        assert_clean(&u.redacted());
+                        assert_clean(&u.to_string());
+                        assert_clean(&format!("{u:?}"));
+                    }
+                    Err(e) => {
+                        assert_clean(&e.to_string());
+                        assert_clean(&format!("{e:?}"));
+                        assert_clean(e.redacted_value());
+                    }
+                }
+                let e = env(&[("HTTPS_PROXY", value), ("https_proxy", value)]);
+                assert_clean(&format!("{e:?}"));
+                match select_proxy(&e, RequestScheme::Https, rules) {
+                    Some(Ok(c)) => assert_clean(&format!("{c:?}")),
+                    Some(Err(err)) => {
+                        assert_clean(&err.to_string());
+                        assert_clean(&format!("{err:?}"));
+                    }
+                    None => panic!("no choice for {value}"),
+                }
+                let r = route(&e, RequestScheme::Https, "example.com", 443, rules);
+                assert_clean(&format!("{r:?}"));
+                assert_clean(&redact(value));
+                assert_clean(&redact(&format!(
+                    "proxyconnect tcp: dial {value:?}: refused"
+                )));
+            }
+        }
+    }
+
+    #[test]
+    fn redact_free_text() {
+        assert_eq!(
+            redact("invalid proxy address \"http://u:p@h:1\": bad port"),
+            "invalid proxy address \"http://REDACTED@h:1\": bad port"
+        );
+        assert_eq!(
+            redact("a http://u:p@h1:1 b https://x:y@h2:2\nc u:p@h3:3"),
+            "a http://REDACTED@h1:1 b https://REDACTED@h2:2\nc REDACTED@h3:3"
+        );
+        assert_eq!(
+            redact("no credentials http://h:1/x"),
+            "no credentials http://h:1/x"
+        );
+        assert_eq!(redact("'u:p@h'"), "'REDACTED@h'");
+        assert_eq!(redact(""), "");
+    }
+
+    // --- precedence --------------------------------------------------------
+
+    #[test]
+    fn go_upper_case_first_and_empty_upper_falls_through() {
+        let e = env(&[
+            ("HTTPS_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Https, Rules::Go),
+            Some(("HTTPS_PROXY", "http://upper:1".into()))
+        );
+        let e = env(&[("HTTPS_PROXY", ""), ("https_proxy", "http://lower:2")]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Https, Rules::Go),
+            Some(("https_proxy", "http://lower:2".into()))
+        );
+        let e = env(&[
+            ("http_proxy", "http://lower:2"),
+            ("HTTP_PROXY", "http://upper:1"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Go),
+            Some(("HTTP_PROXY", "http://upper:1".into()))
+        );
+    }
+
+    #[test]
+    fn go_https_uses_only_https_proxy_and_ignores_all_proxy() {
+        let e = env(&[
+            ("HTTP_PROXY", "http://h:1"),
+            ("ALL_PROXY", "socks5://s:2"),
+            ("all_proxy", "socks5://s:3"),
+        ]);
+        assert_eq!(chosen(&e, RequestScheme::Https, Rules::Go), None);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Go),
+            Some(("HTTP_PROXY", "http://h:1".into()))
+        );
+        let e = env(&[("ALL_PROXY", "socks5://s:2")]);
+        assert_eq!(chosen(&e, RequestScheme::Http, Rules::Go), None);
+        assert!(proxy_endpoints(&e, Rules::Go).is_empty());
+    }
+
+    #[test]
+    fn go_no_proxy_upper_first_empty_upper_falls_through() {
+        let base = [("HTTPS_PROXY", "http://p:1")];
+        let with = |extra: &[(&'static str, &'static str)]| {
+            let mut v = base.to_vec();
+            v.extend_from_slice(extra);
+            env(&v)
+        };
+        let e = with(&[("NO_PROXY", "a.corp"), ("no_proxy", "b.corp")]);
+        assert!(proxy_for(&e, RequestScheme::Https, "a.corp", 443, Rules::Go).is_none());
+        assert!(proxy_for(&e, RequestScheme::Https, "b.corp", 443, Rules::Go).is_some());
+        let e = with(&[("NO_PROXY", ""), ("no_proxy", "b.corp")]);
+        assert_eq!(
+            route(&e, RequestScheme::Https, "b.corp", 443, Rules::Go),
+            Route::Direct(DirectReason::NoProxyMatch {
+                variable: "no_proxy"
+            })
+        );
+    }
+
+    #[test]
+    fn curl_http_uses_only_lower_case_http_proxy() {
+        let e = env(&[("HTTP_PROXY", "http://upper:1")]);
+        assert_eq!(chosen(&e, RequestScheme::Http, Rules::Curl), None);
+        let e = env(&[
+            ("HTTP_PROXY", "http://upper:1"),
+            ("http_proxy", "http://lower:2"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Curl),
+            Some(("http_proxy", "http://lower:2".into()))
+        );
+        // Falls back to all_proxy, then ALL_PROXY.
+        let e = env(&[
+            ("HTTP_PROXY", "http://upper:1"),
+            ("ALL_PROXY", "socks5h://s:1"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Curl),
+            Some(("ALL_PROXY", "socks5h://s:1".into()))
+        );
+        let e = env(&[
+            ("ALL_PROXY", "socks5h://S:1"),
+            ("all_proxy", "socks5h://s:2"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Curl),
+            Some(("all_proxy", "socks5h://s:2".into()))
+        );
+    }
+
+    #[test]
+    fn curl_https_lower_first_then_upper() {
+        let e = env(&[
+            ("HTTPS_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Https, Rules::Curl),
+            Some(("https_proxy", "http://lower:2".into()))
+        );
+        let e = env(&[("HTTPS_PROXY", "http://upper:1"), ("https_proxy", "")]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Https, Rules::Curl),
+            Some(("HTTPS_PROXY", "http://upper:1".into()))
+        );
+        // no_proxy before NO_PROXY.
+        let e = env(&[
+            ("https_proxy", "http://p:1"),
+            ("NO_PROXY", "a.corp"),
+            ("no_proxy", "b.corp"),
+        ]);
+        assert!(proxy_for(&e, RequestScheme::Https, "b.corp", 443, Rules::Curl).is_none());
+        assert!(proxy_for(&e, RequestScheme::Https, "a.corp", 443, Rules::Curl).is_some());
+    }
+
+    #[test]
+    fn python_lower_case_wins() {
+        let e = env(&[
+            ("HTTPS_PROXY", "http://upper:1"),
+            ("https_proxy", "http://lower:2"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Https, Rules::Python),
+            Some(("https_proxy", "http://lower:2".into()))
+        );
+        let e = env(&[("HTTP_PROXY", "http://upper:1")]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Python),
+            Some(("HTTP_PROXY", "http://upper:1".into()))
+        );
+        // A present but empty lower-case variable removes the upper-case one.
+        let e = env(&[("HTTPS_PROXY", "http://upper:1"), ("https_proxy", "")]);
+        assert_eq!(chosen(&e, RequestScheme::Https, Rules::Python), None);
+        // requests falls back to all_proxy.
+        let e = env(&[("ALL_PROXY", "socks5://s:1"), ("all_proxy", "socks5://s:2")]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Https, Rules::Python),
+            Some(("all_proxy", "socks5://s:2".into()))
+        );
+    }
+
+    #[test]
+    fn python_cgi_ignores_upper_case_http_proxy() {
+        let e = env(&[("HTTP_PROXY", "http://upper:1"), ("REQUEST_METHOD", "")]);
+        assert!(e.request_method_present);
+        assert_eq!(chosen(&e, RequestScheme::Http, Rules::Python), None);
+        let e = env(&[
+            ("HTTP_PROXY", "http://upper:1"),
+            ("http_proxy", "http://lower:2"),
+            ("REQUEST_METHOD", "GET"),
+        ]);
+        assert_eq!(
+            chosen(&e, RequestScheme::Http, Rules::Python),
+            Some(("http_proxy", "http://lower:2".into()))
+        );
+        let e = env(&[("HTTPS_PROXY", "http://upper:1"), ("REQUEST_METHOD", "GET")]);
+        assert!(chosen(&e, RequestScheme::Https, Rules::Python).is_some());
+    }
+
+    #[test]
+    fn go_cgi_rule_refuses_http_proxy() {
+        let e = env(&[
+            ("HTTP_PROXY", "http://10.1.2.3:8080"),
+            ("HTTPS_PROXY", "http://10.1.2.4:8080"),
+            ("REQUEST_METHOD", "GET"),
+            ("NO_PROXY", "example.com"),
+        ]);
+        let r = route(&e, RequestScheme::Http, "other.com", 80, Rules::Go);
+        let Route::CgiRefused(choice) = r else {
+            panic!("expected refusal, got {r:?}");
+        };
+        assert_eq!(choice.variable, "HTTP_PROXY");
+        assert!(choice.cgi_refused);
+        // Refused before NO_PROXY and localhost are even looked at.
+        assert!(matches!(
+            route(&e, RequestScheme::Http, "localhost", 80, Rules::Go),
+            Route::CgiRefused(_)
+        ));
+        assert!(proxy_for(&e, RequestScheme::Http, "other.com", 80, Rules::Go).is_none());
+        // https is still proxied.
+        assert!(proxy_for(&e, RequestScheme::Https, "other.com", 443, Rules::Go).is_some());
+        // The lower-case variable is refused too.
+        let e = env(&[
+            ("http_proxy", "http://10.1.2.3:8080"),
+            ("REQUEST_METHOD", "POST"),
+        ]);
+        assert!(matches!(
+            route(&e, RequestScheme::Http, "other.com", 80, Rules::Go),
+            Route::CgiRefused(_)
+        ));
+        // An empty REQUEST_METHOD is not CGI for Go.
+        let e = env(&[
+            ("HTTP_PROXY", "http://10.1.2.3:8080"),
+            ("REQUEST_METHOD", ""),
+        ]);
+        assert!(proxy_for(&e, RequestScheme::Http, "other.com", 80, Rules::Go).is_some());
+        // curl is not affected by this rule (it never reads HTTP_PROXY).
+        let e = env(&[
+            ("http_proxy", "http://10.1.2.3:8080"),
+            ("REQUEST_METHOD", "GET"),
+        ]);
+        assert!(proxy_for(&e, RequestScheme::Http, "other.com", 80, Rules::Curl).is_some());
+    }
+
+    #[test]
+    fn invalid_proxy_value() {
+        let e = env(&[
+            ("HTTPS_PROXY", "http://u:pw@proxy\t:1"),
+            ("https_proxy", "http://good:1"),
+        ]);
+        // Go picks the first non-empty variable before parsing, then ignores
+        // the bad value and goes direct.
+        let r = route(&e, RequestScheme::Https, "example.com", 443, Rules::Go);
+        let Route::InvalidProxy(err) = &r else {
+            panic!("{r:?}")
+        };
+        assert_eq!(err.variable, "HTTPS_PROXY");
+        assert_eq!(err.source.kind, ProxyUrlErrorKind::ControlCharacter);
+        assert!(!err.to_string().contains("pw"));
+        assert!(proxy_for(&e, RequestScheme::Https, "example.com", 443, Rules::Go).is_none());
+        assert!(proxy_endpoints(&e, Rules::Go).is_empty());
+        // curl takes the lower-case one.
+        assert!(proxy_for(&e, RequestScheme::Https, "example.com", 443, Rules::Curl).is_some());
+    }
+
+    #[test]
+    fn endpoints_cover_both_schemes() {
+        let e = env(&[
+            ("HTTPS_PROXY", "http://10.0.0.1:7897"),
+            ("http_proxy", "10.0.0.1:7897"),
+            ("ALL_PROXY", "socks5://10.0.0.9:1080"),
+        ]);
+        let eps = proxy_endpoints(&e, Rules::Go);
+        let got: Vec<_> = eps
+            .iter()
+            .map(|c| (c.variable, c.url.host_port()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("HTTPS_PROXY", "10.0.0.1:7897".to_string()),
+                ("http_proxy", "10.0.0.1:7897".to_string())
+            ]
+        );
+        // curl: ALL_PROXY serves https? no: HTTPS_PROXY does; http_proxy for
+        // http. Python: the same here.
+        let eps = proxy_endpoints(&e, Rules::Curl);
+        assert_eq!(eps.len(), 2);
+        // ALL_PROXY alone serves both schemes once.
+        let e = env(&[("ALL_PROXY", "socks5://10.0.0.9:1080")]);
+        let eps = proxy_endpoints(&e, Rules::Curl);
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].variable, "ALL_PROXY");
+        assert_eq!(eps[0].url.redacted(), "socks5://10.0.0.9:1080");
+        // CGI: the http endpoint is reported, flagged.
+        let e = env(&[
+            ("HTTP_PROXY", "http://10.0.0.1:3128"),
+            ("REQUEST_METHOD", "GET"),
+        ]);
+        let eps = proxy_endpoints(&e, Rules::Go);
+        assert_eq!(eps.len(), 1);
+        assert!(eps[0].cgi_refused);
+    }
+
+    // --- NO_PROXY, Go ------------------------------------------------------
+
+    /// The `UseProxyTests` table of x/net's `proxy_test.go`; `true` = proxied.
+    #[test]
+    fn go_use_proxy_table() {
+        let no_proxy = "foobar.com, .barbaz.net, *.wildcard.io, 192.168.1.1, 192.168.1.2:81, \
+192.168.1.3:80, 10.0.0.0/30, 2001:db8::52:0:1, [2001:db8::52:0:2]:443, [2001:db8::52:0:3]:80, \
+2002:db8:a::45/64";
+        let np = NoProxy::parse(no_proxy);
+        let table: &[(&str, bool)] = &[
+            ("localhost", false),
+            ("127.0.0.1", false),
+            ("127.0.0.2", false),
+            ("[::1]", false),
+            ("[::2]", true),
+            ("192.168.1.1", false),
+            ("192.168.1.2", true),
+            ("192.168.1.3", false),
+            ("192.168.1.4", true),
+            ("10.0.0.2", false),
+            ("[2001:db8::52:0:1]", false),
+            ("[2001:db8::52:0:2]", true),
+            ("[2001:db8::52:0:3]", false),
+            ("[2002:db8:a::123]", false),
+            ("[fe80::424b:c8be:1643:a1b6]", true),
+            ("barbaz.net", true),
+            ("www.barbaz.net", false),
+            ("foobar.com", false),
+            ("www.foobar.com", false),
+            ("foofoobar.com", true),
+            ("baz.com", true),
+            ("localhost.net", true),
+            ("local.localhost", true),
+            ("barbarbaz.net", true),
+            ("wildcard.io", true),
+            ("nested.wildcard.io", false),
+            ("awildcard.io", true),
+        ];
+        for (host, proxied) in table {
+            assert_eq!(!np.matches(host, 80), *proxied, "{host}");
+        }
+        let all = NoProxy::parse("*");
+        for (host, _) in table {
+            assert!(all.matches(host, 80), "{host}");
+        }
+        // x/net TestInvalidNoProxy.
+        assert!(!NoProxy::parse(":1").matches("example.com", 80));
+    }
+
+    #[test]
+    fn go_cidr_v4() {
+        assert!(no_proxy_hit("10.0.0.0/8", "10.1.2.3", 443));
+        assert!(no_proxy_hit("10.0.0.0/8", "10.255.255.255", 1));
+        assert!(!no_proxy_hit("10.0.0.0/8", "11.0.0.1", 443));
+        // Host bits in the entry are ignored, as by net.ParseCIDR.
+        assert!(no_proxy_hit("192.168.1.77/24", "192.168.1.1", 80));
+        // IPv4-mapped IPv6 hosts compare as IPv4.
+        assert!(no_proxy_hit("10.0.0.0/8", "::ffff:10.9.9.9", 80));
+        assert!(no_proxy_hit("::ffff:10.0.0.0/104", "10.9.9.9", 80));
+    }
+
+    #[test]
+    fn go_cidr_v6() {
+        assert!(no_proxy_hit("fd00::/8", "fd12:3456::1", 443));
+        assert!(no_proxy_hit("fd00::/8", "[fd12::1]", 443));
+        assert!(!no_proxy_hit("fd00::/8", "fe80::1", 443));
+        assert!(!no_proxy_hit("fd00::/8", "10.0.0.1", 443));
+        assert!(no_proxy_hit("::/0", "2001:db8::1", 443));
+        assert!(!no_proxy_hit("::/0", "10.0.0.1", 443));
+    }
+
+    #[test]
+    fn go_cidr_never_matches_a_host_name() {
+        assert!(!no_proxy_hit("10.0.0.0/8", "proxy.corp", 80));
+        assert!(!no_proxy_hit("0.0.0.0/0", "example.com", 80));
+        assert!(!no_proxy_hit("::/0", "example.com", 80));
+    }
+
+    #[test]
+    fn go_ip_with_and_without_port() {
+        assert!(no_proxy_hit("1.2.3.4", "1.2.3.4", 80));
+        assert!(no_proxy_hit("1.2.3.4", "1.2.3.4", 8443));
+        assert!(no_proxy_hit("1.2.3.4:80", "1.2.3.4", 80));
+        assert!(!no_proxy_hit("1.2.3.4:80", "1.2.3.4", 443));
+        assert!(!no_proxy_hit("1.2.3.4", "1.2.3.5", 80));
+        assert!(no_proxy_hit("2001:db8::1", "2001:db8::1", 80));
+        // Domain entries never match an IP host, even as a suffix string.
+        assert!(!no_proxy_hit("2.3.4", "1.2.3.4", 80));
+    }
+
+    #[test]
+    fn go_bracketed_ipv6_with_port() {
+        let np = NoProxy::parse("[::1]:80, [2001:db8::7]:8080");
+        assert!(np.matches_list("::1", 80));
+        assert!(np.matches_list("[::1]", 80));
+        assert!(!np.matches_list("::1", 81));
+        assert!(np.matches("2001:db8::7", 8080));
+        assert!(!np.matches("2001:db8::7", 80));
+        // Without a port the bracketed form is not an IP entry in Go.
+        assert!(!NoProxy::parse("[2001:db8::7]").matches("2001:db8::7", 80));
+    }
+
+    #[test]
+    fn go_domain_suffix() {
+        assert!(no_proxy_hit("foo.com", "foo.com", 80));
+        assert!(no_proxy_hit("foo.com", "bar.foo.com", 80));
+        assert!(no_proxy_hit("foo.com", "a.b.foo.com", 443));
+        assert!(!no_proxy_hit("foo.com", "barfoo.com", 80));
+        assert!(!no_proxy_hit("foo.com", "foo.com.evil", 80));
+        // Entries and hosts are compared case-insensitively, entries trimmed.
+        assert!(no_proxy_hit("  FOO.com  ,", "Bar.Foo.COM", 80));
+    }
+
+    #[test]
+    fn go_leading_dot_matches_subdomains_only() {
+        assert!(no_proxy_hit(".foo.com", "bar.foo.com", 80));
+        assert!(!no_proxy_hit(".foo.com", "foo.com", 80));
+    }
+
+    #[test]
+    fn go_star_dot_matches_subdomains_only() {
+        assert!(no_proxy_hit("*.foo.com", "bar.foo.com", 80));
+        assert!(!no_proxy_hit("*.foo.com", "foo.com", 80));
+        assert!(!no_proxy_hit("*.foo.com", "barfoo.com", 80));
+    }
+
+    #[test]
+    fn go_star_alone_means_never_proxy() {
+        for value in ["*", " * ", "a.com,*", "*,b.com"] {
+            let np = NoProxy::parse(value);
+            assert!(np.matches("anything.example", 1), "{value}");
+            assert!(np.matches("8.8.8.8", 53), "{value}");
+        }
+        // Not a wildcard when part of a longer entry.
+        assert!(!no_proxy_hit("*foo", "bar.com", 80));
+    }
+
+    #[test]
+    fn go_port_restriction() {
+        assert!(no_proxy_hit("foo.com:8080", "foo.com", 8080));
+        assert!(no_proxy_hit("foo.com:8080", "x.foo.com", 8080));
+        assert!(!no_proxy_hit("foo.com:8080", "foo.com", 80));
+        assert!(no_proxy_hit(".foo.com:443", "x.foo.com", 443));
+        assert!(!no_proxy_hit(".foo.com:443", "x.foo.com", 80));
+        assert!(no_proxy_hit("*.foo.com:443", "x.foo.com", 443));
+    }
+
+    #[test]
+    fn go_idna() {
+        assert!(no_proxy_hit(
+            "b\u{fc}cher.example",
+            "xn--bcher-kva.example",
+            80
+        ));
+        assert!(no_proxy_hit(
+            "b\u{fc}cher.example",
+            "www.xn--bcher-kva.example",
+            80
+        ));
+        assert!(no_proxy_hit(
+            "xn--bcher-kva.example",
+            "b\u{fc}cher.example",
+            80
+        ));
+        assert!(no_proxy_hit(
+            "B\u{dc}CHER.example",
+            "b\u{fc}cher.example",
+            80
+        ));
+        assert!(no_proxy_hit(
+            ".\u{793a}\u{4f8b}.com",
+            "www.\u{793a}\u{4f8b}.com",
+            80
+        ));
+        assert!(no_proxy_hit(
+            "xn--fsq092h.com",
+            "www.\u{793a}\u{4f8b}.com",
+            80
+        ));
+        assert!(no_proxy_hit(
+            "\u{793a}\u{4f8b}.com",
+            "www.xn--fsq092h.com",
+            80
+        ));
+        assert!(!no_proxy_hit("b\u{fc}cher.example", "bucher.example", 80));
+    }
+
+    #[test]
+    fn go_zone_id_does_not_match_domain() {
+        // CVE-2025-22870: "[1000::%25.example.com]" is an IP, not a name.
+        assert!(!no_proxy_hit("example.com", "[1000::%.example.com]", 123));
+    }
+
+    #[test]
+    fn go_loopback_and_localhost_never_proxied() {
+        let e = env(&[
+            ("HTTP_PROXY", "http://10.0.0.1:3128"),
+            ("HTTPS_PROXY", "http://10.0.0.1:3128"),
+        ]);
+        for host in [
+            "localhost",
+            "127.0.0.1",
+            "127.5.6.7",
+            "::1",
+            "[::1]",
+            "::ffff:127.0.0.1",
+        ] {
+            for scheme in [RequestScheme::Http, RequestScheme::Https] {
+                assert_eq!(
+                    route(&e, scheme, host, 8080, Rules::Go),
+                    Route::Direct(DirectReason::Loopback),
+                    "{host}"
+                );
+                assert!(proxy_for(&e, scheme, host, 8080, Rules::Go).is_none());
+            }
+            assert!(NoProxy::parse("").matches(host, 80), "{host}");
+            assert!(!NoProxy::parse("").matches_list(host, 80), "{host}");
+        }
+        // Only these: other names and addresses are proxied.
+        for host in ["localhost.localdomain", "10.0.0.5", "::2", "example.com"] {
+            assert!(
+                proxy_for(&e, RequestScheme::Https, host, 443, Rules::Go).is_some(),
+                "{host}"
+            );
+        }
+        // curl and Python have no such rule: NO_PROXY must list localhost.
+        let e = env(&[
+            ("http_proxy", "http://10.0.0.1:3128"),
+            ("https_proxy", "http://10.0.0.1:3128"),
+        ]);
+        assert!(proxy_for(&e, RequestScheme::Https, "localhost", 443, Rules::Curl).is_some());
+        assert!(proxy_for(&e, RequestScheme::Https, "127.0.0.1", 443, Rules::Python).is_some());
+    }
+
+    #[test]
+    fn proxy_for_end_to_end() {
+        let e = ProxyEnv::from_environ(
+            b"HTTPS_PROXY=http://10.0.0.1:7897\0NO_PROXY=10.96.0.0/12,.svc,.cluster.local,registry.corp:5000\0",
+        );
+        let c = proxy_for(
+            &e,
+            RequestScheme::Https,
+            "registry-1.docker.io",
+            443,
+            Rules::Go,
+        )
+        .unwrap();
+        assert_eq!(c.variable, "HTTPS_PROXY");
+        assert_eq!(c.url.redacted(), "http://10.0.0.1:7897");
+        assert_eq!(c.for_scheme, RequestScheme::Https);
+        assert_eq!(c.rules, Rules::Go);
+        assert!(!c.cgi_refused);
+        for (host, port) in [
+            ("10.96.0.1", 443),
+            ("kube-dns.kube-system.svc", 53),
+            ("registry.corp", 5000),
+        ] {
+            assert!(
+                matches!(
+                    route(&e, RequestScheme::Https, host, port, Rules::Go),
+                    Route::Direct(DirectReason::NoProxyMatch {
+                        variable: "NO_PROXY"
+                    })
+                ),
+                "{host}"
+            );
+        }
+        assert!(proxy_for(&e, RequestScheme::Https, "registry.corp", 443, Rules::Go).is_some());
+        assert_eq!(
+            route(&e, RequestScheme::Http, "example.com", 80, Rules::Go),
+            Route::Direct(DirectReason::NoProxyConfigured)
+        );
+        assert!(
+            route(&e, RequestScheme::Https, "example.com", 443, Rules::Go)
+                .proxy()
+                .is_some()
+        );
+    }
+
+    // --- NO_PROXY, curl and Python -----------------------------------------
+
+    #[test]
+    fn curl_no_proxy_rules() {
+        let np = |v: &str| NoProxy::parse_for(v, Rules::Curl);
+        // Leading dot ignored: ".foo.com" matches foo.com too.
+        assert!(np(".foo.com").matches("foo.com", 80));
+        assert!(np("foo.com").matches("a.foo.com", 80));
+        assert!(!np("foo.com").matches("afoo.com", 80));
+        assert!(np("foo.com.").matches("foo.com.", 80));
+        // "*" only as the whole value; no "*." wildcard; no ports.
+        assert!(np("*").matches("x", 1));
+        assert!(!np("a.com,*").matches("x.com", 1));
+        assert!(!np("*.foo.com").matches("a.foo.com", 80));
+        assert!(!np("foo.com:80").matches("foo.com", 80));
+        // Blank-separated; a blank then a non-comma ends the list.
+        assert!(np("a.com b.com").matches("a.com", 80));
+        assert!(!np("a.com b.com").matches("b.com", 80));
+        assert!(np(" a.com , b.com ").matches("b.com", 80));
+        // IPs and CIDR (curl 7.86+).
+        assert!(np("10.0.0.0/8").matches("10.2.3.4", 80));
+        assert!(!np("10.0.0.0/8").matches("proxy.corp", 80));
+        assert!(np("192.168.0.1").matches("192.168.0.1", 80));
+        assert!(np("fd00::/8").matches("[fd00::1]", 80));
+        // curl quirk: IPv4 "/0" is an exact match.
+        assert!(!np("0.0.0.0/0").matches("10.0.0.1", 80));
+    }
+
+    #[test]
+    fn python_no_proxy_rules() {
+        let np = |v: &str| NoProxy::parse_for(v, Rules::Python);
+        assert!(np("*").matches("anything", 1));
+        assert!(
+            np(".foo.com").matches("foo.com", 443),
+            "urllib strips the dot"
+        );
+        assert!(np("foo.com").matches("a.foo.com", 443));
+        assert!(np("Foo.com").matches("a.foo.com", 443));
+        assert!(np("10.0.0.0/8").matches("10.1.1.1", 443));
+        assert!(np("10.1.1.1").matches("10.1.1.1", 443));
+        assert!(np("foo.com:8080").matches("foo.com", 8080));
+        assert!(!np("foo.com:8080").matches("bar.com", 8080));
+        // Python has no loopback rule.
+        assert!(!np("").matches("localhost", 80));
+        let e = env(&[
+            ("https_proxy", "http://p:1"),
+            ("NO_PROXY", ".corp"),
+            ("no_proxy", ""),
+        ]);
+        assert!(proxy_for(&e, RequestScheme::Https, "a.corp", 443, Rules::Python).is_none());
+    }
+
+    #[test]
+    fn rules_serialise_lower_case() {
+        assert_eq!(serde_json::to_string(&Rules::Go).unwrap(), "\"go\"");
+        assert_eq!(serde_json::to_string(&Rules::Curl).unwrap(), "\"curl\"");
+        assert_eq!(serde_json::to_string(&Rules::Python).unwrap(), "\"python\"");
+        assert_eq!(Rules::default(), Rules::Go);
+        assert_eq!(Rules::Python.to_string(), "python");
+    }
+
+    #[test]
+    fn proxy_var_names_round_trip() {
+        for var in ProxyVar::ALL {
+            assert_eq!(ProxyVar::from_name(var.name()), Some(var));
+        }
+        assert_eq!(ProxyVar::from_name("Http_Proxy"), None);
     }
 }

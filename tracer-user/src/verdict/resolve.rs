@@ -125,7 +125,8 @@ impl HostResolver {
     fn remember(&mut self, key: String, now: Instant, addrs: Vec<IpAddr>) {
         if self.cache.len() >= MAX_CACHE_ENTRIES {
             let ttl = self.ttl;
-            self.cache.retain(|_, (at, _)| now.duration_since(*at) < ttl);
+            self.cache
+                .retain(|_, (at, _)| now.duration_since(*at) < ttl);
             if self.cache.len() >= MAX_CACHE_ENTRIES {
                 self.cache.clear();
             }
@@ -295,8 +296,14 @@ fe80::1%eth0 zoned.example
         let root = root_with_hosts(HOSTS);
         let (lookup, calls) = counting_lookup(vec![v4(192, 0, 2, 1)]);
         let mut r = HostResolver::new(&root).with_lookup(lookup);
-        assert_eq!(r.resolve("proxy.corp"), vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)]);
-        assert_eq!(r.resolve("PROXY.CORP"), vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)]);
+        assert_eq!(
+            r.resolve("proxy.corp"),
+            vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)]
+        );
+        assert_eq!(
+            r.resolve("PROXY.CORP"),
+            vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)]
+        );
         assert_eq!(
             r.resolve("proxy6.corp"),
             vec!["fd00::10".parse::<IpAddr>().unwrap()]
