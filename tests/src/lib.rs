@@ -235,7 +235,10 @@ impl NetNs {
         let subnet = index.min(63) * 4;
         let host_ip = format!("198.51.100.{}", subnet + 1);
         let addr = format!("198.51.100.{}", subnet + 2);
-        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &name])
+            .stderr(Stdio::null())
+            .status();
         sh(&format!("ip netns add {name}"));
         let ns = NetNs {
             name: name.clone(),

@@ -146,7 +146,7 @@ fn refusal_after_a_retransmitted_syn_in_softirq() {
 fn attempt_abandoned_by_the_client() {
     let ns = NetNs::new(2);
     ns.nft(
-        "table inet t { chain input { type filter hook input priority 0; tcp dport 7001 drop; } }",
+        "table inet t {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 7001 drop\n }\n}",
     );
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
@@ -166,7 +166,7 @@ fn attempt_abandoned_by_the_client() {
 fn in_flight_attempts_are_flushed_as_pending() {
     let ns = NetNs::new(3);
     ns.nft(
-        "table inet t { chain input { type filter hook input priority 0; tcp dport 7002 drop; } }",
+        "table inet t {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 7002 drop\n }\n}",
     );
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
