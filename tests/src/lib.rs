@@ -239,6 +239,14 @@ impl NetNs {
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
+        // A veth left behind by a killed earlier run would hold the same
+        // subnet and steal the route: remove whatever holds it.
+        for line in sh(&format!("ip -o addr show to 198.51.100.{subnet}/30")).lines() {
+            if let Some(dev) = line.split_whitespace().nth(1) {
+                let dev = dev.split('@').next().unwrap_or(dev);
+                let _ = Command::new("ip").args(["link", "del", dev]).status();
+            }
+        }
         sh(&format!("ip netns add {name}"));
         let ns = NetNs {
             name: name.clone(),

@@ -232,7 +232,7 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
     // machine's /proc and BTF).
     run(Command::new("cargo")
         .current_dir(root)
-        .args(["test", "--release", "--workspace", "--lib", "--bins"]))?;
+        .args(["test", "--release", "--workspace", "--exclude", "tracer-ebpf", "--lib", "--bins"]))?;
     // Privileged integration tests: real kernel, real eBPF programs, network
     // namespaces, containerd. One at a time: they load probes node-wide and
     // create namespaces and cgroups.

@@ -4,6 +4,7 @@
 //! connector tcp ADDR [--nonblock] [--wait-ms N] [--count N]
 //! connector udp ADDR
 //! connector unix PATH
+//! connector storm --count N
 //!
 //! ADDR is `ip:port` or `[ipv6]:port`. With --nonblock the socket is
 //! non-blocking and the client polls for writability for at most --wait-ms
@@ -32,7 +33,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin_zero: [0; 8],
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in.
-            unsafe { std::ptr::write((&mut storage as *mut _ as *mut libc::sockaddr_in), sin) };
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin) };
             std::mem::size_of::<libc::sockaddr_in>()
         }
         SocketAddr::V6(a) => {
@@ -46,7 +47,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_scope_id: 0,
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in6.
-            unsafe { std::ptr::write((&mut storage as *mut _ as *mut libc::sockaddr_in6), sin6) };
+            unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
             std::mem::size_of::<libc::sockaddr_in6>()
         }
     };
@@ -103,8 +104,51 @@ fn unix(path: &str) -> i32 {
     }
 }
 
+/// Connect storm for the benchmark: alternate a connect to a closed
+/// loopback port (refused) and to a listener of our own (accepted and
+/// closed by a thread), `count` attempts in all. Prints the elapsed time.
+fn storm(count: u32) {
+    let listener = match std::net::TcpListener::bind("127.0.0.1:0") {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("bind: {e}");
+            std::process::exit(1);
+        }
+    };
+    let open = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").ok();
+        let port = l.as_ref().and_then(|l| l.local_addr().ok()).map_or(1, |a| a.port());
+        drop(l);
+        port
+    };
+    let accepts = count.div_ceil(2);
+    let acceptor = std::thread::spawn(move || {
+        for _ in 0..accepts {
+            if listener.accept().is_err() {
+                break;
+            }
+        }
+    });
+    let open: SocketAddr = SocketAddr::from(([127, 0, 0, 1], open));
+    let closed: SocketAddr = SocketAddr::from(([127, 0, 0, 1], closed));
+    let start = std::time::Instant::now();
+    for i in 0..count {
+        let target = if i % 2 == 0 { &open } else { &closed };
+        inet(libc::SOCK_STREAM, target, false, Duration::from_millis(0));
+    }
+    let elapsed = start.elapsed();
+    let _ = acceptor.join();
+    println!("elapsed_ns {} attempts {count}", elapsed.as_nanos());
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("storm") {
+        let count = arg_after(&args, "--count").and_then(|v| v.parse().ok()).unwrap_or(1000);
+        storm(count.min(10_000_000));
+        return;
+    }
     let (Some(kind), Some(target)) = (args.get(1), args.get(2)) else {
         eprintln!("usage: connector tcp|udp|unix TARGET [--nonblock] [--wait-ms N] [--count N]");
         std::process::exit(2);

@@ -1,0 +1,312 @@
+//! `cargo xtask bench`: the tracer's overhead, measured against an untraced
+//! run and against bpftrace in the same run, rounds interleaved so machine
+//! drift cancels out. Prints a table and writes target/bench.json.
+//!
+//! Workloads (all on loopback, bounded counts):
+//! - connect storm: `connector storm` alternates connects to a closed port
+//!   (refused) and to a listener (accepted), then closes each socket;
+//! - unrelated syscall: a getppid loop, the tax every other process pays.
+//!
+//! Conditions: untraced; `tracer trace --output FILE` (default socket mode);
+//! `tracer trace --mode syscall`; bpftrace with a script doing comparable
+//! work (one line per connect outcome).
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::{json, Value};
+use tracer_tests::{connector_bin, temp_dir, tracer_bin};
+
+/// One line per connect() outcome, like the tracer: the classic bpftrace
+/// way, on the connect syscall tracepoints.
+const BPFTRACE_SCRIPT: &str = r#"
+tracepoint:syscalls:sys_enter_connect { @start[tid] = nsecs; }
+tracepoint:syscalls:sys_exit_connect /@start[tid]/ {
+  printf("%d %d %s %d %d\n", pid, tid, comm, args->ret, nsecs - @start[tid]);
+  delete(@start[tid]);
+}
+"#;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cond {
+    Untraced,
+    Tracer,
+    TracerSyscall,
+    Bpftrace,
+}
+
+impl Cond {
+    fn name(self) -> &'static str {
+        match self {
+            Cond::Untraced => "untraced",
+            Cond::Tracer => "tracer",
+            Cond::TracerSyscall => "tracer-syscall",
+            Cond::Bpftrace => "bpftrace",
+        }
+    }
+}
+
+struct Running {
+    child: Child,
+    output: PathBuf,
+    ready_after: Duration,
+    cpu_at_ready_ns: u64,
+}
+
+fn cpu_ns(pid: u32) -> u64 {
+    // /proc/<pid>/schedstat: time on CPU in ns (all threads).
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
+fn peak_rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn start(cond: Cond, dir: &Path) -> Option<Running> {
+    let output = dir.join(format!("{}.out", cond.name()));
+    let stderr = dir.join(format!("{}.err", cond.name()));
+    let err = std::fs::File::create(&stderr).expect("stderr file");
+    let began = Instant::now();
+    let child = match cond {
+        Cond::Untraced => return None,
+        Cond::Tracer | Cond::TracerSyscall => {
+            let mut cmd = Command::new(tracer_bin());
+            cmd.arg("trace").arg("--output").arg(&output);
+            if cond == Cond::TracerSyscall {
+                cmd.args(["--mode", "syscall"]);
+            }
+            cmd.stdout(Stdio::null()).stderr(err).spawn().expect("start tracer")
+        }
+        Cond::Bpftrace => {
+            let script = dir.join("script.bt");
+            std::fs::write(&script, BPFTRACE_SCRIPT).expect("write script");
+            Command::new("bpftrace")
+                .arg("-o")
+                .arg(&output)
+                .arg(&script)
+                .stdout(Stdio::null())
+                .stderr(err)
+                .spawn()
+                .expect("start bpftrace (apt-get install bpftrace)")
+        }
+    };
+    // Ready: the tracer prints "ready" on stderr; bpftrace prints
+    // "Attaching N probes..." to its output once attached.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let err_text = std::fs::read_to_string(&stderr).unwrap_or_default();
+        let out_text = std::fs::read_to_string(&output).unwrap_or_default();
+        if err_text.contains("ready") || out_text.contains("Attaching") || err_text.contains("Attaching") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{} not ready: {err_text}", cond.name());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ready_after = began.elapsed();
+    // bpftrace attaches after printing; give it a moment.
+    if cond == Cond::Bpftrace {
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let pid = child.id();
+    Some(Running {
+        child,
+        output,
+        ready_after,
+        cpu_at_ready_ns: cpu_ns(pid),
+    })
+}
+
+fn getppid_loop(n: u64) -> f64 {
+    let start = Instant::now();
+    for _ in 0..n {
+        // SAFETY: a plain syscall; the raw form avoids any libc caching.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    start.elapsed().as_nanos() as f64 / n as f64
+}
+
+fn storm(n: u64) -> (u32, f64) {
+    let child = Command::new(connector_bin())
+        .args(["storm", "--count", &n.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start storm");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("storm output");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ns: f64 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .expect("storm prints elapsed_ns");
+    (pid, ns / n as f64)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let mid = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[mid]
+    } else {
+        (v[mid - 1] + v[mid]) / 2.0
+    }
+}
+
+#[derive(Default, Debug, Clone)]
+struct Sample {
+    storm_ns: f64,
+    getppid_ns: f64,
+    seen: u64,
+    made: u64,
+    cpu_per_event_ns: f64,
+    rss_kib: u64,
+    ready_ms: f64,
+}
+
+fn count_events(cond: Cond, output: &Path, pid: u32) -> u64 {
+    let text = std::fs::read_to_string(output).unwrap_or_default();
+    match cond {
+        Cond::Bpftrace => text
+            .lines()
+            .filter(|l| l.split_whitespace().next() == Some(&pid.to_string()))
+            .count() as u64,
+        _ => text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|e| e["event"]["action"] == "connect" && e["process"]["pid"] == pid)
+            .count() as u64,
+    }
+}
+
+fn round(cond: Cond, dir: &Path, connects: u64, syscalls: u64) -> Sample {
+    let running = start(cond, dir);
+    let (pid, storm_ns) = storm(connects);
+    let getppid_ns = getppid_loop(syscalls);
+    let mut sample = Sample {
+        storm_ns,
+        getppid_ns,
+        made: connects,
+        ..Sample::default()
+    };
+    if let Some(mut r) = running {
+        // Let the tracer drain what the storm produced.
+        std::thread::sleep(Duration::from_millis(500));
+        let tpid = r.child.id();
+        let cpu = cpu_ns(tpid).saturating_sub(r.cpu_at_ready_ns);
+        sample.rss_kib = peak_rss_kib(tpid);
+        sample.ready_ms = r.ready_after.as_secs_f64() * 1000.0;
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(tpid as i32, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while r.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = r.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sample.seen = count_events(cond, &r.output, pid);
+        sample.cpu_per_event_ns = cpu as f64 / sample.seen.max(1) as f64;
+        let _ = std::fs::remove_file(&r.output);
+    } else {
+        sample.seen = connects;
+    }
+    sample
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let (rounds, connects, syscalls) = if quick { (2, 2_000, 200_000) } else { (5, 40_000, 2_000_000) };
+    let dir = temp_dir("bench");
+    let conds = [Cond::Untraced, Cond::Tracer, Cond::TracerSyscall, Cond::Bpftrace];
+    let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); conds.len()];
+    // Warm-up: page cache, first-run costs.
+    let _ = storm(connects / 10 + 1);
+    for r in 0..rounds {
+        // Rotate the order every round so drift does not favour one condition.
+        for k in 0..conds.len() {
+            let i = (k + r) % conds.len();
+            let s = round(conds[i], &dir, connects, syscalls);
+            eprintln!("bench: round {r} {:<15} storm {:.0} ns/connect, getppid {:.0} ns", conds[i].name(), s.storm_ns, s.getppid_ns);
+            samples[i].push(s);
+        }
+    }
+    // Ratios per round against that round's untraced run, then medians.
+    let base = &samples[0];
+    let mut report = Vec::new();
+    let mut table = String::new();
+    table.push_str(&format!(
+        "{:<15} {:>13} {:>13} {:>11} {:>13} {:>10} {:>10}\n",
+        "condition", "storm ratio", "getppid ratio", "lost", "cpu/event", "peak RSS", "ready"
+    ));
+    for (i, cond) in conds.iter().enumerate() {
+        let s = &samples[i];
+        let storm_ratio = median(s.iter().zip(base).map(|(a, b)| a.storm_ns / b.storm_ns).collect());
+        let sys_ratio = median(s.iter().zip(base).map(|(a, b)| a.getppid_ns / b.getppid_ns).collect());
+        let lost: u64 = s.iter().map(|x| x.made.saturating_sub(x.seen)).sum();
+        let made: u64 = s.iter().map(|x| x.made).sum();
+        let cpu = median(s.iter().map(|x| x.cpu_per_event_ns).collect());
+        let rss = s.iter().map(|x| x.rss_kib).max().unwrap_or(0);
+        let ready = median(s.iter().map(|x| x.ready_ms).collect());
+        let untraced = *cond == Cond::Untraced;
+        table.push_str(&format!(
+            "{:<15} {:>12.3}x {:>12.3}x {:>11} {:>13} {:>10} {:>10}\n",
+            cond.name(),
+            storm_ratio,
+            sys_ratio,
+            format!("{lost}/{made}"),
+            if untraced { "-".into() } else { format!("{:.2} us", cpu / 1000.0) },
+            if untraced { "-".into() } else { format!("{:.1} MiB", rss as f64 / 1024.0) },
+            if untraced { "-".into() } else { format!("{ready:.0} ms") },
+        ));
+        report.push(json!({
+            "condition": cond.name(),
+            "storm_ratio_median": storm_ratio,
+            "getppid_ratio_median": sys_ratio,
+            "storm_ns_per_connect_median": median(s.iter().map(|x| x.storm_ns).collect()),
+            "getppid_ns_median": median(s.iter().map(|x| x.getppid_ns).collect()),
+            "events_lost": lost,
+            "connects_made": made,
+            "cpu_ns_per_event_median": if untraced { Value::Null } else { json!(cpu) },
+            "peak_rss_kib": if untraced { Value::Null } else { json!(rss) },
+            "ready_ms_median": if untraced { Value::Null } else { json!(ready) },
+        }));
+    }
+    let base_storm = median(base.iter().map(|x| x.storm_ns).collect());
+    let base_sys = median(base.iter().map(|x| x.getppid_ns).collect());
+    println!("connect storm: {connects} connects/round ({:.0} ns each untraced, ~{:.0}k/s); getppid: {syscalls} calls/round ({base_sys:.0} ns untraced); {rounds} interleaved rounds, medians of per-round ratios\n", base_storm, 1e6 / base_storm);
+    print!("{table}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
+    let doc = json!({
+        "rounds": rounds, "connects_per_round": connects, "getppid_per_round": syscalls,
+        "untraced_storm_ns": base_storm, "untraced_getppid_ns": base_sys,
+        "results": report,
+    });
+    match std::fs::File::create(&out).and_then(|mut f| f.write_all(serde_json::to_string_pretty(&doc).unwrap_or_default().as_bytes())) {
+        Ok(()) => println!("\nwritten to {}", out.display()),
+        Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
