@@ -35,7 +35,11 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
         ),
     );
     let dir = temp_dir("ctrd");
-    let tracer = Tracer::start(&["--host-root", &host_root.display().to_string()]);
+    let root_arg = host_root.display().to_string();
+    let tracer = Tracer::start(&["--host-root", &root_arg]);
+    // The operator's view: one command, text at a terminal.
+    let text_tracer = Tracer::start(&["--host-root", &root_arg, "--format", "text", "--proxy-only", "--comm", "containerd"]);
+    let text_output = text_tracer.output.clone();
     let daemon = Containerd::start(
         &dir,
         &[
@@ -55,6 +59,16 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
     let pid = daemon.pid;
     drop(daemon);
     let out = tracer.stop();
+    let (status, _) = text_tracer.stop_raw();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&text_output).expect("text output");
+    let line = text
+        .lines()
+        .find(|l| l.contains(&format!("127.0.0.1:{port}")))
+        .unwrap_or_else(|| panic!("text line for the proxy dial: {text}"));
+    assert!(line.contains("REFUSED") && line.contains("[proxy]") && line.contains(&format!("{dropin}:3")), "{line}");
+    // Shown with --nocapture; the README's example comes from here.
+    println!("text: {line}");
 
     let dials: Vec<&Value> = attempts_of(&out.events, pid)
         .into_iter()
@@ -62,6 +76,7 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
         .collect();
     assert!(!dials.is_empty(), "containerd's dial of its proxy was traced: {:#?}", attempts_of(&out.events, pid));
     let ev = dials[0];
+    println!("json: {ev}");
     assert_eq!(ev["process"]["name"], "containerd");
     assert_eq!(ev["destination"]["ip"], "127.0.0.1");
     assert_eq!(ev["tracer"]["result"], "refused");
@@ -118,7 +133,7 @@ fn environment_file_source_and_secrets() {
             .env("https_proxy", &secret_url)
             .env("NO_PROXY", "localhost")
             .env("API_TOKEN", "tok-do-not-leak")
-            .args(["tcp", &format!("127.0.0.1:{port}")]),
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     assert_eq!(errnos, vec![libc::ECONNREFUSED]);
     let out = tracer.stop();
@@ -162,20 +177,20 @@ fn drift_between_unit_files_and_the_live_process() {
             .command(&connector_bin())
             .env_clear()
             .env("HTTPS_PROXY", format!("http://127.0.0.1:{port}"))
-            .args(["tcp", &format!("127.0.0.1:{port}")]),
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     let (stale, _) = connector_with(
         cgroup
             .command(&connector_bin())
             .env_clear()
             .env("HTTP_PROXY", format!("127.0.0.1:{port}"))
-            .args(["tcp", &format!("127.0.0.1:{port}")]),
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     // A process without any proxy: --proxy-only hides it.
     let (plain, _) = connector_with(
         std::process::Command::new(connector_bin())
             .env_clear()
-            .args(["tcp", &format!("127.0.0.1:{port}")]),
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     let out = tracer.stop();
     let ev = attempts_of(&out.events, edited)[0];
@@ -201,14 +216,18 @@ fn drift_between_unit_files_and_the_live_process() {
 fn huge_and_non_utf8_environments() {
     let port = closed_port();
     let tracer = Tracer::start(&[]);
-    let big = "x".repeat(400 * 1024);
+    // One string may not exceed MAX_ARG_STRLEN (128 KiB): four of 100 KiB.
+    let big = "x".repeat(100 * 1024);
     let (pid, _) = connector_with(
         std::process::Command::new(connector_bin())
             .env_clear()
-            .env("BIG", &big)
+            .env("BIG1", &big)
+            .env("BIG2", &big)
+            .env("BIG3", &big)
+            .env("BIG4", &big)
             .env("WEIRD", OsStr::from_bytes(b"\xff\xfe\x80 not utf-8"))
             .env("HTTPS_PROXY", OsStr::from_bytes(format!("http://127.0.0.1:{port}").as_bytes()))
-            .args(["tcp", &format!("127.0.0.1:{port}")]),
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     let out = tracer.stop();
     let ev = attempts_of(&out.events, pid)[0];
@@ -231,7 +250,7 @@ fn proxy_host_names_resolve_through_the_hosts_file() {
         std::process::Command::new(connector_bin())
             .env_clear()
             .env("HTTPS_PROXY", format!("http://corp-proxy.example:{port}"))
-            .args(["tcp", &format!("127.0.0.9:{port}")]),
+            .args(["tcp", &format!("127.0.0.9:{port}"), "--linger-ms", "300"]),
     );
     let out = tracer.stop();
     let ev = attempts_of(&out.events, pid)[0];

@@ -5,7 +5,7 @@ use tracer_common::{kind, lost, outcome, Conn, Event, COMM_LEN};
 
 use crate::{
     config,
-    maps::{count_lost, COMMS, EVENTS, PIDS, SEEN},
+    maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, SEEN},
 };
 
 /// What the connecting task is, captured once in its own context.
@@ -45,7 +45,7 @@ pub fn announce_process(task: &Task) {
     if SEEN.insert(tgid, 1, 0).is_err() {
         return;
     }
-    match EVENTS.reserve::<Event>(0) {
+    match PROCS.reserve::<Event>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` points to a reserved, exclusively owned record.

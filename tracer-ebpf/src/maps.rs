@@ -17,6 +17,15 @@ use tracer_common::{lost, Conn, Event, Inflight, COMM_LEN};
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
+/// Process announcements (`kind::PROCESS`), to userspace. Separate from
+/// `EVENTS` because userspace drains it at once, unbatched: it must read
+/// /proc/<pid> while a short-lived process is still alive. One record per
+/// process per exec, so 256 KiB (about 1,100 records) is plenty; when full,
+/// the announcement is counted in `LOST[RINGBUF_FULL]` and userspace falls
+/// back to reading /proc when the attempt arrives.
+#[map]
+pub static PROCS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
 /// In-flight TCP attempts, keyed by the kernel address of the `struct sock`.
 ///
 /// An entry lives from connect() until the handshake ends (usually well

@@ -229,6 +229,18 @@ fn notify_ready() {
     }
 }
 
+/// Register a ring buffer with the runtime's poller.
+fn poll_ring(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, TraceError> {
+    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
+    // long as it is registered.
+    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| {
+        TraceError::Io {
+            what: "cannot poll the ring buffer",
+            source: std::io::Error::other(e.to_string()),
+        }
+    })
+}
+
 /// Drain every record currently in the ring buffer.
 fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
     while let Some(item) = ring.next() {
@@ -258,16 +270,8 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         failed_only: args.failed_only,
     };
     let mut probes = Probes::attach(&config)?;
-    let ring = probes.take_events()?;
-    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
-    // long as it is registered.
-    let mut ring = unsafe {
-        AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE)
-    }
-    .map_err(|e| TraceError::Io {
-        what: "cannot poll the ring buffer",
-        source: std::io::Error::other(e.to_string()),
-    })?;
+    let mut ring = poll_ring(probes.take_events()?)?;
+    let mut procs = poll_ring(probes.take_procs()?)?;
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| TraceError::Io {
         what: "cannot handle SIGINT",
         source,
@@ -302,6 +306,13 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 tokio::time::sleep(BATCH_DELAY).await;
                 r
             }
+            guard = procs.readable_mut() => {
+                // Unbatched: /proc must be read while the process lives.
+                let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
+                let r = drain(guard.get_inner_mut(), &mut pipeline);
+                guard.clear_ready();
+                r
+            }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
             _ = tick.tick() => {
@@ -329,7 +340,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
     let mut pending = 0u64;
     let lost = probes.lost()?;
     if !reader_gone {
-        match shutdown_flush(&mut ring, &probes, &mut pipeline, lost) {
+        match shutdown_flush([&mut procs, &mut ring], &probes, &mut pipeline, lost) {
             Ok(n) => pending = n,
             Err(TraceError::Sink(SinkError::Closed)) => {}
             Err(e) => return Err(e),
@@ -349,12 +360,14 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
 /// Drain the ring buffer, then report what is still in flight as `pending`,
 /// then the final lost count. Returns the number of pending attempts.
 fn shutdown_flush(
-    ring: &mut AsyncFd<RingBuf<MapData>>,
+    rings: [&mut AsyncFd<RingBuf<MapData>>; 2],
     probes: &Probes,
     pipeline: &mut Pipeline,
     lost: LostCounts,
 ) -> Result<u64, TraceError> {
-    drain(ring.get_mut(), pipeline)?;
+    for ring in rings {
+        drain(ring.get_mut(), pipeline)?;
+    }
     let mut pending = 0;
     for (conn, path) in probes.in_flight()? {
         let path = path.map(|p| decode::unix_path(&p));

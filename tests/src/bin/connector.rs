@@ -6,6 +6,10 @@
 //! connector unix PATH
 //! connector storm --count N
 //!
+//! --linger-ms N keeps the process alive N ms after its attempts, as a real
+//! client does while it reports its error; a process that exits within
+//! microseconds of its connect can be gone before /proc is read.
+//!
 //! ADDR is `ip:port` or `[ipv6]:port`. With --nonblock the socket is
 //! non-blocking and the client polls for writability for at most --wait-ms
 //! (default 3000) before closing it, like Go's dialer. Prints one line per
@@ -180,5 +184,8 @@ fn main() {
             }
         };
         println!("errno {result}");
+    }
+    if let Some(ms) = arg_after(&args, "--linger-ms").and_then(|v| v.parse::<u64>().ok()) {
+        std::thread::sleep(Duration::from_millis(ms.min(10_000)));
     }
 }

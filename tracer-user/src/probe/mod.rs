@@ -192,14 +192,17 @@ impl Probes {
 
     /// The ring buffer the probes write finished attempts to.
     pub fn take_events(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self
-            .ebpf
-            .take_map("EVENTS")
-            .ok_or(ProbeError::MissingMap("EVENTS"))?;
-        RingBuf::try_from(map).map_err(|source| ProbeError::Map {
-            map: "EVENTS",
-            source,
-        })
+        self.take_ring("EVENTS")
+    }
+
+    /// The ring buffer of process announcements (read unbatched).
+    pub fn take_procs(&mut self) -> Result<RingBuf<MapData>, ProbeError> {
+        self.take_ring("PROCS")
+    }
+
+    fn take_ring(&mut self, name: &'static str) -> Result<RingBuf<MapData>, ProbeError> {
+        let map = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+        RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: name, source })
     }
 
     /// Lost-record counters summed over CPUs: (ring buffer full, in-flight map full).
