@@ -89,7 +89,10 @@ impl Tracer {
                     panic!("tracer exited before ready ({status}): {text}");
                 }
             }
-            assert!(Instant::now() < deadline, "tracer not ready after 60 s: {text}");
+            assert!(
+                Instant::now() < deadline,
+                "tracer not ready after 60 s: {text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -142,8 +145,8 @@ impl Drop for Tracer {
 
 /// Parse a JSON-lines file; every line must be complete JSON.
 pub fn read_events(path: &Path) -> Vec<Value> {
-    let file = std::fs::File::open(path)
-        .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let file =
+        std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
     BufReader::new(file)
         .lines()
         .map(|line| {
@@ -253,7 +256,9 @@ impl NetNs {
             host_veth: host_veth.clone(),
             addr: addr.clone(),
         };
-        sh(&format!("ip link add {host_veth} type veth peer name {ns_veth}"));
+        sh(&format!(
+            "ip link add {host_veth} type veth peer name {ns_veth}"
+        ));
         sh(&format!("ip link set {ns_veth} netns {name}"));
         sh(&format!("ip addr add {host_ip}/30 dev {host_veth}"));
         sh(&format!("ip link set {host_veth} up"));
@@ -280,14 +285,20 @@ impl NetNs {
     pub fn nft(&self, ruleset: &str) {
         let path = temp_dir("nft").join("rules.nft");
         std::fs::write(&path, ruleset).expect("write nft rules");
-        sh(&format!("ip netns exec {} nft -f {}", self.name, path.display()));
+        sh(&format!(
+            "ip netns exec {} nft -f {}",
+            self.name,
+            path.display()
+        ));
     }
 }
 
 impl Drop for NetNs {
     fn drop(&mut self) {
         // Deleting the namespace destroys the veth pair with it.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
         let _ = Command::new("ip")
             .args(["link", "del", &self.host_veth])
             .stderr(Stdio::null())

@@ -8,9 +8,13 @@ use std::{net::TcpListener, thread, time::Duration};
 use serde_json::Value;
 use tracer_tests::{attempts_of, closed_port, connector, sh, NetNs, Tracer};
 
-fn only<'a>(events: &'a [Value], pid: u32) -> &'a Value {
+fn only(events: &[Value], pid: u32) -> &Value {
     let mine = attempts_of(events, pid);
-    assert_eq!(mine.len(), 1, "expected exactly one event for pid {pid}, got {mine:#?}");
+    assert_eq!(
+        mine.len(),
+        1,
+        "expected exactly one event for pid {pid}, got {mine:#?}"
+    );
     mine[0]
 }
 
@@ -33,7 +37,12 @@ fn blocking_refusal_on_loopback() {
     let (pid, errnos) = connector(&["tcp", &format!("127.0.0.1:{port}")]);
     assert_eq!(errnos, vec![libc::ECONNREFUSED]);
     let out = tracer.stop();
-    assert!(out.status.success(), "tracer exit: {:?} {}", out.status, out.stderr);
+    assert!(
+        out.status.success(),
+        "tracer exit: {:?} {}",
+        out.status,
+        out.stderr
+    );
     let ev = only(&out.events, pid);
     assert_common(ev, pid);
     assert_eq!(ev["tracer"]["result"], "refused");
@@ -46,9 +55,15 @@ fn blocking_refusal_on_loopback() {
     assert_eq!(ev["network"]["transport"], "tcp");
     assert_eq!(ev["network"]["type"], "ipv4");
     assert!(ev["event"]["duration"].as_u64().is_some());
-    assert!(ev["process"]["executable"].as_str().is_some_and(|e| e.ends_with("connector")));
+    assert!(ev["process"]["executable"]
+        .as_str()
+        .is_some_and(|e| e.ends_with("connector")));
     assert!(ev["process"]["parent"]["pid"].as_u64().is_some());
-    assert!(out.stderr.contains("stopped"), "summary on stderr: {}", out.stderr);
+    assert!(
+        out.stderr.contains("stopped"),
+        "summary on stderr: {}",
+        out.stderr
+    );
 }
 
 #[test]
@@ -128,7 +143,13 @@ fn refusal_after_a_retransmitted_syn_in_softirq() {
     );
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
-    let (pid, errnos) = connector(&["tcp", &format!("{}:7000", ns.addr), "--nonblock", "--wait-ms", "5000"]);
+    let (pid, errnos) = connector(&[
+        "tcp",
+        &format!("{}:7000", ns.addr),
+        "--nonblock",
+        "--wait-ms",
+        "5000",
+    ]);
     assert_eq!(errnos, vec![libc::ECONNREFUSED]);
     let out = tracer.stop();
     let ev = only(&out.events, pid);
@@ -137,7 +158,10 @@ fn refusal_after_a_retransmitted_syn_in_softirq() {
     assert_eq!(ev["process"]["name"], "connector");
     assert_eq!(ev["destination"]["ip"], ns.addr.as_str());
     let duration = ev["event"]["duration"].as_u64().expect("duration");
-    assert!(duration > 500_000_000, "the refusal came after a retransmission: {duration} ns");
+    assert!(
+        duration > 500_000_000,
+        "the refusal came after a retransmission: {duration} ns"
+    );
 }
 
 /// Every SYN is dropped; the client gives up after 1.5 s and closes, as a
@@ -150,15 +174,27 @@ fn attempt_abandoned_by_the_client() {
     );
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
-    let (pid, errnos) = connector(&["tcp", &format!("{}:7001", ns.addr), "--nonblock", "--wait-ms", "1500"]);
+    let (pid, errnos) = connector(&[
+        "tcp",
+        &format!("{}:7001", ns.addr),
+        "--nonblock",
+        "--wait-ms",
+        "1500",
+    ]);
     assert_eq!(errnos, vec![libc::ETIMEDOUT], "the client gave up");
     let out = tracer.stop();
     let ev = only(&out.events, pid);
     assert_eq!(ev["tracer"]["result"], "aborted");
     assert_eq!(ev["event"]["outcome"], "failure");
-    assert!(ev["error"].get("code").is_none(), "no errno for an abort: {ev}");
+    assert!(
+        ev["error"].get("code").is_none(),
+        "no errno for an abort: {ev}"
+    );
     let duration = ev["event"]["duration"].as_u64().expect("duration");
-    assert!(duration >= 1_400_000_000, "closed after 1.5 s: {duration} ns");
+    assert!(
+        duration >= 1_400_000_000,
+        "closed after 1.5 s: {duration} ns"
+    );
 }
 
 /// An attempt still in flight when the tracer stops is flushed as pending.
@@ -171,7 +207,8 @@ fn in_flight_attempts_are_flushed_as_pending() {
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
     let target = format!("{}:7002", ns.addr);
-    let client = thread::spawn(move || connector(&["tcp", &target, "--nonblock", "--wait-ms", "4000"]));
+    let client =
+        thread::spawn(move || connector(&["tcp", &target, "--nonblock", "--wait-ms", "4000"]));
     thread::sleep(Duration::from_millis(1000));
     let out = tracer.stop();
     let (pid, _) = client.join().expect("client");
@@ -231,7 +268,13 @@ fn exactly_one_event_per_attempt() {
     let tracer = Tracer::start(&[]);
     let (pid, errnos) = connector(&["tcp", &format!("127.0.0.1:{port}"), "--count", "25"]);
     assert_eq!(errnos.len(), 25);
-    let (pid2, errnos2) = connector(&["tcp", &format!("127.0.0.1:{open}"), "--nonblock", "--count", "25"]);
+    let (pid2, errnos2) = connector(&[
+        "tcp",
+        &format!("127.0.0.1:{open}"),
+        "--nonblock",
+        "--count",
+        "25",
+    ]);
     assert!(errnos2.iter().all(|e| *e == 0));
     let out = tracer.stop();
     let refused = attempts_of(&out.events, pid);
@@ -257,9 +300,17 @@ fn pid_filter() {
     let (child, _) = connector(&["tcp", &format!("127.0.0.1:{port}")]);
     let _ = std::net::TcpStream::connect(("127.0.0.1", port));
     let out = tracer.stop();
-    assert!(attempts_of(&out.events, child).is_empty(), "other pids are filtered out");
+    assert!(
+        attempts_of(&out.events, child).is_empty(),
+        "other pids are filtered out"
+    );
     let mine = attempts_of(&out.events, std::process::id());
-    assert_eq!(mine.len(), 1, "our own attempt is traced: {:#?}", out.events);
+    assert_eq!(
+        mine.len(),
+        1,
+        "our own attempt is traced: {:#?}",
+        out.events
+    );
     assert!(out
         .events
         .iter()
@@ -292,7 +343,10 @@ fn failed_only_filter() {
     let (ok_pid, _) = connector(&["tcp", &format!("127.0.0.1:{open}")]);
     let (bad_pid, _) = connector(&["tcp", &format!("127.0.0.1:{port}")]);
     let out = tracer.stop();
-    assert!(attempts_of(&out.events, ok_pid).is_empty(), "success filtered out");
+    assert!(
+        attempts_of(&out.events, ok_pid).is_empty(),
+        "success filtered out"
+    );
     assert_eq!(attempts_of(&out.events, bad_pid).len(), 1);
     assert!(out
         .events
@@ -311,7 +365,10 @@ fn text_format_is_one_line_per_attempt() {
     let (status, _) = tracer.stop_raw();
     assert!(status.success());
     let text = std::fs::read_to_string(&output).expect("read text output");
-    let lines: Vec<&str> = text.lines().filter(|l| l.contains(&format!("connector[{pid}]"))).collect();
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains(&format!("connector[{pid}]")))
+        .collect();
     assert_eq!(lines.len(), 1, "{text}");
     assert!(lines[0].contains("REFUSED"));
     assert!(lines[0].contains(&format!("127.0.0.1:{port}")));
@@ -321,7 +378,10 @@ fn text_format_is_one_line_per_attempt() {
 #[test]
 fn bad_input_gets_clear_errors() {
     let bin = tracer_tests::tracer_bin();
-    let out = std::process::Command::new(&bin).args(["trace", "--no-such-flag"]).output().expect("run");
+    let out = std::process::Command::new(&bin)
+        .args(["trace", "--no-such-flag"])
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2), "unknown flag: exit 2");
     assert!(String::from_utf8_lossy(&out.stderr).contains("Usage"));
 
@@ -331,19 +391,30 @@ fn bad_input_gets_clear_errors() {
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("/nonexistent-dir/x.json"), "names the path: {err}");
+    assert!(
+        err.contains("/nonexistent-dir/x.json"),
+        "names the path: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     // Without privileges: drop to an unprivileged uid with setpriv (util-linux).
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(&bin)
         .args(["trace", "--output", "/dev/null"])
         .output()
         .expect("run setpriv");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("CAP_BPF") && err.contains("root"), "says what is missing: {err}");
+    assert!(
+        err.contains("CAP_BPF") && err.contains("root"),
+        "says what is missing: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -368,15 +439,24 @@ fn exits_by_itself_when_the_reader_goes_away() {
         if let Ok(Some(status)) = shell.try_wait() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "tracer did not exit after head -1");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tracer did not exit after head -1"
+        );
         thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success());
     let mut err = String::new();
     use std::io::Read;
-    shell.stderr.take().expect("stderr").read_to_string(&mut err).expect("read");
+    shell
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("read");
     assert!(!err.contains("panicked"), "{err}");
-    let line = std::fs::read_to_string(format!("/tmp/trt-head-{}.txt", std::process::id())).expect("head output");
+    let line = std::fs::read_to_string(format!("/tmp/trt-head-{}.txt", std::process::id()))
+        .expect("head output");
     serde_json::from_str::<Value>(line.trim()).expect("the one line is complete JSON");
     let _ = sh(&format!("rm -f /tmp/trt-head-{}.txt", std::process::id()));
 }

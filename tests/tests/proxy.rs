@@ -38,7 +38,15 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
     let root_arg = host_root.display().to_string();
     let tracer = Tracer::start(&["--host-root", &root_arg]);
     // The operator's view: one command, text at a terminal.
-    let text_tracer = Tracer::start(&["--host-root", &root_arg, "--format", "text", "--proxy-only", "--comm", "containerd"]);
+    let text_tracer = Tracer::start(&[
+        "--host-root",
+        &root_arg,
+        "--format",
+        "text",
+        "--proxy-only",
+        "--comm",
+        "containerd",
+    ]);
     let text_output = text_tracer.output.clone();
     let daemon = Containerd::start(
         &dir,
@@ -53,7 +61,9 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
         .cri_pull("quay.io/calico/cni:v3.31.3")
         .expect_err("the pull must fail through the dead proxy");
     assert!(
-        err.contains(&format!("proxyconnect tcp: dial tcp 127.0.0.1:{port}: connect: connection refused")),
+        err.contains(&format!(
+            "proxyconnect tcp: dial tcp 127.0.0.1:{port}: connect: connection refused"
+        )),
         "the incident's error: {err}"
     );
     let pid = daemon.pid;
@@ -66,7 +76,12 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
         .lines()
         .find(|l| l.contains(&format!("127.0.0.1:{port}")))
         .unwrap_or_else(|| panic!("text line for the proxy dial: {text}"));
-    assert!(line.contains("REFUSED") && line.contains("[proxy]") && line.contains(&format!("{dropin}:3")), "{line}");
+    assert!(
+        line.contains("REFUSED")
+            && line.contains("[proxy]")
+            && line.contains(&format!("{dropin}:3")),
+        "{line}"
+    );
     // Shown with --nocapture; the README's example comes from here.
     println!("text: {line}");
 
@@ -74,7 +89,11 @@ fn containerd_pull_through_a_dead_proxy_is_explained() {
         .into_iter()
         .filter(|e| e["destination"]["port"] == port)
         .collect();
-    assert!(!dials.is_empty(), "containerd's dial of its proxy was traced: {:#?}", attempts_of(&out.events, pid));
+    assert!(
+        !dials.is_empty(),
+        "containerd's dial of its proxy was traced: {:#?}",
+        attempts_of(&out.events, pid)
+    );
     let ev = dials[0];
     println!("json: {ev}");
     assert_eq!(ev["process"]["name"], "containerd");
@@ -149,12 +168,24 @@ fn environment_file_source_and_secrets() {
     assert_eq!(p["source"]["line"], 3);
     assert_eq!(p["source"]["directive"], "environment_file");
     assert_eq!(p["source"]["optional"], true);
-    assert_eq!(p["source"]["unit_file"], format!("/etc/systemd/system/{unit}"));
+    assert_eq!(
+        p["source"]["unit_file"],
+        format!("/etc/systemd/system/{unit}")
+    );
     // The parsed events are the whole output file.
     let all = serde_json::to_string(&out.events).expect("json") + &out.stderr;
-    assert!(!all.contains("s3cr3tpw"), "the proxy password never appears");
-    assert!(!all.contains("tok-do-not-leak"), "no other variable appears");
-    assert!(p["url"].as_str().is_some_and(|u| u.contains("REDACTED")), "{p}");
+    assert!(
+        !all.contains("s3cr3tpw"),
+        "the proxy password never appears"
+    );
+    assert!(
+        !all.contains("tok-do-not-leak"),
+        "no other variable appears"
+    );
+    assert!(
+        p["url"].as_str().is_some_and(|u| u.contains("REDACTED")),
+        "{p}"
+    );
 }
 
 /// The running process's proxy differs from what its unit's files say now
@@ -171,7 +202,11 @@ fn drift_between_unit_files_and_the_live_process() {
         "[Service]\nEnvironment=HTTPS_PROXY=http://198.51.100.77:3128\n",
     );
     let cgroup = UnitCgroup::new(&unit);
-    let tracer = Tracer::start(&["--host-root", &host_root.display().to_string(), "--proxy-only"]);
+    let tracer = Tracer::start(&[
+        "--host-root",
+        &host_root.display().to_string(),
+        "--proxy-only",
+    ]);
     let (edited, _) = connector_with(
         cgroup
             .command(&connector_bin())
@@ -198,16 +233,28 @@ fn drift_between_unit_files_and_the_live_process() {
     assert_eq!(p["via"], true);
     assert_eq!(p["drift"]["configured"], "http://198.51.100.77:3128");
     assert_eq!(p["drift"]["live"], format!("http://127.0.0.1:{port}"));
-    assert!(ev["message"].as_str().is_some_and(|m| m.contains("restart")), "{ev}");
+    assert!(
+        ev["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("restart")),
+        "{ev}"
+    );
 
     let ev = attempts_of(&out.events, stale)[0];
     let p = &ev["tracer"]["proxy"];
     assert_eq!(p["variable"], "HTTP_PROXY");
-    assert_eq!(p["url"], format!("http://127.0.0.1:{port}"), "a value without a scheme means http://");
+    assert_eq!(
+        p["url"],
+        format!("http://127.0.0.1:{port}"),
+        "a value without a scheme means http://"
+    );
     assert_eq!(p["via"], true);
     assert!(p["drift"]["configured"].is_null());
     assert!(p.get("source").is_none());
-    assert!(attempts_of(&out.events, plain).is_empty(), "--proxy-only hides processes without a proxy");
+    assert!(
+        attempts_of(&out.events, plain).is_empty(),
+        "--proxy-only hides processes without a proxy"
+    );
 }
 
 /// Hundreds of KB of environment and non-UTF-8 bytes still give an event
@@ -226,7 +273,10 @@ fn huge_and_non_utf8_environments() {
             .env("BIG3", &big)
             .env("BIG4", &big)
             .env("WEIRD", OsStr::from_bytes(b"\xff\xfe\x80 not utf-8"))
-            .env("HTTPS_PROXY", OsStr::from_bytes(format!("http://127.0.0.1:{port}").as_bytes()))
+            .env(
+                "HTTPS_PROXY",
+                OsStr::from_bytes(format!("http://127.0.0.1:{port}").as_bytes()),
+            )
             .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     let out = tracer.stop();
@@ -235,7 +285,10 @@ fn huge_and_non_utf8_environments() {
     assert_eq!(ev["tracer"]["proxy"]["variable"], "HTTPS_PROXY");
     assert_eq!(ev["tracer"]["proxy"]["via"], true);
     let line = serde_json::to_string(ev).expect("json");
-    assert!(line.len() < 16 * 1024, "the environment is not copied into the event");
+    assert!(
+        line.len() < 16 * 1024,
+        "the environment is not copied into the event"
+    );
 }
 
 /// Resolving the proxy host name the way the process would: /etc/hosts
@@ -244,7 +297,11 @@ fn huge_and_non_utf8_environments() {
 fn proxy_host_names_resolve_through_the_hosts_file() {
     let port = closed_port();
     let host_root = temp_dir("root");
-    write(&host_root, "/etc/hosts", "127.0.0.1 localhost\n127.0.0.9 corp-proxy.example\n");
+    write(
+        &host_root,
+        "/etc/hosts",
+        "127.0.0.1 localhost\n127.0.0.9 corp-proxy.example\n",
+    );
     let tracer = Tracer::start(&["--host-root", &host_root.display().to_string()]);
     let (pid, _) = connector_with(
         std::process::Command::new(connector_bin())
@@ -255,5 +312,8 @@ fn proxy_host_names_resolve_through_the_hosts_file() {
     let out = tracer.stop();
     let ev = attempts_of(&out.events, pid)[0];
     assert_eq!(ev["tracer"]["proxy"]["via"], true, "{ev}");
-    assert_eq!(ev["tracer"]["proxy"]["url"], format!("http://corp-proxy.example:{port}"));
+    assert_eq!(
+        ev["tracer"]["proxy"]["url"],
+        format!("http://corp-proxy.example:{port}")
+    );
 }

@@ -70,7 +70,10 @@ pub enum Transport {
 /// The far end of an attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
-    Ip { ip: IpAddr, port: u16 },
+    Ip {
+        ip: IpAddr,
+        port: u16,
+    },
     /// AF_UNIX path; an abstract name is shown with a leading '@'.
     Unix(String),
 }
@@ -103,7 +106,9 @@ pub struct Attempt {
 pub enum Record {
     Attempt(Attempt),
     /// First connect of this tgid since exec: snapshot /proc now.
-    Process { pid: u32 },
+    Process {
+        pid: u32,
+    },
 }
 
 /// Decode one ring-buffer record.
@@ -352,7 +357,10 @@ mod tests {
         raw[10] = 0xff;
         raw[11] = 0xff;
         raw[12..].copy_from_slice(&[127, 0, 0, 1]);
-        assert_eq!(ip_of(AF_INET6, &raw), "127.0.0.1".parse::<IpAddr>().expect("ip"));
+        assert_eq!(
+            ip_of(AF_INET6, &raw),
+            "127.0.0.1".parse::<IpAddr>().expect("ip")
+        );
         let v6 = Ipv6Addr::LOCALHOST.octets();
         assert_eq!(ip_of(AF_INET6, &v6), "::1".parse::<IpAddr>().expect("ip"));
     }

@@ -138,7 +138,11 @@ impl Pipeline {
                 event: LostEvent {
                     kind: "metric",
                     category: ["network"],
-                    action: if last { "lost-events-final" } else { "lost-events" },
+                    action: if last {
+                        "lost-events-final"
+                    } else {
+                        "lost-events"
+                    },
                 },
                 message,
                 tracer: LostTracer {

@@ -135,7 +135,13 @@ fn setup(root: &Path, test_packages: bool) -> Result<()> {
     let sysroot = PathBuf::from(sysroot);
     if !sysroot.join("lib/rustlib/src/rust/library/core").exists() {
         eprintln!("xtask: installing rust-src for nightly");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
 
     // 2. bpf-linker, built against nightly's own LLVM (no prebuilt binary
@@ -221,18 +227,29 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
 }
 
 fn build(root: &Path) -> Result<()> {
-    run(Command::new("cargo")
-        .current_dir(root)
-        .args(["build", "--release", "--package", "tracer-user", "--bin", "tracer"]))
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "--package",
+        "tracer-user",
+        "--bin",
+        "tracer",
+    ]))
 }
 
 fn test(root: &Path, args: &[OsString]) -> Result<()> {
     build(root)?;
     // Unit tests of every crate (pure logic, plus the parts that read this
     // machine's /proc and BTF).
-    run(Command::new("cargo")
-        .current_dir(root)
-        .args(["test", "--release", "--workspace", "--exclude", "tracer-ebpf", "--lib", "--bins"]))?;
+    run(Command::new("cargo").current_dir(root).args([
+        "test",
+        "--release",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--lib",
+        "--bins",
+    ]))?;
     // Privileged integration tests: real kernel, real eBPF programs, network
     // namespaces, containerd. One at a time: they load probes node-wide and
     // create namespaces and cgroups.
@@ -243,7 +260,14 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
     run(Command::new("cargo")
         .current_dir(root)
         .env("TRACER_BIN", &tracer)
-        .args(["test", "--release", "--package", "tracer-tests", "--tests", "--"])
+        .args([
+            "test",
+            "--release",
+            "--package",
+            "tracer-tests",
+            "--tests",
+            "--",
+        ])
         .args(["--test-threads=1"])
         .args(args))
 }
@@ -253,7 +277,15 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
     run(Command::new("cargo")
         .current_dir(root)
         .env("TRACER_BIN", &tracer)
-        .args(["run", "--release", "--package", "tracer-tests", "--bin", "bench", "--"])
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "tracer-tests",
+            "--bin",
+            "bench",
+            "--",
+        ])
         .args(args))
 }
 

@@ -63,7 +63,11 @@ fn cpu_ns(pid: u32) -> u64 {
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
             if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
             }
         }
     }
@@ -94,7 +98,10 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
             if cond == Cond::TracerSyscall {
                 cmd.args(["--mode", "syscall"]);
             }
-            cmd.stdout(Stdio::null()).stderr(err).spawn().expect("start tracer")
+            cmd.stdout(Stdio::null())
+                .stderr(err)
+                .spawn()
+                .expect("start tracer")
         }
         Cond::Bpftrace => {
             let script = dir.join("script.bt");
@@ -115,10 +122,17 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
     loop {
         let err_text = std::fs::read_to_string(&stderr).unwrap_or_default();
         let out_text = std::fs::read_to_string(&output).unwrap_or_default();
-        if err_text.contains("ready") || out_text.contains("Attaching") || err_text.contains("Attaching") {
+        if err_text.contains("ready")
+            || out_text.contains("Attaching")
+            || err_text.contains("Attaching")
+        {
             break;
         }
-        assert!(Instant::now() < deadline, "{} not ready: {err_text}", cond.name());
+        assert!(
+            Instant::now() < deadline,
+            "{} not ready: {err_text}",
+            cond.name()
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
     let ready_after = began.elapsed();
@@ -238,9 +252,18 @@ fn round(cond: Cond, dir: &Path, connects: u64, syscalls: u64) -> Sample {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
-    let (rounds, connects, syscalls) = if quick { (2, 2_000, 200_000) } else { (5, 40_000, 2_000_000) };
+    let (rounds, connects, syscalls) = if quick {
+        (2, 2_000, 200_000)
+    } else {
+        (5, 40_000, 2_000_000)
+    };
     let dir = temp_dir("bench");
-    let conds = [Cond::Untraced, Cond::Tracer, Cond::TracerSyscall, Cond::Bpftrace];
+    let conds = [
+        Cond::Untraced,
+        Cond::Tracer,
+        Cond::TracerSyscall,
+        Cond::Bpftrace,
+    ];
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); conds.len()];
     // Warm-up: page cache, first-run costs.
     let _ = storm(connects / 10 + 1);
@@ -249,7 +272,12 @@ fn main() {
         for k in 0..conds.len() {
             let i = (k + r) % conds.len();
             let s = round(conds[i], &dir, connects, syscalls);
-            eprintln!("bench: round {r} {:<15} storm {:.0} ns/connect, getppid {:.0} ns", conds[i].name(), s.storm_ns, s.getppid_ns);
+            eprintln!(
+                "bench: round {r} {:<15} storm {:.0} ns/connect, getppid {:.0} ns",
+                conds[i].name(),
+                s.storm_ns,
+                s.getppid_ns
+            );
             samples[i].push(s);
         }
     }
@@ -263,8 +291,18 @@ fn main() {
     ));
     for (i, cond) in conds.iter().enumerate() {
         let s = &samples[i];
-        let storm_ratio = median(s.iter().zip(base).map(|(a, b)| a.storm_ns / b.storm_ns).collect());
-        let sys_ratio = median(s.iter().zip(base).map(|(a, b)| a.getppid_ns / b.getppid_ns).collect());
+        let storm_ratio = median(
+            s.iter()
+                .zip(base)
+                .map(|(a, b)| a.storm_ns / b.storm_ns)
+                .collect(),
+        );
+        let sys_ratio = median(
+            s.iter()
+                .zip(base)
+                .map(|(a, b)| a.getppid_ns / b.getppid_ns)
+                .collect(),
+        );
         let lost: u64 = s.iter().map(|x| x.made.saturating_sub(x.seen)).sum();
         let made: u64 = s.iter().map(|x| x.made).sum();
         let cpu = median(s.iter().map(|x| x.cpu_per_event_ns).collect());
@@ -277,9 +315,21 @@ fn main() {
             storm_ratio,
             sys_ratio,
             format!("{lost}/{made}"),
-            if untraced { "-".into() } else { format!("{:.2} us", cpu / 1000.0) },
-            if untraced { "-".into() } else { format!("{:.1} MiB", rss as f64 / 1024.0) },
-            if untraced { "-".into() } else { format!("{ready:.0} ms") },
+            if untraced {
+                "-".into()
+            } else {
+                format!("{:.2} us", cpu / 1000.0)
+            },
+            if untraced {
+                "-".into()
+            } else {
+                format!("{:.1} MiB", rss as f64 / 1024.0)
+            },
+            if untraced {
+                "-".into()
+            } else {
+                format!("{ready:.0} ms")
+            },
         ));
         report.push(json!({
             "condition": cond.name(),
@@ -304,7 +354,13 @@ fn main() {
         "untraced_storm_ns": base_storm, "untraced_getppid_ns": base_sys,
         "results": report,
     });
-    match std::fs::File::create(&out).and_then(|mut f| f.write_all(serde_json::to_string_pretty(&doc).unwrap_or_default().as_bytes())) {
+    match std::fs::File::create(&out).and_then(|mut f| {
+        f.write_all(
+            serde_json::to_string_pretty(&doc)
+                .unwrap_or_default()
+                .as_bytes(),
+        )
+    }) {
         Ok(()) => println!("\nwritten to {}", out.display()),
         Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
     }

@@ -63,7 +63,11 @@ fn errno() -> i32 {
 }
 
 fn inet(kind: i32, addr: &SocketAddr, nonblock: bool, wait: Duration) -> i32 {
-    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
     let flags = if nonblock { libc::SOCK_NONBLOCK } else { 0 };
     // SAFETY: plain syscalls on a socket we own.
     unsafe {
@@ -122,7 +126,10 @@ fn storm(count: u32) {
     let open = listener.local_addr().map(|a| a.port()).unwrap_or(0);
     let closed = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").ok();
-        let port = l.as_ref().and_then(|l| l.local_addr().ok()).map_or(1, |a| a.port());
+        let port = l
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(1, |a| a.port());
         drop(l);
         port
     };
@@ -149,7 +156,9 @@ fn storm(count: u32) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("storm") {
-        let count = arg_after(&args, "--count").and_then(|v| v.parse().ok()).unwrap_or(1000);
+        let count = arg_after(&args, "--count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
         storm(count.min(10_000_000));
         return;
     }
@@ -175,7 +184,11 @@ fn main() {
                     eprintln!("bad address {target}");
                     std::process::exit(2);
                 };
-                let ty = if kind == "tcp" { libc::SOCK_STREAM } else { libc::SOCK_DGRAM };
+                let ty = if kind == "tcp" {
+                    libc::SOCK_STREAM
+                } else {
+                    libc::SOCK_DGRAM
+                };
                 inet(ty, &addr, nonblock, wait)
             }
             other => {

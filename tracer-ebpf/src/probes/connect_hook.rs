@@ -52,9 +52,8 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     // The verifier forbids arithmetic on a socket pointer, but the key we
     // need is its plain address (the tracepoints report `skaddr`). Copying
     // it through bpf_probe_read_kernel turns it into a scalar.
-    let sk: u64 =
-        unsafe { bpf_probe_read_kernel(&sk_ptr as *const *mut bpf_sock as *const u64) }
-            .unwrap_or(0);
+    let sk: u64 = unsafe { bpf_probe_read_kernel(&sk_ptr as *const *mut bpf_sock as *const u64) }
+        .unwrap_or(0);
     if sk == 0 {
         return;
     }
@@ -169,9 +168,8 @@ fn socket_is_nonblocking(sk: u64) -> bool {
     if file == 0 {
         return false;
     }
-    let f_flags = unsafe {
-        bpf_probe_read_kernel((file + u64::from(off.file_f_flags)) as *const u32)
-    }
-    .unwrap_or(0);
+    let f_flags =
+        unsafe { bpf_probe_read_kernel((file + u64::from(off.file_f_flags)) as *const u32) }
+            .unwrap_or(0);
     f_flags & O_NONBLOCK != 0
 }

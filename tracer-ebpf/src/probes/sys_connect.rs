@@ -162,10 +162,8 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
             let conn = unsafe { &mut *conn };
             conn.ret = ret as i32;
             conn.flags = (conn.flags & !flags::IN_SYSCALL) | ret_flags;
-            let still_running = ret == -EINPROGRESS
-                || ret == -EINTR
-                || ret == -ERESTARTSYS
-                || ret == -EALREADY;
+            let still_running =
+                ret == -EINPROGRESS || ret == -EINTR || ret == -ERESTARTSYS || ret == -EALREADY;
             if conn.outcome != outcome::NONE {
                 emit_conn(conn);
                 let _ = CONNS.remove(sk);

@@ -12,7 +12,9 @@
 //! reported here, and the entry is removed so a later socket that reuses
 //! the same slab address cannot inherit it.
 
-use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    helpers::generated::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
+};
 use tracer_common::{flags, outcome};
 
 use crate::{emit::emit_conn, maps::CONNS};

@@ -40,7 +40,9 @@ impl UnitCache {
                 return env.clone();
             }
         }
-        let env = load_unit_environment(&self.host_root, unit).ok().map(Arc::new);
+        let env = load_unit_environment(&self.host_root, unit)
+            .ok()
+            .map(Arc::new);
         if self.entries.len() > 4096 {
             self.entries.clear();
         }

@@ -64,10 +64,7 @@ pub fn read_proc(proc_root: &Path, pid: u32) -> ProcInfo {
             info.start_time = Some(stat.starttime);
             info.ppid = u32::try_from(stat.ppid).ok();
         }
-        info.exe = process
-            .exe()
-            .ok()
-            .map(|p| p.to_string_lossy().into_owned());
+        info.exe = process.exe().ok().map(|p| p.to_string_lossy().into_owned());
         info.args = process.cmdline().ok().map(|args| {
             args.into_iter()
                 .take(MAX_ARGS)
@@ -104,8 +101,12 @@ fn read_environ(dir: &Path) -> EnvState {
 
 fn unavailable_reason(e: &std::io::Error) -> String {
     match e.kind() {
-        std::io::ErrorKind::NotFound => "process exited before its environment could be read".into(),
-        std::io::ErrorKind::PermissionDenied => "permission denied reading /proc/<pid>/environ".into(),
+        std::io::ErrorKind::NotFound => {
+            "process exited before its environment could be read".into()
+        }
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied reading /proc/<pid>/environ".into()
+        }
         _ => format!("cannot read environment: {e}"),
     }
 }

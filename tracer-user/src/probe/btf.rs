@@ -142,13 +142,18 @@ impl Btf {
                 KIND_STRUCT | KIND_UNION => {
                     for i in 0..vlen {
                         let base = at + i * 12;
-                        let m = |j: usize| u32_at(types_data, base + j * 4).ok_or("truncated member");
+                        let m =
+                            |j: usize| u32_at(types_data, base + j * 4).ok_or("truncated member");
                         let raw_offset = m(2)?;
                         members.push(Member {
                             name_off: m(0)?,
                             type_id: m(1)?,
                             // With kind_flag the top 8 bits are a bitfield size.
-                            offset: if kind_flag { raw_offset & 0x00ff_ffff } else { raw_offset },
+                            offset: if kind_flag {
+                                raw_offset & 0x00ff_ffff
+                            } else {
+                                raw_offset
+                            },
                         });
                     }
                     12 * vlen
@@ -191,7 +196,11 @@ impl Btf {
 
     /// Byte offset of `member` in the struct named `strukt`, looking inside
     /// anonymous struct/union members (the kernel uses many).
-    pub fn member_offset(&self, strukt: &'static str, member: &'static str) -> Result<u32, BtfError> {
+    pub fn member_offset(
+        &self,
+        strukt: &'static str,
+        member: &'static str,
+    ) -> Result<u32, BtfError> {
         let missing = BtfError::MissingMember { strukt, member };
         self.types
             .iter()
@@ -257,7 +266,13 @@ mod tests {
         let mut blob = Vec::new();
         blob.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         blob.extend_from_slice(&[1, 0]);
-        for w in [24u32, 0, types.len() as u32, types.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            types.len() as u32,
+            types.len() as u32,
+            strings.len() as u32,
+        ] {
             blob.extend_from_slice(&w.to_le_bytes());
         }
         blob.extend_from_slice(&types);

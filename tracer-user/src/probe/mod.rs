@@ -131,18 +131,42 @@ impl Probes {
 
         // Tracepoints first, the connect hooks last: an attempt is only
         // tracked once everything that can finish it is in place.
-        let mut tracepoints: Vec<(&str, &str, &str, &str)> = vec![
-            ("sched_process_exec", "sched", "sched_process_exec", "Linux 3.4+"),
-            ("sched_process_exit", "sched", "sched_process_exit", "Linux 2.6+"),
+        let mut tracepoints: Vec<(&'static str, &str, &str, &'static str)> = vec![
+            (
+                "sched_process_exec",
+                "sched",
+                "sched_process_exec",
+                "Linux 3.4+",
+            ),
+            (
+                "sched_process_exit",
+                "sched",
+                "sched_process_exit",
+                "Linux 2.6+",
+            ),
             ("tcp_destroy_sock", "tcp", "tcp_destroy_sock", "Linux 5.10+"),
-            ("inet_sock_set_state", "sock", "inet_sock_set_state", "Linux 4.16+"),
+            (
+                "inet_sock_set_state",
+                "sock",
+                "inet_sock_set_state",
+                "Linux 4.16+",
+            ),
         ];
         if config.mode == Mode::Syscall {
-            tracepoints.push(("sys_exit_connect", "syscalls", "sys_exit_connect", "CONFIG_FTRACE_SYSCALLS"));
-            tracepoints.push(("sys_enter_connect", "syscalls", "sys_enter_connect", "CONFIG_FTRACE_SYSCALLS"));
+            tracepoints.push((
+                "sys_exit_connect",
+                "syscalls",
+                "sys_exit_connect",
+                "CONFIG_FTRACE_SYSCALLS",
+            ));
+            tracepoints.push((
+                "sys_enter_connect",
+                "syscalls",
+                "sys_enter_connect",
+                "CONFIG_FTRACE_SYSCALLS",
+            ));
         }
         for (name, category, event, why) in tracepoints {
-            let name: &'static str = leak_name(name);
             let program: &mut TracePoint = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram(name))?
@@ -164,7 +188,6 @@ impl Probes {
             source,
         })?;
         for name in ["connect4", "connect6"] {
-            let name: &'static str = leak_name(name);
             let program: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or(ProbeError::MissingProgram(name))?
@@ -201,19 +224,29 @@ impl Probes {
     }
 
     fn take_ring(&mut self, name: &'static str) -> Result<RingBuf<MapData>, ProbeError> {
-        let map = self.ebpf.take_map(name).ok_or(ProbeError::MissingMap(name))?;
+        let map = self
+            .ebpf
+            .take_map(name)
+            .ok_or(ProbeError::MissingMap(name))?;
         RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: name, source })
     }
 
     /// Lost-record counters summed over CPUs: (ring buffer full, in-flight map full).
     pub fn lost(&self) -> Result<LostCounts, ProbeError> {
-        let map = self.ebpf.map("LOST").ok_or(ProbeError::MissingMap("LOST"))?;
+        let map = self
+            .ebpf
+            .map("LOST")
+            .ok_or(ProbeError::MissingMap("LOST"))?;
         let counters: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map { map: "LOST", source })?;
+            PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+                map: "LOST",
+                source,
+            })?;
         let sum = |index: u32| -> Result<u64, ProbeError> {
-            let values = counters
-                .get(&index, 0)
-                .map_err(|source| ProbeError::Map { map: "LOST", source })?;
+            let values = counters.get(&index, 0).map_err(|source| ProbeError::Map {
+                map: "LOST",
+                source,
+            })?;
             Ok(values.iter().sum())
         };
         Ok(LostCounts {
@@ -224,11 +257,17 @@ impl Probes {
 
     /// Attempts still without an outcome, for the `pending` flush at
     /// shutdown. Includes connect() calls still blocked in syscall mode.
-    pub fn in_flight(&self) -> Result<Vec<(Conn, Option<Vec<u8>>)>, ProbeError> {
+    pub fn in_flight(&self) -> Result<Vec<InFlight>, ProbeError> {
         let mut out = Vec::new();
-        let map = self.ebpf.map("CONNS").ok_or(ProbeError::MissingMap("CONNS"))?;
+        let map = self
+            .ebpf
+            .map("CONNS")
+            .ok_or(ProbeError::MissingMap("CONNS"))?;
         let conns: BpfHashMap<_, u64, Conn> =
-            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map { map: "CONNS", source })?;
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
+                map: "CONNS",
+                source,
+            })?;
         // Entries can vanish while we iterate (the probes keep running);
         // a failed read of one entry is skipped, not fatal.
         for (_, conn) in conns.iter().flatten() {
@@ -239,8 +278,8 @@ impl Probes {
                 .ebpf
                 .map("INFLIGHT")
                 .ok_or(ProbeError::MissingMap("INFLIGHT"))?;
-            let inflight: BpfHashMap<_, u64, Inflight> = BpfHashMap::try_from(map)
-                .map_err(|source| ProbeError::Map {
+            let inflight: BpfHashMap<_, u64, Inflight> =
+                BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
                     map: "INFLIGHT",
                     source,
                 })?;
@@ -262,6 +301,9 @@ impl Probes {
     }
 }
 
+/// An attempt without an outcome yet, with its raw AF_UNIX path if any.
+pub type InFlight = (Conn, Option<Vec<u8>>);
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LostCounts {
     pub ringbuf_full: u64,
@@ -278,20 +320,34 @@ fn fill_filters(ebpf: &mut Ebpf, config: &ProbeConfig) -> Result<(), ProbeError>
     if !config.pids.is_empty() {
         let map = ebpf.map_mut("PIDS").ok_or(ProbeError::MissingMap("PIDS"))?;
         let mut pids: BpfHashMap<_, u32, u8> =
-            BpfHashMap::try_from(map).map_err(|source| ProbeError::Filter { map: "PIDS", source })?;
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Filter {
+                map: "PIDS",
+                source,
+            })?;
         for pid in &config.pids {
             pids.insert(pid, 1, 0)
-                .map_err(|source| ProbeError::Filter { map: "PIDS", source })?;
+                .map_err(|source| ProbeError::Filter {
+                    map: "PIDS",
+                    source,
+                })?;
         }
     }
     if !config.comms.is_empty() {
-        let map = ebpf.map_mut("COMMS").ok_or(ProbeError::MissingMap("COMMS"))?;
-        let mut comms: BpfHashMap<_, [u8; COMM_LEN], u8> = BpfHashMap::try_from(map)
-            .map_err(|source| ProbeError::Filter { map: "COMMS", source })?;
+        let map = ebpf
+            .map_mut("COMMS")
+            .ok_or(ProbeError::MissingMap("COMMS"))?;
+        let mut comms: BpfHashMap<_, [u8; COMM_LEN], u8> =
+            BpfHashMap::try_from(map).map_err(|source| ProbeError::Filter {
+                map: "COMMS",
+                source,
+            })?;
         for comm in &config.comms {
             comms
                 .insert(comm_key(comm), 1, 0)
-                .map_err(|source| ProbeError::Filter { map: "COMMS", source })?;
+                .map_err(|source| ProbeError::Filter {
+                    map: "COMMS",
+                    source,
+                })?;
         }
     }
     Ok(())
@@ -305,22 +361,6 @@ pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
     let n = bytes.len().min(COMM_LEN - 1);
     key[..n].copy_from_slice(&bytes[..n]);
     key
-}
-
-/// Program names are `&'static str` in our error type; they all come from
-/// the fixed lists above, so map them onto static strings.
-fn leak_name(name: &str) -> &'static str {
-    const NAMES: [&str; 8] = [
-        "sched_process_exec",
-        "sched_process_exit",
-        "tcp_destroy_sock",
-        "inet_sock_set_state",
-        "sys_exit_connect",
-        "sys_enter_connect",
-        "connect4",
-        "connect6",
-    ];
-    NAMES.iter().find(|n| **n == name).copied().unwrap_or("unknown")
 }
 
 fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
@@ -353,7 +393,12 @@ fn own_caps() -> String {
         return "unknown".into();
     };
     // Bit numbers from include/uapi/linux/capability.h.
-    let names = [(21, "CAP_SYS_ADMIN"), (12, "CAP_NET_ADMIN"), (38, "CAP_PERFMON"), (39, "CAP_BPF")];
+    let names = [
+        (21, "CAP_SYS_ADMIN"),
+        (12, "CAP_NET_ADMIN"),
+        (38, "CAP_PERFMON"),
+        (39, "CAP_BPF"),
+    ];
     let have: Vec<&str> = names
         .iter()
         .filter(|(bit, _)| bits & (1u64 << bit) != 0)

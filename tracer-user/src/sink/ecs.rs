@@ -277,7 +277,10 @@ pub fn build<'a>(f: &'a Facts<'a>, dest_text: &'a str) -> EcsEvent<'a> {
 /// or the AF_UNIX path.
 pub fn destination_text(a: &Attempt) -> String {
     match &a.destination {
-        Peer::Ip { ip: IpAddr::V6(ip), port } => format!("[{ip}]:{port}"),
+        Peer::Ip {
+            ip: IpAddr::V6(ip),
+            port,
+        } => format!("[{ip}]:{port}"),
         Peer::Ip { ip, port } => format!("{ip}:{port}"),
         Peer::Unix(path) => path.clone(),
     }
@@ -315,9 +318,15 @@ pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
             if a.verdict == Verdict::Connected {
                 format!("{who} connected to its {label}proxy {}", v.endpoint)
             } else if a.verdict == Verdict::Pending {
-                format!("{who} is dialling its {label}proxy {}: {result}", v.endpoint)
+                format!(
+                    "{who} is dialling its {label}proxy {}: {result}",
+                    v.endpoint
+                )
             } else {
-                format!("{who} could not reach its {label}proxy {}: {result}", v.endpoint)
+                format!(
+                    "{who} could not reach its {label}proxy {}: {result}",
+                    v.endpoint
+                )
             }
         }
         _ => {

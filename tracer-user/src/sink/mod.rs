@@ -69,7 +69,12 @@ impl Sink {
                 path: path.to_path_buf(),
                 source,
             })?;
-        Ok(Self::new(Box::new(file), path.display().to_string(), format, false))
+        Ok(Self::new(
+            Box::new(file),
+            path.display().to_string(),
+            format,
+            false,
+        ))
     }
 
     pub fn new(out: Box<dyn Write + Send>, target: String, format: Format, color: bool) -> Self {
@@ -108,7 +113,10 @@ impl Sink {
         if self.buf.is_empty() {
             return Ok(());
         }
-        let result = self.out.write_all(&self.buf).and_then(|()| self.out.flush());
+        let result = self
+            .out
+            .write_all(&self.buf)
+            .and_then(|()| self.out.flush());
         self.buf.clear();
         result.map_err(|source| {
             if source.kind() == io::ErrorKind::BrokenPipe {
@@ -132,7 +140,10 @@ mod tests {
     struct Shared(Arc<Mutex<Vec<u8>>>);
     impl Write for Shared {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().map_err(|_| io::Error::other("poisoned"))?.extend_from_slice(b);
+            self.0
+                .lock()
+                .map_err(|_| io::Error::other("poisoned"))?
+                .extend_from_slice(b);
             Ok(b.len())
         }
         fn flush(&mut self) -> io::Result<()> {
@@ -156,7 +167,10 @@ mod tests {
         let mut sink = Sink::new(Box::new(shared.clone()), "mem".into(), Format::Json, false);
         sink.json(&serde_json::json!({"a": 1})).expect("json");
         sink.json(&serde_json::json!({"b": "x\ny"})).expect("json");
-        assert!(shared.0.lock().expect("lock").is_empty(), "nothing written before flush");
+        assert!(
+            shared.0.lock().expect("lock").is_empty(),
+            "nothing written before flush"
+        );
         sink.flush().expect("flush");
         let text = String::from_utf8(shared.0.lock().expect("lock").clone()).expect("utf8");
         let lines: Vec<&str> = text.lines().collect();

@@ -108,9 +108,9 @@ pub fn judge(
         return None;
     }
     let hit = dest.and_then(|(ip, port)| {
-        endpoints.iter().find(|ep| {
-            ep.url.port == port && resolver.resolve(&ep.url.host).contains(&ip)
-        })
+        endpoints
+            .iter()
+            .find(|ep| ep.url.port == port && resolver.resolve(&ep.url.host).contains(&ip))
     });
     let via = hit.is_some();
     let chosen = hit.or_else(|| endpoints.first())?;
