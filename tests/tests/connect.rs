@@ -34,7 +34,9 @@ fn assert_common(ev: &Value, pid: u32) {
 fn blocking_refusal_on_loopback() {
     let port = closed_port();
     let tracer = Tracer::start(&[]);
-    let (pid, errnos) = connector(&["tcp", &format!("127.0.0.1:{port}")]);
+    // Lingers so /proc can still be read (executable, parent) after the
+    // attempt, as a real client does while it reports its error.
+    let (pid, errnos) = connector(&["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]);
     assert_eq!(errnos, vec![libc::ECONNREFUSED]);
     let out = tracer.stop();
     assert!(
