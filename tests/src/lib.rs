@@ -281,6 +281,14 @@ impl NetNs {
         );
     }
 
+    /// Drop every SYN to `port` in the test host: attempts there stay in
+    /// SYN_SENT until the client gives up.
+    pub fn drop_syns(&self, port: u16) {
+        self.nft(&format!(
+            "table inet t {{\n chain input {{\n  type filter hook input priority 0;\n  tcp dport {port} drop\n }}\n}}"
+        ));
+    }
+
     /// Load an nftables ruleset inside the namespace.
     pub fn nft(&self, ruleset: &str) {
         let path = temp_dir("nft").join("rules.nft");

@@ -171,9 +171,7 @@ fn refusal_after_a_retransmitted_syn_in_softirq() {
 #[test]
 fn attempt_abandoned_by_the_client() {
     let ns = NetNs::new(2);
-    ns.nft(
-        "table inet t {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 7001 drop\n }\n}",
-    );
+    ns.drop_syns(7001);
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
     let (pid, errnos) = connector(&[
@@ -203,9 +201,7 @@ fn attempt_abandoned_by_the_client() {
 #[test]
 fn in_flight_attempts_are_flushed_as_pending() {
     let ns = NetNs::new(3);
-    ns.nft(
-        "table inet t {\n chain input {\n  type filter hook input priority 0;\n  tcp dport 7002 drop\n }\n}",
-    );
+    ns.drop_syns(7002);
     ns.assert_routed();
     let tracer = Tracer::start(&[]);
     let target = format!("{}:7002", ns.addr);

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{lost, Conn, Event, Inflight, COMM_LEN};
+use tracer_common::{lost, Conn, Inflight, COMM_LEN};
 
 /// Finished attempts, to userspace.
 ///
@@ -70,10 +70,6 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0
 /// of the 512-byte eBPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
-
-/// Scratch space for an `Event` that is copied into a map value.
-#[map]
-pub static EVENT_SCRATCH: PerCpuArray<Event> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count_lost(index: u32) {

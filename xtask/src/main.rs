@@ -253,7 +253,7 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
     // Privileged integration tests: real kernel, real eBPF programs, network
     // namespaces, containerd. One at a time: they load probes node-wide and
     // create namespaces and cgroups.
-    if unsafe_geteuid() != 0 {
+    if effective_uid() != 0 {
         bail!("the integration tests need root (they load eBPF programs and create network namespaces)");
     }
     let tracer = root.join("target/release/tracer");
@@ -289,7 +289,7 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
         .args(args))
 }
 
-fn unsafe_geteuid() -> u32 {
+fn effective_uid() -> u32 {
     // `id -u` avoids a libc dependency in xtask.
     output(Command::new("id").arg("-u"))
         .ok()
