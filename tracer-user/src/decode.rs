@@ -2,7 +2,10 @@
 //!
 //! Pure functions, no I/O: the kernel record format is `tracer_common::Event`.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::{
+    borrow::Cow,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+};
 
 use serde::Serialize;
 use thiserror::Error;
@@ -30,6 +33,16 @@ pub enum Verdict {
     Aborted,
     Failed,
     Pending,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Udp => "udp",
+            Self::Unix => "unix",
+        }
+    }
 }
 
 impl Verdict {
@@ -88,7 +101,7 @@ pub struct Attempt {
     pub uid: u32,
     pub gid: u32,
     pub cgroup_id: u64,
-    pub comm: String,
+    pub comm: Comm,
     pub transport: Option<Transport>,
     pub destination: Peer,
     pub source: Option<(IpAddr, u16)>,
@@ -166,10 +179,76 @@ pub fn ip_of(family: u16, raw: &[u8; 16]) -> IpAddr {
     }
 }
 
+/// A task's comm as text, held inline so that decoding an event does not
+/// allocate. The kernel's 16 bytes become at most 48 bytes of UTF-8 (each
+/// invalid byte turns into the three-byte U+FFFD).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Comm {
+    buf: [u8; 48],
+    len: u8,
+}
+
+impl Comm {
+    pub fn as_str(&self) -> &str {
+        // Built only from valid UTF-8 (see comm_of), so this cannot fail.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Comm {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Comm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl PartialEq<&str> for Comm {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The comm as text: up to the first NUL, lossy for non-UTF-8 bytes.
-pub fn comm_of(raw: &[u8]) -> String {
-    let end = raw.iter().position(|&b| b == 0).unwrap_or(raw.len());
-    String::from_utf8_lossy(&raw[..end]).into_owned()
+pub fn comm_of(raw: &[u8]) -> Comm {
+    let end = raw
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(raw.len())
+        .min(16);
+    let mut comm = Comm {
+        buf: [0; 48],
+        len: 0,
+    };
+    if std::str::from_utf8(&raw[..end]).is_ok() {
+        // The usual case: copy as is.
+        comm.buf[..end].copy_from_slice(&raw[..end]);
+        comm.len = end as u8;
+        return comm;
+    }
+    let text = String::from_utf8_lossy(&raw[..end]);
+    // 16 bytes of input never exceed 48 bytes of output; the char loop
+    // keeps a cut on a boundary should that ever change.
+    for c in text.chars() {
+        let at = usize::from(comm.len);
+        if at + c.len_utf8() > comm.buf.len() {
+            break;
+        }
+        c.encode_utf8(&mut comm.buf[at..]);
+        comm.len += c.len_utf8() as u8;
+    }
+    comm
 }
 
 /// Turn a kernel in-flight or finished record into an attempt. Also used
@@ -238,64 +317,76 @@ pub fn verdict_for_errno(errno: i32) -> Verdict {
     }
 }
 
-/// The symbolic name of an errno ("ECONNREFUSED"), for `error.code`.
-pub fn errno_name(errno: i32) -> Option<&'static str> {
+/// The errnos a connect() can end with: symbolic name and the text Go
+/// prints (glibc's strerror in the C locale, first letter lowered). A static
+/// table, because strerror goes through gettext on every call and this runs
+/// once per failed attempt.
+fn errno_info(errno: i32) -> Option<(&'static str, &'static str)> {
     Some(match errno {
-        libc::EPERM => "EPERM",
-        libc::ENOENT => "ENOENT",
-        libc::EINTR => "EINTR",
-        libc::EIO => "EIO",
-        libc::EBADF => "EBADF",
-        libc::EAGAIN => "EAGAIN",
-        libc::ENOMEM => "ENOMEM",
-        libc::EACCES => "EACCES",
-        libc::EFAULT => "EFAULT",
-        libc::EINVAL => "EINVAL",
-        libc::EMFILE => "EMFILE",
-        libc::ENOTDIR => "ENOTDIR",
-        libc::ENOTSOCK => "ENOTSOCK",
-        libc::EPROTOTYPE => "EPROTOTYPE",
-        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
-        libc::EOPNOTSUPP => "EOPNOTSUPP",
-        libc::EAFNOSUPPORT => "EAFNOSUPPORT",
-        libc::EADDRINUSE => "EADDRINUSE",
-        libc::EADDRNOTAVAIL => "EADDRNOTAVAIL",
-        libc::ENETDOWN => "ENETDOWN",
-        libc::ENETUNREACH => "ENETUNREACH",
-        libc::ENETRESET => "ENETRESET",
-        libc::ECONNABORTED => "ECONNABORTED",
-        libc::ECONNRESET => "ECONNRESET",
-        libc::ENOBUFS => "ENOBUFS",
-        libc::EISCONN => "EISCONN",
-        libc::ENOTCONN => "ENOTCONN",
-        libc::ETIMEDOUT => "ETIMEDOUT",
-        libc::ECONNREFUSED => "ECONNREFUSED",
-        libc::EHOSTDOWN => "EHOSTDOWN",
-        libc::EHOSTUNREACH => "EHOSTUNREACH",
-        libc::EALREADY => "EALREADY",
-        libc::EINPROGRESS => "EINPROGRESS",
-        libc::EPROTO => "EPROTO",
-        libc::ENOPROTOOPT => "ENOPROTOOPT",
-        libc::ENONET => "ENONET",
-        libc::ELOOP => "ELOOP",
-        libc::ENAMETOOLONG => "ENAMETOOLONG",
-        libc::ECANCELED => "ECANCELED",
+        libc::EPERM => ("EPERM", "operation not permitted"),
+        libc::ENOENT => ("ENOENT", "no such file or directory"),
+        libc::EINTR => ("EINTR", "interrupted system call"),
+        libc::EIO => ("EIO", "input/output error"),
+        libc::EBADF => ("EBADF", "bad file descriptor"),
+        libc::EAGAIN => ("EAGAIN", "resource temporarily unavailable"),
+        libc::ENOMEM => ("ENOMEM", "cannot allocate memory"),
+        libc::EACCES => ("EACCES", "permission denied"),
+        libc::EFAULT => ("EFAULT", "bad address"),
+        libc::EINVAL => ("EINVAL", "invalid argument"),
+        libc::EMFILE => ("EMFILE", "too many open files"),
+        libc::ENOTDIR => ("ENOTDIR", "not a directory"),
+        libc::ENOTSOCK => ("ENOTSOCK", "socket operation on non-socket"),
+        libc::EPROTOTYPE => ("EPROTOTYPE", "protocol wrong type for socket"),
+        libc::EPROTONOSUPPORT => ("EPROTONOSUPPORT", "protocol not supported"),
+        libc::EOPNOTSUPP => ("EOPNOTSUPP", "operation not supported"),
+        libc::EAFNOSUPPORT => ("EAFNOSUPPORT", "address family not supported by protocol"),
+        libc::EADDRINUSE => ("EADDRINUSE", "address already in use"),
+        libc::EADDRNOTAVAIL => ("EADDRNOTAVAIL", "cannot assign requested address"),
+        libc::ENETDOWN => ("ENETDOWN", "network is down"),
+        libc::ENETUNREACH => ("ENETUNREACH", "network is unreachable"),
+        libc::ENETRESET => ("ENETRESET", "network dropped connection on reset"),
+        libc::ECONNABORTED => ("ECONNABORTED", "software caused connection abort"),
+        libc::ECONNRESET => ("ECONNRESET", "connection reset by peer"),
+        libc::ENOBUFS => ("ENOBUFS", "no buffer space available"),
+        libc::EISCONN => ("EISCONN", "transport endpoint is already connected"),
+        libc::ENOTCONN => ("ENOTCONN", "transport endpoint is not connected"),
+        libc::ETIMEDOUT => ("ETIMEDOUT", "connection timed out"),
+        libc::ECONNREFUSED => ("ECONNREFUSED", "connection refused"),
+        libc::EHOSTDOWN => ("EHOSTDOWN", "host is down"),
+        libc::EHOSTUNREACH => ("EHOSTUNREACH", "no route to host"),
+        libc::EALREADY => ("EALREADY", "operation already in progress"),
+        libc::EINPROGRESS => ("EINPROGRESS", "operation now in progress"),
+        libc::EPROTO => ("EPROTO", "protocol error"),
+        libc::ENOPROTOOPT => ("ENOPROTOOPT", "protocol not available"),
+        libc::ENONET => ("ENONET", "machine is not on the network"),
+        libc::ELOOP => ("ELOOP", "too many levels of symbolic links"),
+        libc::ENAMETOOLONG => ("ENAMETOOLONG", "file name too long"),
+        libc::ECANCELED => ("ECANCELED", "operation canceled"),
         _ => return None,
     })
 }
 
+/// The symbolic name of an errno ("ECONNREFUSED"), for `error.code`.
+pub fn errno_name(errno: i32) -> Option<&'static str> {
+    errno_info(errno).map(|(name, _)| name)
+}
+
 /// The human text of an errno, as Go prints it ("connection refused").
-pub fn errno_message(errno: i32) -> String {
+pub fn errno_message(errno: i32) -> Cow<'static, str> {
+    if let Some((_, text)) = errno_info(errno) {
+        return Cow::Borrowed(text);
+    }
+    // Rare: an errno outside the table; ask libc.
     let text = std::io::Error::from_raw_os_error(errno).to_string();
     // std formats "Connection refused (os error 111)".
     let text = text
         .rsplit_once(" (os error")
         .map_or(text.as_str(), |(head, _)| head);
     let mut chars = text.chars();
-    match chars.next() {
+    Cow::Owned(match chars.next() {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => format!("errno {errno}"),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -366,6 +457,14 @@ mod tests {
     }
 
     #[test]
+    fn comms_are_cut_at_nul_and_kept_lossy() {
+        assert_eq!(comm_of(b"curl\0\0garbage"), "curl");
+        assert_eq!(comm_of(b"0123456789abcdef"), "0123456789abcdef");
+        assert_eq!(comm_of(&[0xff; 16]).as_str(), "\u{fffd}".repeat(16));
+        assert_eq!(comm_of(b""), "");
+    }
+
+    #[test]
     fn unix_paths_and_abstract_names() {
         assert_eq!(unix_path(b"/run/x.sock\0\0garbage"), "/run/x.sock");
         assert_eq!(unix_path(b"\0abstract\0\0"), "@abstract");
@@ -385,6 +484,18 @@ mod tests {
         assert_eq!(errno_name(9999), None);
         assert_eq!(errno_message(111), "connection refused");
         assert_eq!(errno_message(2), "no such file or directory");
+        // Outside the table: libc's text, lowered.
+        assert_eq!(errno_message(libc::ENOSPC), "no space left on device");
+        // The table agrees with libc for every entry it has.
+        for errno in 1..200 {
+            if let Some((_, text)) = errno_info(errno) {
+                let libc_text = std::io::Error::from_raw_os_error(errno).to_string();
+                assert!(
+                    libc_text.to_lowercase().starts_with(text),
+                    "{errno}: {text} vs {libc_text}"
+                );
+            }
+        }
     }
 
     #[test]

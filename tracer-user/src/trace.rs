@@ -17,6 +17,7 @@ use crate::{
     probe::{LostCounts, Mode, ProbeConfig, ProbeError, Probes},
     sink::{
         ecs::{self, Facts},
+        ndjson::AttemptWriter,
         text, Format, Sink, SinkError,
     },
     verdict::{judge, resolve::HostResolver},
@@ -42,6 +43,7 @@ pub struct Pipeline {
     units: UnitCache,
     resolver: HostResolver,
     sink: Sink,
+    writer: AttemptWriter,
     mode: Mode,
     proxy_only: bool,
     wall_offset_ns: i128,
@@ -56,6 +58,7 @@ impl Pipeline {
             units: UnitCache::new(args.host_root.clone()),
             resolver: HostResolver::new(&args.host_root),
             sink,
+            writer: AttemptWriter::new(),
             mode: args.mode,
             proxy_only: args.proxy_only,
             wall_offset_ns: wall_offset_ns(),
@@ -84,19 +87,30 @@ impl Pipeline {
 
     pub fn handle_attempt(&mut self, attempt: &Attempt) -> Result<(), SinkError> {
         let proc = self.procs.get(attempt.pid);
-        let unit_env = proc
-            .cgroup
-            .as_ref()
-            .and_then(|c| c.unit.as_deref())
-            .filter(|unit| unit.ends_with(".service"))
-            .and_then(|unit| self.units.get(unit));
         let dest = match &attempt.destination {
             Peer::Ip { ip, port } => Some((*ip, *port)),
             Peer::Unix(_) => None,
         };
-        let verdict = proc
-            .proxy_env()
-            .and_then(|env| judge(dest, env, unit_env.as_deref(), &mut self.resolver));
+        // Most processes have no proxy: then there is no verdict to make and
+        // the unit's files are not consulted.
+        let verdict = match proc.proxy_env() {
+            Some(env) if !proc.proxies.is_empty() => {
+                let unit_env = proc
+                    .cgroup
+                    .as_ref()
+                    .and_then(|c| c.unit.as_deref())
+                    .filter(|unit| unit.ends_with(".service"))
+                    .and_then(|unit| self.units.get(unit));
+                judge(
+                    dest,
+                    env,
+                    &proc.proxies,
+                    unit_env.as_deref(),
+                    &mut self.resolver,
+                )
+            }
+            _ => None,
+        };
         if self.proxy_only && verdict.is_none() {
             return Ok(());
         }
@@ -107,11 +121,15 @@ impl Pipeline {
             mode: self.mode,
             wall_offset_ns: self.wall_offset_ns,
         };
-        let dest_text = ecs::destination_text(attempt);
-        let event = ecs::build(&facts, &dest_text);
         match self.sink.format {
-            Format::Json => self.sink.json(&event)?,
+            // The hot path: written straight into the batch buffer.
+            Format::Json => {
+                let writer = &mut self.writer;
+                self.sink.record(|out| writer.write(out, &facts, &proc));
+            }
             Format::Text => {
+                let dest_text = ecs::destination_text(attempt);
+                let event = ecs::build(&facts, &dest_text);
                 let line = text::render(&event, attempt.verdict, self.sink.color);
                 self.sink.line(&line);
             }

@@ -7,14 +7,16 @@
 //! any moment: every field is best effort, and what could be read is kept.
 
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
 use crate::{
     enrich::cgroup::{parse_proc_cgroup, CgroupInfo},
-    verdict::proxy::{redact, ProxyEnv},
+    verdict::{
+        endpoints_of,
+        proxy::{redact, ProxyChoice, ProxyEnv},
+    },
 };
 
 /// Longest environment read: /proc/<pid>/environ is the exec-time
@@ -44,6 +46,8 @@ pub struct ProcInfo {
     pub args: Option<Vec<String>>,
     pub cgroup: Option<CgroupInfo>,
     pub env: Option<EnvState>,
+    /// The proxies that environment selects (empty for most processes).
+    pub proxies: Vec<ProxyChoice>,
 }
 
 impl ProcInfo {
@@ -81,7 +85,11 @@ pub fn read_proc(proc_root: &Path, pid: u32) -> ProcInfo {
     info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .map(|text| parse_proc_cgroup(&text));
-    info.env = Some(read_environ(&dir));
+    let env = read_environ(&dir);
+    if let EnvState::Read(env) = &env {
+        info.proxies = endpoints_of(env);
+    }
+    info.env = Some(env);
     info
 }
 
@@ -121,17 +129,21 @@ fn truncate_at_char(s: &mut String, max: usize) {
     }
 }
 
+/// A map keyed by pid. Looked up for every event; pids are chosen by the
+/// kernel, not by an attacker, so a fast non-DoS-resistant hash is fine.
+pub type PidMap<V> = foldhash::HashMap<u32, V>;
+
 /// pid -> what we know, valid until the kernel announces the pid again.
 pub struct ProcCache {
     proc_root: PathBuf,
-    entries: HashMap<u32, Arc<ProcInfo>>,
+    entries: PidMap<Arc<ProcInfo>>,
 }
 
 impl ProcCache {
     pub fn new(proc_root: PathBuf) -> Self {
         Self {
             proc_root,
-            entries: HashMap::new(),
+            entries: PidMap::default(),
         }
     }
 

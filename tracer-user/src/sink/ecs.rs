@@ -2,7 +2,7 @@
 //! objects, plus the tracer's own fields under `tracer.`. Documented field by
 //! field in schema/event.schema.json.
 
-use std::net::IpAddr;
+use std::{borrow::Cow, net::IpAddr};
 
 use serde::Serialize;
 
@@ -153,6 +153,10 @@ pub struct CgroupFields<'a> {
     pub path: Option<&'a str>,
 }
 
+/// `error.message` of a socket-mode failure that happened before any SYN.
+pub const EARLY_FAILURE_MESSAGE: &str =
+    "connect() failed before a SYN was sent; the errno is only visible in --mode syscall";
+
 /// Nanoseconds since the epoch -> RFC 3339 UTC with nanoseconds.
 pub fn rfc3339(epoch_ns: u64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(epoch_ns);
@@ -170,7 +174,7 @@ pub struct Facts<'a> {
 }
 
 impl Facts<'_> {
-    fn wall(&self, mono_ns: u64) -> u64 {
+    pub fn wall(&self, mono_ns: u64) -> u64 {
         (i128::from(mono_ns) + self.wall_offset_ns).max(0) as u64
     }
 }
@@ -186,14 +190,12 @@ pub fn build<'a>(f: &'a Facts<'a>, dest_text: &'a str) -> EcsEvent<'a> {
     let error = match (a.verdict, a.errno) {
         (Verdict::Connected | Verdict::Aborted | Verdict::Pending, _) => None,
         (_, Some(errno)) => Some(ErrorFields {
-            code: Some(
-                errno_name(errno).map_or_else(|| format!("E{errno}"), str::to_string),
-            ),
-            message: errno_message(errno),
+            code: Some(errno_name(errno).map_or_else(|| format!("E{errno}"), str::to_string)),
+            message: errno_message(errno).into_owned(),
         }),
         (_, None) => Some(ErrorFields {
             code: None,
-            message: "connect() failed before a SYN was sent; the errno is only visible in --mode syscall".into(),
+            message: EARLY_FAILURE_MESSAGE.into(),
         }),
     };
     let (dest_ip, dest_port) = match &a.destination {
@@ -276,18 +278,49 @@ pub fn build<'a>(f: &'a Facts<'a>, dest_text: &'a str) -> EcsEvent<'a> {
 /// The destination as a person writes it: "10.0.0.1:7897", "[::1]:80",
 /// or the AF_UNIX path.
 pub fn destination_text(a: &Attempt) -> String {
+    let mut out = String::new();
+    write_destination(&mut out, a);
+    out
+}
+
+/// `destination_text` into a reused buffer (the JSON hot path).
+pub fn write_destination(out: &mut String, a: &Attempt) {
     match &a.destination {
         Peer::Ip {
             ip: IpAddr::V6(ip),
             port,
-        } => format!("[{ip}]:{port}"),
-        Peer::Ip { ip, port } => format!("{ip}:{port}"),
-        Peer::Unix(path) => path.clone(),
+        } => {
+            use std::fmt::Write;
+            // Writing into a String cannot fail.
+            let _ = write!(out, "[{ip}]:{port}");
+        }
+        Peer::Ip {
+            ip: IpAddr::V4(ip),
+            port,
+        } => {
+            // The common case, without the formatting machinery.
+            ipv4_text(*ip, |part| out.push_str(part));
+            out.push(':');
+            out.push_str(itoa::Buffer::new().format(*port));
+        }
+        Peer::Unix(path) => out.push_str(path),
+    }
+}
+
+/// Dotted-quad text of an IPv4 address, as `Ipv4Addr`'s Display writes it,
+/// handed to `push` piece by piece.
+pub fn ipv4_text(ip: std::net::Ipv4Addr, mut push: impl FnMut(&str)) {
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in ip.octets().into_iter().enumerate() {
+        if i > 0 {
+            push(".");
+        }
+        push(digits.format(octet));
     }
 }
 
 /// What happened, in words.
-fn result_text(a: &Attempt) -> String {
+fn result_text(a: &Attempt) -> Cow<'static, str> {
     match (a.verdict, a.errno) {
         (Verdict::Connected, _) => "connected".into(),
         (Verdict::Aborted, _) => "gave up before any answer (socket closed while SYN_SENT)".into(),
@@ -299,34 +332,49 @@ fn result_text(a: &Attempt) -> String {
 
 /// One sentence an operator can act on (ECS `message`).
 pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
+    let mut out = String::new();
+    write_message(&mut out, f, dest_text);
+    out
+}
+
+/// `message` into a reused buffer (the JSON hot path).
+pub fn write_message(out: &mut String, f: &Facts<'_>, dest_text: &str) {
+    // Writing into a String cannot fail.
+    let _ = message_into(out, f, dest_text);
+}
+
+fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::Result {
+    use std::fmt::Write;
     let a = f.attempt;
-    let mut who = format!("{} (pid {}", a.comm, a.pid);
-    if let Some(unit) = f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref()) {
-        who.push_str(", ");
-        who.push_str(unit);
+    let unit = f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref());
+    // Plain pushes rather than write!: this runs for every event.
+    out.push_str(&a.comm);
+    out.push_str(" (pid ");
+    out.push_str(itoa::Buffer::new().format(a.pid));
+    if let Some(unit) = unit {
+        out.push_str(", ");
+        out.push_str(unit);
     }
-    who.push(')');
+    out.push(')');
     let result = result_text(a);
-    let mut text = match f.verdict {
+    match f.verdict {
         Some(v) if v.via => {
             let label = scheme_label(v.variable);
-            let label = if label.is_empty() {
-                String::new()
-            } else {
-                format!("{label} ")
-            };
-            if a.verdict == Verdict::Connected {
-                format!("{who} connected to its {label}proxy {}", v.endpoint)
-            } else if a.verdict == Verdict::Pending {
-                format!(
-                    "{who} is dialling its {label}proxy {}: {result}",
+            let space = if label.is_empty() { "" } else { " " };
+            match a.verdict {
+                Verdict::Connected => {
+                    write!(out, " connected to its {label}{space}proxy {}", v.endpoint)?
+                }
+                Verdict::Pending => write!(
+                    out,
+                    " is dialling its {label}{space}proxy {}: {result}",
                     v.endpoint
-                )
-            } else {
-                format!(
-                    "{who} could not reach its {label}proxy {}: {result}",
+                )?,
+                _ => write!(
+                    out,
+                    " could not reach its {label}{space}proxy {}: {result}",
                     v.endpoint
-                )
+                )?,
             }
         }
         _ => {
@@ -335,33 +383,39 @@ pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
                 Some(Transport::Unix) => "unix ",
                 _ => "",
             };
-            format!("{who} {transport}connect to {dest_text}: {result}")
+            out.push(' ');
+            out.push_str(transport);
+            out.push_str("connect to ");
+            out.push_str(dest_text);
+            out.push_str(": ");
+            out.push_str(&result);
         }
-    };
+    }
     if let Some(v) = f.verdict {
         if v.via {
-            text.push_str(&format!("; {} is ", v.variable));
+            write!(out, "; {} is ", v.variable)?;
         } else {
-            text.push_str(&format!("; the process has {}={} ", v.variable, v.url));
+            write!(out, "; the process has {}={} ", v.variable, v.url)?;
         }
         match &v.source {
-            Some(src) => text.push_str(&format!("set in {}", src.location())),
-            None => text.push_str("in its environment, not set by any unit file"),
+            Some(src) => write!(out, "set in {}", src.location())?,
+            None => out.push_str("in its environment, not set by any unit file"),
         }
         if let Some(d) = &v.drift {
             match &d.configured {
-                Some(c) => text.push_str(&format!(
+                Some(c) => write!(
+                    out,
                     "; the unit's files now say {c} but the running process still has {} (restart it to apply)",
                     d.live
-                )),
-                None if v.source.is_none() && f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref()).is_some() => {
-                    text.push_str(" (stale: no file configures it any more; restart the unit to drop it)")
-                }
+                )?,
+                None if v.source.is_none() && unit.is_some() => out.push_str(
+                    " (stale: no file configures it any more; restart the unit to drop it)",
+                ),
                 None => {}
             }
         }
     } else if let Some(EnvState::Unavailable(why)) = &f.proc.env {
-        text.push_str(&format!(" (proxy environment unknown: {why})"));
+        write!(out, " (proxy environment unknown: {why})")?;
     }
-    text
+    Ok(())
 }

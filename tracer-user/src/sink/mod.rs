@@ -6,6 +6,7 @@
 //! line, so a reader never sees half a JSON object, even at shutdown.
 
 pub mod ecs;
+pub mod ndjson;
 pub mod text;
 
 use std::{
@@ -99,6 +100,13 @@ impl Sink {
         self.buf.push(b'\n');
         self.written += 1;
         Ok(())
+    }
+
+    /// Queue one record that `write` appends as raw JSON (a whole line).
+    pub fn record(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.buf);
+        self.buf.push(b'\n');
+        self.written += 1;
     }
 
     /// Queue one text line (without its newline).

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::enrich::systemd::{EnvSource, SourceKind, UnitEnvironment};
-use proxy::{proxy_endpoints, ProxyEnv, Rules};
+use proxy::{proxy_endpoints, ProxyChoice, ProxyEnv, Rules};
 use resolve::HostResolver;
 
 /// What the tracer concluded about proxies for one attempt.
@@ -94,19 +94,23 @@ pub struct Drift {
     pub live: String,
 }
 
-/// Decide the proxy verdict for a dial to `dest` by a process with `env`.
-/// Returns None when the process has no proxy variable at all.
+/// The proxies a process with `env` would use, by the rules of the daemons
+/// that matter on a node (Go). Depends only on the environment, so it is
+/// worked out once per process snapshot, not per attempt.
+pub fn endpoints_of(env: &ProxyEnv) -> Vec<ProxyChoice> {
+    proxy_endpoints(env, Rules::Go)
+}
+
+/// Decide the proxy verdict for a dial to `dest` by a process with `env`,
+/// whose proxies are `endpoints` (from `endpoints_of`). Returns None when
+/// the process has no proxy at all.
 pub fn judge(
     dest: Option<(IpAddr, u16)>,
     env: &ProxyEnv,
+    endpoints: &[ProxyChoice],
     unit_env: Option<&UnitEnvironment>,
     resolver: &mut HostResolver,
 ) -> Option<ProxyVerdict> {
-    let rules = Rules::Go;
-    let endpoints = proxy_endpoints(env, rules);
-    if endpoints.is_empty() {
-        return None;
-    }
     let hit = dest.and_then(|(ip, port)| {
         endpoints
             .iter()
@@ -140,7 +144,7 @@ pub fn judge(
         url: chosen.url.redacted(),
         via,
         endpoint: host_port(&chosen.url.host, chosen.url.port),
-        rules,
+        rules: chosen.rules,
         source,
         drift,
     })
