@@ -12,7 +12,8 @@ use tracer_common::{lost, Conn, Inflight, COMM_LEN};
 /// Budget: a record is 232 bytes (+8 bytes of ring-buffer header). 8 MiB
 /// holds about 34,000 records, i.e. 0.7 s of a 50,000 connects/s storm
 /// (the loopback storm rate measured on this machine) while the reader is
-/// descheduled. When full, the reservation fails and `LOST[RINGBUF_FULL]`
+/// descheduled: 35 times the 20 ms userspace lets records accumulate before
+/// each drain, which leaves room for a slow disk write or a busy CPU. When full, the reservation fails and `LOST[RINGBUF_FULL]`
 /// counts it; userspace reports the count in the stream.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
