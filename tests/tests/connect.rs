@@ -112,6 +112,9 @@ fn ipv6_refusal() {
     assert_eq!(ev["tracer"]["result"], "refused");
     assert_eq!(ev["destination"]["ip"], "::1");
     assert_eq!(ev["network"]["type"], "ipv6");
+    // The source comes from the socket's IPv6 address (BTF offset).
+    assert_eq!(ev["source"]["ip"], "::1");
+    assert!(ev["source"]["port"].as_u64().is_some_and(|p| p > 0));
 }
 
 #[test]
@@ -124,6 +127,7 @@ fn ipv4_mapped_ipv6_is_reported_as_ipv4() {
     let ev = only(&out.events, pid);
     assert_eq!(ev["destination"]["ip"], "127.0.0.1");
     assert_eq!(ev["network"]["type"], "ipv4");
+    assert_eq!(ev["source"]["ip"], "127.0.0.1");
 }
 
 /// The first SYN is dropped in the test host; the retransmission (about

@@ -204,6 +204,15 @@ pub struct KernelOffsets {
     pub socket_file: u32,
     /// `struct file::f_flags`
     pub file_f_flags: u32,
+    /// `struct inet_sock::inet_sport`: the local port, network order.
+    /// (`skc_num` is no use: tcp_set_state() clears it before reporting
+    /// the move to CLOSE.)
+    pub inet_sport: u32,
+    /// `struct inet_sock::inet_saddr`: the local IPv4 address.
+    pub inet_saddr: u32,
+    /// `struct sock::__sk_common.skc_v6_rcv_saddr`: the local IPv6 address.
+    pub sock_skc_v6_rcv_saddr: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]
@@ -233,6 +242,6 @@ mod tests {
         assert_eq!(offset_of!(Event, conn), 8);
         assert_eq!(offset_of!(Event, path), 120);
         assert_eq!(size_of::<Inflight>(), 248);
-        assert_eq!(size_of::<KernelOffsets>(), 16);
+        assert_eq!(size_of::<KernelOffsets>(), 32);
     }
 }

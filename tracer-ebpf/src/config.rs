@@ -28,6 +28,10 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     sock_sk_socket: 0,
     socket_file: 0,
     file_f_flags: 0,
+    inet_sport: 0,
+    inet_saddr: 0,
+    sock_skc_v6_rcv_saddr: 0,
+    _pad: 0,
 };
 
 // `read_volatile` keeps LLVM from folding the placeholder values above into

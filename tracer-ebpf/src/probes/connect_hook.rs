@@ -13,7 +13,7 @@
 //! (allow).
 
 use aya_ebpf::{
-    bindings::bpf_sock,
+    bindings::{bpf_sock, BPF_NOEXIST},
     helpers::{
         bpf_get_current_uid_gid, bpf_probe_read_kernel,
         generated::{bpf_get_current_cgroup_id, bpf_ktime_get_ns},
@@ -31,6 +31,9 @@ use crate::{
 
 /// O_NONBLOCK from include/uapi/asm-generic/fcntl.h (x86, arm64, riscv).
 const O_NONBLOCK: u32 = 0o4000;
+/// include/uapi/asm-generic/errno-base.h: what a BPF_NOEXIST insert of an
+/// existing key returns.
+const EEXIST: i32 = 17;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
@@ -132,6 +135,15 @@ fn on_connect_in_syscall(sa: &aya_ebpf::bindings::bpf_sock_addr, sk: u64, protoc
 /// reported first, so no attempt disappears.
 #[inline(always)]
 fn track(sk: u64, conn: &Conn) {
+    // The common case, a socket's first attempt, is one map operation.
+    match CONNS.insert(sk, conn, u64::from(BPF_NOEXIST)) {
+        Ok(()) => return,
+        Err(e) if e != -EEXIST => {
+            count_lost(lost::INFLIGHT_FULL);
+            return;
+        }
+        Err(_) => {}
+    }
     if let Some(old) = CONNS.get_ptr_mut(sk) {
         // SAFETY: map value pointer, valid for this program run.
         let old = unsafe { &mut *old };

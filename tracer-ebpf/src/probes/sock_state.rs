@@ -1,15 +1,17 @@
-//! Outcome of a TCP attempt: sock:inet_sock_set_state.
+//! Outcome of a TCP attempt: raw tracepoint `inet_sock_set_state`.
 //!
 //! Kernel hook: `trace_inet_sock_set_state()` in `inet_sk_state_store()` /
-//! `tcp_set_state()` (net/ipv4/tcp.c). Format on 6.18, from
-//! /sys/kernel/tracing/events/sock/inet_sock_set_state/format:
-//! ```text
-//! const void * skaddr  offset:8   int oldstate  offset:16  int newstate offset:20
-//! __u16 sport offset:24  __u16 dport offset:26  __u16 family offset:28
-//! __u16 protocol offset:30  __u8 saddr[4] offset:32  __u8 daddr[4] offset:36
-//! __u8 saddr_v6[16] offset:40  __u8 daddr_v6[16] offset:56
-//! ```
+//! `tcp_set_state()` (net/ipv4/tcp.c), declared in include/trace/events/sock.h
+//! as `TP_PROTO(const struct sock *sk, const int oldstate, const int newstate)`.
 //! https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/sock.h#L141
+//!
+//! A raw tracepoint, not the classic `sock:inet_sock_set_state`: this fires
+//! on every TCP state change of every socket on the node (about six per
+//! loopback connect, counting the server side), and the classic form makes
+//! the kernel build a 72-byte trace record for each before the program
+//! runs. The raw form hands over the three arguments as they are; the few
+//! socket fields needed are read with offsets from the kernel's BTF.
+//! Raw tracepoints exist since Linux 4.17.
 //!
 //! The transitions that matter for a client:
 //! - CLOSE -> SYN_SENT: `tcp_v4_connect()` sent the SYN (caller's context).
@@ -20,14 +22,14 @@
 //!   `tcp_done()` moves the socket to CLOSE, so reading `sk_err` here gives
 //!   the error; it is 0 when the owner closed the socket instead.
 //!   This may run in softirq context with an unrelated current task, so the
-//!   attempt is found by `skaddr`, never by pid.
+//!   attempt is found by the socket's address, never by pid.
 
 use aya_ebpf::{
     helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
-use tracer_common::{flags, outcome, Conn, AF_INET, IPPROTO_TCP};
+use tracer_common::{flags, outcome, Conn, AF_INET};
 
 use crate::{config, emit::emit_conn, maps::CONNS};
 
@@ -36,42 +38,29 @@ const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
 
-const OFF_SKADDR: usize = 8;
-const OFF_OLDSTATE: usize = 16;
-const OFF_NEWSTATE: usize = 20;
-const OFF_SPORT: usize = 24;
-const OFF_FAMILY: usize = 28;
-const OFF_PROTOCOL: usize = 30;
-const OFF_SADDR: usize = 32;
-const OFF_SADDR_V6: usize = 40;
-
-#[tracepoint(category = "sock", name = "inet_sock_set_state")]
-pub fn inet_sock_set_state(ctx: TracePointContext) -> u32 {
-    let _ = try_set_state(&ctx);
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    on_set_state(&ctx);
     0
 }
 
 #[inline(always)]
-fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
-    // SAFETY (all read_at calls): offsets from the tracepoint format above.
-    let protocol: u16 = unsafe { ctx.read_at(OFF_PROTOCOL)? };
-    if protocol != IPPROTO_TCP {
-        return Ok(());
-    }
-    let old: i32 = unsafe { ctx.read_at(OFF_OLDSTATE)? };
-    let new: i32 = unsafe { ctx.read_at(OFF_NEWSTATE)? };
+fn on_set_state(ctx: &RawTracePointContext) {
+    let old = ctx.arg::<u64>(1) as i32;
+    let new = ctx.arg::<u64>(2) as i32;
     // Server-side and teardown transitions are the vast majority on a busy
-    // node; leave before the map lookup.
+    // node; leave before the map lookup. Only TCP sockets that connect4/6
+    // put in CONNS can match below, so other protocols need no check.
     let interesting = matches!(
         (old, new),
         (TCP_CLOSE, TCP_SYN_SENT) | (TCP_SYN_SENT, TCP_ESTABLISHED) | (TCP_SYN_SENT, TCP_CLOSE)
     );
     if !interesting {
-        return Ok(());
+        return;
     }
-    let sk: u64 = unsafe { ctx.read_at(OFF_SKADDR)? };
+    let sk: u64 = ctx.arg(0);
     let Some(conn) = CONNS.get_ptr_mut(sk) else {
-        return Ok(());
+        return;
     };
     // SAFETY: map value pointer, valid for this program run.
     let conn = unsafe { &mut *conn };
@@ -79,10 +68,9 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             conn.flags |= flags::SYN_SENT;
-            read_source(ctx, conn)?;
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
-            read_source(ctx, conn)?;
+            read_source(sk, conn);
             conn.outcome = outcome::CONNECTED;
             finish(sk, conn);
         }
@@ -90,7 +78,7 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             // The source port is allocated after the CLOSE -> SYN_SENT
             // transition (inet_hash_connect), so it is first visible here
             // or at ESTABLISHED.
-            read_source(ctx, conn)?;
+            read_source(sk, conn);
             let off = config::offsets();
             let err: i32 = if off.sock_sk_err != 0 {
                 unsafe { bpf_probe_read_kernel((sk + u64::from(off.sock_sk_err)) as *const i32) }
@@ -107,25 +95,37 @@ fn try_set_state(ctx: &TracePointContext) -> Result<(), i32> {
             finish(sk, conn);
         }
     }
-    Ok(())
 }
 
-/// The source address and port, once the kernel has chosen them.
+/// The source address and port, once the kernel has chosen them: what the
+/// classic tracepoint reports as `sport` and `saddr`/`saddr_v6`.
 #[inline(always)]
-fn read_source(ctx: &TracePointContext, conn: &mut Conn) -> Result<(), i32> {
-    let sport: u16 = unsafe { ctx.read_at(OFF_SPORT)? };
+fn read_source(sk: u64, conn: &mut Conn) {
+    let off = config::offsets();
+    if off.inet_sport == 0 {
+        return;
+    }
+    // SAFETY (all reads): `sk` is the live socket the tracepoint reports
+    // (a TCP socket, so a struct inet_sock); bpf_probe_read_kernel copes
+    // with any address.
+    let sport = unsafe { bpf_probe_read_kernel((sk + u64::from(off.inet_sport)) as *const u16) }
+        .map(u16::from_be)
+        .unwrap_or(0);
     if sport == 0 {
-        return Ok(());
+        return;
     }
     conn.sport = sport;
-    let family: u16 = unsafe { ctx.read_at(OFF_FAMILY)? };
-    if family == AF_INET {
-        let saddr: [u8; 4] = unsafe { ctx.read_at(OFF_SADDR)? };
-        conn.saddr[..4].copy_from_slice(&saddr);
-    } else {
-        conn.saddr = unsafe { ctx.read_at(OFF_SADDR_V6)? };
+    if conn.family == AF_INET {
+        if let Ok(saddr) =
+            unsafe { bpf_probe_read_kernel((sk + u64::from(off.inet_saddr)) as *const [u8; 4]) }
+        {
+            conn.saddr[..4].copy_from_slice(&saddr);
+        }
+    } else if let Ok(saddr) = unsafe {
+        bpf_probe_read_kernel((sk + u64::from(off.sock_skc_v6_rcv_saddr)) as *const [u8; 16])
+    } {
+        conn.saddr = saddr;
     }
-    Ok(())
 }
 
 /// Report the attempt and forget the socket. In syscall mode an outcome

@@ -1,9 +1,11 @@
-//! Safety net: tcp:tcp_destroy_sock.
+//! Safety net: raw tracepoint `tcp_destroy_sock`.
 //!
 //! Kernel hook: `trace_tcp_destroy_sock()` in `tcp_v4_destroy_sock()`
 //! (net/ipv4/tcp_ipv4.c), the `destroy` of every TCP socket (IPv6 calls it
-//! too). Format on 6.18 (/sys/kernel/tracing/events/tcp/tcp_destroy_sock/
-//! format): `const void * skaddr offset:8`.
+//! too), declared in include/trace/events/tcp.h with
+//! `TP_PROTO(struct sock *sk)`. Raw rather than the classic
+//! `tcp:tcp_destroy_sock` because it fires for every TCP socket on the node
+//! and the classic form builds a trace record first (see sock_state.rs).
 //! https://elixir.bootlin.com/linux/v6.18/source/include/trace/events/tcp.h
 //!
 //! An attempt still in `CONNS` when its socket is freed never reached an
@@ -13,20 +15,15 @@
 //! the same slab address cannot inherit it.
 
 use aya_ebpf::{
-    helpers::generated::bpf_ktime_get_ns, macros::tracepoint, programs::TracePointContext,
+    helpers::generated::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use tracer_common::{flags, outcome};
 
 use crate::{emit::emit_conn, maps::CONNS};
 
-const OFF_SKADDR: usize = 8;
-
-#[tracepoint(category = "tcp", name = "tcp_destroy_sock")]
-pub fn tcp_destroy_sock(ctx: TracePointContext) -> u32 {
-    // SAFETY: offset from the tracepoint format above.
-    let Ok(sk) = (unsafe { ctx.read_at::<u64>(OFF_SKADDR) }) else {
-        return 0;
-    };
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    let sk: u64 = ctx.arg(0);
     let Some(conn) = CONNS.get_ptr_mut(sk) else {
         return 0;
     };

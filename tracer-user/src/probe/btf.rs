@@ -234,11 +234,21 @@ impl Btf {
 
     /// The offsets the probes need.
     pub fn kernel_offsets(&self) -> Result<KernelOffsets, BtfError> {
+        // `struct sock` embeds `struct sock_common` as `__sk_common`; the
+        // skc_* fields sit inside anonymous unions there.
+        let common = self.member_offset("sock", "__sk_common")?;
+        let in_common = |member: &'static str| {
+            Ok::<_, BtfError>(common + self.member_offset("sock_common", member)?)
+        };
         Ok(KernelOffsets {
             sock_sk_err: self.member_offset("sock", "sk_err")?,
             sock_sk_socket: self.member_offset("sock", "sk_socket")?,
             socket_file: self.member_offset("socket", "file")?,
             file_f_flags: self.member_offset("file", "f_flags")?,
+            inet_sport: self.member_offset("inet_sock", "inet_sport")?,
+            inet_saddr: self.member_offset("inet_sock", "inet_saddr")?,
+            sock_skc_v6_rcv_saddr: in_common("skc_v6_rcv_saddr")?,
+            _pad: 0,
         })
     }
 }
@@ -304,5 +314,10 @@ mod tests {
         let btf = Btf::from_kernel().expect("kernel BTF");
         let off = btf.kernel_offsets().expect("offsets");
         assert!(off.sock_sk_err > 0 && off.sock_sk_socket > 0 && off.file_f_flags > 0);
+        // struct inet_sock starts with the struct sock it extends, so its
+        // own fields come after sk_err and friends; sock_common's IPv6
+        // address comes after its IPv4 address pair and port pair.
+        assert!(off.inet_sport > off.sock_sk_err && off.inet_saddr > off.sock_sk_err);
+        assert!(off.sock_skc_v6_rcv_saddr > 16);
     }
 }

@@ -8,7 +8,7 @@ use std::{fs::File, path::PathBuf};
 
 use aya::{
     maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf},
-    programs::{CgroupAttachMode, CgroupSockAddr, TracePoint},
+    programs::{CgroupAttachMode, CgroupSockAddr, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
@@ -131,6 +131,26 @@ impl Probes {
 
         // Tracepoints first, the connect hooks last: an attempt is only
         // tracked once everything that can finish it is in place.
+        // The socket events fire for every TCP socket on the node, so they
+        // are raw tracepoints (no trace record is built; Linux 4.17+).
+        for (name, why) in [
+            ("tcp_destroy_sock", "raw tracepoint, Linux 5.10+"),
+            ("inet_sock_set_state", "raw tracepoint, Linux 4.17+"),
+        ] {
+            let program: &mut RawTracePoint = ebpf
+                .program_mut(name)
+                .ok_or(ProbeError::MissingProgram(name))?
+                .try_into()
+                .map_err(|source| ProbeError::LoadProgram { name, source })?;
+            program.load().map_err(|source| load_error(name, source))?;
+            program
+                .attach(name)
+                .map_err(|source| ProbeError::MissingHook {
+                    hook: name,
+                    why,
+                    source,
+                })?;
+        }
         let mut tracepoints: Vec<(&'static str, &str, &str, &'static str)> = vec![
             (
                 "sched_process_exec",
@@ -143,13 +163,6 @@ impl Probes {
                 "sched",
                 "sched_process_exit",
                 "Linux 2.6+",
-            ),
-            ("tcp_destroy_sock", "tcp", "tcp_destroy_sock", "Linux 5.10+"),
-            (
-                "inet_sock_set_state",
-                "sock",
-                "inet_sock_set_state",
-                "Linux 4.16+",
             ),
         ];
         if config.mode == Mode::Syscall {
