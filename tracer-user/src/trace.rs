@@ -405,3 +405,125 @@ fn shutdown_flush(
     pipeline.flush()?;
     Ok(pending)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The per-event path must not allocate once warm (issue: "no
+    //! allocation per event on the hot path"). A counting allocator for
+    //! this test binary checks it.
+
+    use super::*;
+    use crate::{cli::Cli, sink::Format};
+    use clap::Parser;
+    use std::{
+        alloc::{GlobalAlloc, Layout, System},
+        cell::Cell,
+    };
+    use tracer_common::{kind, outcome, Conn, Event, AF_INET, IPPROTO_TCP};
+
+    struct Counting;
+
+    thread_local! {
+        // Const-initialised: touching it never allocates.
+        static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn count() {
+        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+    }
+
+    // SAFETY: forwards to the system allocator; only counts.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            count();
+            unsafe { System.alloc(layout) }
+        }
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+            count();
+            unsafe { System.realloc(ptr, layout, new_size) }
+        }
+    }
+
+    #[global_allocator]
+    static GLOBAL: Counting = Counting;
+
+    fn allocations() -> u64 {
+        ALLOCS.with(Cell::get)
+    }
+
+    fn record(pid: u32, dport: u16, outcome: u8, errno: i32) -> Vec<u8> {
+        let mut c = Conn::zeroed();
+        c.pid_tgid = (u64::from(pid) << 32) | u64::from(pid);
+        c.family = AF_INET;
+        c.protocol = IPPROTO_TCP;
+        c.daddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        c.dport = dport;
+        c.saddr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        c.sport = 40000;
+        c.outcome = outcome;
+        c.errno = errno;
+        c.start_ns = 5_000_000_000 + u64::from(dport) * 1_000;
+        c.end_ns = c.start_ns + 27_000;
+        c.comm[..5].copy_from_slice(b"sleep");
+        let ev = Event {
+            kind: kind::CONNECT,
+            conn: c,
+            ..Event::zeroed()
+        };
+        // SAFETY: Event is plain old data; view it as the ring buffer does.
+        unsafe {
+            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), size_of::<Event>())
+        }
+        .to_vec()
+    }
+
+    #[test]
+    fn the_json_path_does_not_allocate_per_event() {
+        // A real process with a known (empty) environment, read from /proc.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
+        let sink = Sink::new(
+            Box::new(std::io::sink()),
+            "null".into(),
+            Format::Json,
+            false,
+        );
+        let mut pipeline = Pipeline::new(&args, sink);
+        let records: Vec<Vec<u8>> = (0..64u16)
+            .map(|i| match i % 3 {
+                0 => record(pid, 1000 + i, outcome::ERROR, libc::ECONNREFUSED),
+                1 => record(pid, 1000 + i, outcome::CONNECTED, 0),
+                _ => record(pid, 1000 + i, outcome::ERROR, libc::ETIMEDOUT),
+            })
+            .collect();
+        // Batches of 320 events, as a drain of the ring buffer gives.
+        let mut batch = |pipeline: &mut Pipeline| {
+            for _ in 0..5 {
+                for r in &records {
+                    pipeline.handle_bytes(r).expect("handle");
+                }
+            }
+            pipeline.flush().expect("flush");
+        };
+        // Warm-up: the first event reads /proc and escapes the process's
+        // fragments; the batch buffer grows to its working size.
+        batch(&mut pipeline);
+        let before = allocations();
+        for _ in 0..10 {
+            batch(&mut pipeline);
+        }
+        let during = allocations() - before;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(pipeline.attempts, 64 * 5 * 11);
+        assert_eq!(during, 0, "allocations while writing 3,200 events");
+    }
+}
