@@ -505,7 +505,7 @@ mod tests {
             })
             .collect();
         // Batches of 320 events, as a drain of the ring buffer gives.
-        let mut batch = |pipeline: &mut Pipeline| {
+        let batch = |pipeline: &mut Pipeline| {
             for _ in 0..5 {
                 for r in &records {
                     pipeline.handle_bytes(r).expect("handle");
