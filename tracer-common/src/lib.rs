@@ -144,7 +144,30 @@ impl Conn {
     }
 }
 
-/// One ring-buffer record.
+/// A ring-buffer record without a path: every TCP attempt, every process
+/// announcement. The first 120 bytes of an `Event`, so a reader can look at
+/// `kind` and `conn` without knowing which of the two it got; half the size
+/// of an `Event`, which halves the ring-buffer memory a storm writes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnEvent {
+    pub kind: u32,
+    /// Always 0: no path follows.
+    pub path_len: u32,
+    pub conn: Conn,
+}
+
+impl ConnEvent {
+    pub const fn zeroed() -> Self {
+        Self {
+            kind: 0,
+            path_len: 0,
+            conn: Conn::zeroed(),
+        }
+    }
+}
+
+/// One ring-buffer record that may carry an AF_UNIX path (syscall mode).
 ///
 /// Layout (232 bytes, align 8):
 /// ```text
@@ -222,6 +245,7 @@ mod user {
     // a valid value and there are no uninitialised bytes.
     unsafe impl aya::Pod for super::Conn {}
     unsafe impl aya::Pod for super::Event {}
+    unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::KernelOffsets {}
 }
@@ -239,6 +263,10 @@ mod tests {
         assert_eq!(offset_of!(Conn, outcome), 100);
         assert_eq!(offset_of!(Conn, ret), 104);
         assert_eq!(size_of::<Event>(), 232);
+        // ConnEvent is a prefix of Event.
+        assert_eq!(size_of::<ConnEvent>(), 120);
+        assert_eq!(offset_of!(ConnEvent, conn), offset_of!(Event, conn));
+        assert_eq!(offset_of!(ConnEvent, path_len), offset_of!(Event, path_len));
         assert_eq!(offset_of!(Event, conn), 8);
         assert_eq!(offset_of!(Event, path), 120);
         assert_eq!(size_of::<Inflight>(), 248);

@@ -1,7 +1,7 @@
 //! Shared helpers: filters, and writing records to the ring buffer.
 
 use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use tracer_common::{kind, lost, outcome, Conn, Event, COMM_LEN};
+use tracer_common::{kind, lost, outcome, Conn, ConnEvent, Event, COMM_LEN};
 
 use crate::{
     config,
@@ -45,7 +45,7 @@ pub fn announce_process(task: &Task) {
     if SEEN.insert(tgid, 1, 0).is_err() {
         return;
     }
-    match PROCS.reserve::<Event>(0) {
+    match PROCS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` points to a reserved, exclusively owned record.
@@ -74,11 +74,10 @@ pub fn emit_conn(conn: &Conn) {
     if filtered_out(conn) {
         return;
     }
-    match EVENTS.reserve::<Event>(0) {
+    match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
             // SAFETY: `ev` points to a reserved, exclusively owned record.
-            // `path` is left as is: userspace reads only `path_len` bytes.
             unsafe {
                 (*ev).kind = kind::CONNECT;
                 (*ev).path_len = 0;

@@ -9,19 +9,21 @@ use tracer_common::{lost, Conn, Inflight, COMM_LEN};
 
 /// Finished attempts, to userspace.
 ///
-/// Budget: a record is 232 bytes (+8 bytes of ring-buffer header). 8 MiB
-/// holds about 34,000 records, i.e. 0.7 s of a 50,000 connects/s storm
-/// (the loopback storm rate measured on this machine) while the reader is
-/// descheduled: 35 times the 20 ms userspace lets records accumulate before
-/// each drain, which leaves room for a slow disk write or a busy CPU. When full, the reservation fails and `LOST[RINGBUF_FULL]`
-/// counts it; userspace reports the count in the stream.
+/// Budget: a TCP record (`ConnEvent`) is 120 bytes, +8 bytes of ring-buffer
+/// header; an AF_UNIX one (`Event`, syscall mode only) 232 + 8. 8 MiB holds
+/// about 65,000 TCP records, i.e. 1.3 s of a 50,000 connects/s storm (the
+/// loopback storm rate the issue gives for this machine) while the reader
+/// is descheduled: 65 times the 20 ms userspace lets records accumulate
+/// before each drain, which leaves room for a slow disk write or a busy
+/// CPU. When full, the reservation fails and `LOST[RINGBUF_FULL]` counts
+/// it; userspace reports the count in the stream.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Process announcements (`kind::PROCESS`), to userspace. Separate from
 /// `EVENTS` because userspace drains it at once, unbatched: it must read
 /// /proc/<pid> while a short-lived process is still alive. One record per
-/// process per exec, so 256 KiB (about 1,100 records) is plenty; when full,
+/// process per exec, so 256 KiB (about 2,000 records) is plenty; when full,
 /// the announcement is counted in `LOST[RINGBUF_FULL]` and userspace falls
 /// back to reading /proc when the attempt arrives.
 #[map]

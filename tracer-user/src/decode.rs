@@ -1,6 +1,7 @@
 //! Decode: ring-buffer bytes -> typed `Attempt`.
 //!
-//! Pure functions, no I/O: the kernel record format is `tracer_common::Event`.
+//! Pure functions, no I/O: the kernel record formats are
+//! `tracer_common::ConnEvent` and, for AF_UNIX, `tracer_common::Event`.
 
 use std::{
     borrow::Cow,
@@ -10,8 +11,8 @@ use std::{
 use serde::Serialize;
 use thiserror::Error;
 use tracer_common::{
-    flags, kind, outcome, Conn, Event, AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP,
-    UNIX_PATH_LEN,
+    flags, kind, outcome, Conn, ConnEvent, Event, AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP,
+    IPPROTO_UDP, UNIX_PATH_LEN,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -124,31 +125,42 @@ pub enum Record {
     },
 }
 
-/// Decode one ring-buffer record.
+/// Decode one ring-buffer record: a `ConnEvent`, or for AF_UNIX an `Event`
+/// (which starts like a `ConnEvent` and carries the path after it).
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    let size = std::mem::size_of::<Event>();
+    let size = size_of::<ConnEvent>();
     if bytes.len() < size {
         return Err(DecodeError::Short(bytes.len(), size));
     }
-    // SAFETY: length checked above; Event is plain old data (every bit
+    // SAFETY: length checked above; ConnEvent is plain old data (every bit
     // pattern valid) and read_unaligned copes with any alignment.
-    let event: Event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Event>()) };
-    match event.kind {
+    let head: ConnEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
+    match head.kind {
         kind::PROCESS => Ok(Record::Process {
-            pid: (event.conn.pid_tgid >> 32) as u32,
+            pid: (head.conn.pid_tgid >> 32) as u32,
         }),
-        kind::CONNECT => Ok(Record::Attempt(attempt_from(&event.conn, path_of(&event)))),
+        kind::CONNECT => {
+            let path = if head.conn.family == AF_UNIX {
+                Some(path_of(bytes, head.path_len)?)
+            } else {
+                None
+            };
+            Ok(Record::Attempt(attempt_from(&head.conn, path)))
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }
 
-fn path_of(event: &Event) -> Option<String> {
-    if event.conn.family != AF_UNIX {
-        return None;
-    }
-    let len = (event.path_len as usize).min(UNIX_PATH_LEN);
-    let raw = &event.path[..len];
-    Some(unix_path(raw))
+/// The AF_UNIX path of a full `Event` record.
+fn path_of(bytes: &[u8], path_len: u32) -> Result<String, DecodeError> {
+    let size = size_of::<Event>();
+    let start = std::mem::offset_of!(Event, path);
+    let len = (path_len as usize).min(UNIX_PATH_LEN);
+    let raw = bytes
+        .get(start..start + len)
+        .filter(|_| bytes.len() >= size)
+        .ok_or(DecodeError::Short(bytes.len(), size))?;
+    Ok(unix_path(raw))
 }
 
 /// sun_path as a person writes it: a filesystem path stops at the first NUL;
@@ -529,6 +541,44 @@ mod tests {
         assert_eq!(a.transport, Some(Transport::Udp));
         c.flags |= flags::EINPROGRESS;
         assert_eq!(attempt_from(&c, None).is_async, Some(true));
+    }
+
+    #[test]
+    fn compact_and_full_records_decode() {
+        let mut c = Conn::zeroed();
+        c.pid_tgid = 7 << 32;
+        c.family = AF_INET;
+        c.protocol = IPPROTO_TCP;
+        c.outcome = outcome::CONNECTED;
+        // A TCP attempt comes as a 120-byte ConnEvent.
+        let compact = event(c)[..size_of::<ConnEvent>()].to_vec();
+        let Ok(Record::Attempt(a)) = decode(&compact) else {
+            panic!("compact record did not decode");
+        };
+        assert_eq!((a.pid, a.verdict), (7, Verdict::Connected));
+        // An AF_UNIX attempt carries its path in a full Event.
+        c.family = AF_UNIX;
+        let mut ev = Event {
+            kind: kind::CONNECT,
+            conn: c,
+            ..Event::zeroed()
+        };
+        ev.path[..9].copy_from_slice(b"/run/x.so");
+        ev.path_len = 9;
+        // SAFETY: Event is POD; view it as bytes like the ring buffer does.
+        let full = unsafe {
+            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), size_of::<Event>())
+        };
+        let Ok(Record::Attempt(a)) = decode(full) else {
+            panic!("full record did not decode");
+        };
+        assert_eq!(a.destination, Peer::Unix("/run/x.so".into()));
+        // An AF_UNIX record cut to the compact size is an error, not a
+        // read past the end.
+        assert!(matches!(
+            decode(&full[..size_of::<ConnEvent>()]),
+            Err(DecodeError::Short(120, 232))
+        ));
     }
 
     #[test]

@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
     // clap exits with status 2 and the usage on a bad flag.
     let cli = Cli::parse();
     let Command::Trace(args) = cli.command;
+    yield_to_workloads();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -32,5 +33,22 @@ fn main() -> std::process::ExitCode {
             }
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Run as SCHED_BATCH: the tracer wakes every 20 ms to drain a batch, and
+/// as a batch task its wakeups do not preempt the node's running work; it
+/// still gets its fair share of CPU, and the ring buffer holds 1.3 s of a
+/// storm, so nothing is lost by waiting a few milliseconds. Called before
+/// any thread exists, so every thread inherits it. Best effort: any user
+/// may select SCHED_BATCH, and a failure only costs that courtesy.
+fn yield_to_workloads() {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: plain syscall on the calling thread with a valid parameter.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
+        eprintln!(
+            "tracer: warning: cannot switch to SCHED_BATCH: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }

@@ -275,7 +275,7 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), Sin
 /// latency of an event. Measured on a 2-core VM during a loopback storm:
 /// 5 ms costs 1.3 us of tracer CPU per event, 20 ms 1.0 us, 50 ms 0.9 us
 /// (fewer wakeups, and the hot loop stays in cache). 20 ms is well below
-/// what a person or a log pipeline notices, and the ring buffer holds 35
+/// what a person or a log pipeline notices, and the ring buffer holds 65
 /// times that at full storm rate.
 const BATCH_DELAY: Duration = Duration::from_millis(20);
 
@@ -327,7 +327,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 // Batch: the kernel wakes us for every record while we keep
                 // up, which at 50k connects/s costs more in wakeups and
                 // write(2) calls than the work itself. Waiting a moment lets
-                // records pile up (8 MiB of ring buffer holds 0.7 s of a
+                // records pile up (8 MiB of ring buffer holds 1.3 s of a
                 // storm), so one wakeup and one write carry a thousand.
                 tokio::time::sleep(BATCH_DELAY).await;
                 r
