@@ -377,8 +377,7 @@ pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
 }
 
 fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
-    let text = format!("{source:?}");
-    if text.contains("PermissionDenied") || text.contains("EPERM") || text.contains("os error 1)") {
+    if looks_denied(&format!("{source:?}")) && lacks_privileges() {
         ProbeError::Privileges { caps: own_caps() }
     } else {
         ProbeError::LoadProgram { name, source }
@@ -386,23 +385,44 @@ fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeE
 }
 
 fn is_permission_error(e: &aya::EbpfError) -> bool {
-    let text = format!("{e:?}");
-    text.contains("PermissionDenied") || text.contains("os error 1)")
+    looks_denied(&format!("{e:?}")) && lacks_privileges()
+}
+
+/// EPERM or EACCES somewhere in an aya error (aya keeps the io::Error
+/// inside several variants, hence the text).
+fn looks_denied(debug_text: &str) -> bool {
+    debug_text.contains("PermissionDenied")
+        || debug_text.contains("EPERM")
+        || debug_text.contains("os error 1)")
+        || debug_text.contains("os error 13)")
+}
+
+/// Whether this process lacks what loading needs. The verifier also
+/// answers EACCES when it rejects a program, so a denial from a process
+/// that has the capabilities is a rejected program (its log is in the
+/// error), not missing privileges.
+fn lacks_privileges() -> bool {
+    let Some(bits) = effective_caps() else {
+        return true;
+    };
+    let has = |bit: u32| bits & (1u64 << bit) != 0;
+    // CAP_SYS_ADMIN (21) covers everything; else CAP_BPF (39) with
+    // CAP_PERFMON (38) for the tracing programs.
+    !(has(21) || (has(39) && has(38)))
+}
+
+fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(str::trim)?;
+    u64::from_str_radix(hex, 16).ok()
 }
 
 /// The effective capabilities relevant to loading, for the error message.
 fn own_caps() -> String {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return "unknown".into();
-    };
-    let Some(hex) = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(str::trim)
-    else {
-        return "unknown".into();
-    };
-    let Ok(bits) = u64::from_str_radix(hex, 16) else {
+    let Some(bits) = effective_caps() else {
         return "unknown".into();
     };
     // Bit numbers from include/uapi/linux/capability.h.
@@ -450,5 +470,16 @@ mod tests {
         let long = comm_key("a-very-long-command-name");
         assert_eq!(long[15], 0);
         assert_eq!(&long[..15], b"a-very-long-com");
+    }
+
+    #[test]
+    fn denials_are_recognised_in_aya_error_text() {
+        assert!(looks_denied("SyscallError { io_error: Os { code: 1, kind: PermissionDenied, message: \"Operation not permitted\" } }"));
+        assert!(looks_denied(
+            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13)"
+        ));
+        assert!(!looks_denied(
+            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22)"
+        ));
     }
 }
