@@ -202,15 +202,13 @@ impl Event {
 /// A connect() in progress in syscall mode, keyed by pid_tgid: what
 /// sys_enter_connect saw, plus the socket the cgroup hook found.
 ///
-/// Layout (248 bytes, align 8): `event` (232), `sk` u64, `fd` i32, `_pad` u32.
+/// Layout (240 bytes, align 8): `event` (232), `sk` u64.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Inflight {
     pub event: Event,
     /// Kernel address of the `struct sock`, 0 when no cgroup hook ran.
     pub sk: u64,
-    pub fd: i32,
-    pub _pad: u32,
 }
 
 /// Kernel structure offsets the probes need, found by userspace in the
@@ -269,7 +267,7 @@ mod tests {
         assert_eq!(offset_of!(ConnEvent, path_len), offset_of!(Event, path_len));
         assert_eq!(offset_of!(Event, conn), 8);
         assert_eq!(offset_of!(Event, path), 120);
-        assert_eq!(size_of::<Inflight>(), 248);
+        assert_eq!(size_of::<Inflight>(), 240);
         assert_eq!(size_of::<KernelOffsets>(), 32);
     }
 }

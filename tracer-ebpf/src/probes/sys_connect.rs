@@ -37,7 +37,6 @@ use crate::{
     maps::{count_lost, CONNS, INFLIGHT, SCRATCH},
 };
 
-const OFF_FD: usize = 16;
 const OFF_USERVADDR: usize = 24;
 const OFF_ADDRLEN: usize = 32;
 const OFF_RET: usize = 16;
@@ -66,7 +65,6 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
         return Ok(());
     };
     // SAFETY (read_at): offsets from the tracepoint format above.
-    let fd: u64 = unsafe { ctx.read_at(OFF_FD)? };
     let uaddr: u64 = unsafe { ctx.read_at(OFF_USERVADDR)? };
     let addrlen: u64 = unsafe { ctx.read_at(OFF_ADDRLEN)? };
     // SAFETY (probe_read_user): user memory, may fault; errors are handled.
@@ -91,7 +89,6 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
     inflight.event.kind = kind::CONNECT;
     inflight.event.path_len = 0;
     inflight.sk = 0;
-    inflight.fd = fd as i32;
 
     match family {
         AF_INET => {
