@@ -69,7 +69,7 @@ pub static SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 #[map]
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
 
-/// Scratch space for building an `Inflight` (248 bytes) without using half
+/// Scratch space for building an `Inflight` (240 bytes) without using half
 /// of the 512-byte eBPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
