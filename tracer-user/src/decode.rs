@@ -401,21 +401,24 @@ pub fn errno_message(errno: i32) -> Cow<'static, str> {
     })
 }
 
+/// A kernel record as the ring buffer hands it over, for tests.
+#[cfg(test)]
+pub(crate) fn event_bytes(ev: &Event) -> Vec<u8> {
+    // SAFETY: Event is plain old data; view it as bytes.
+    unsafe { std::slice::from_raw_parts((ev as *const Event).cast::<u8>(), size_of::<Event>()) }
+        .to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn event(conn: Conn) -> Vec<u8> {
-        let ev = Event {
+        event_bytes(&Event {
             kind: kind::CONNECT,
             conn,
             ..Event::zeroed()
-        };
-        // SAFETY: Event is POD; view it as bytes like the ring buffer does.
-        unsafe {
-            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), size_of::<Event>())
-        }
-        .to_vec()
+        })
     }
 
     #[test]
@@ -565,11 +568,8 @@ mod tests {
         };
         ev.path[..9].copy_from_slice(b"/run/x.so");
         ev.path_len = 9;
-        // SAFETY: Event is POD; view it as bytes like the ring buffer does.
-        let full = unsafe {
-            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), size_of::<Event>())
-        };
-        let Ok(Record::Attempt(a)) = decode(full) else {
+        let full = event_bytes(&ev);
+        let Ok(Record::Attempt(a)) = decode(&full) else {
             panic!("full record did not decode");
         };
         assert_eq!(a.destination, Peer::Unix("/run/x.so".into()));

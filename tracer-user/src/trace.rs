@@ -468,16 +468,11 @@ mod tests {
         c.start_ns = 5_000_000_000 + u64::from(dport) * 1_000;
         c.end_ns = c.start_ns + 27_000;
         c.comm[..5].copy_from_slice(b"sleep");
-        let ev = Event {
+        decode::event_bytes(&Event {
             kind: kind::CONNECT,
             conn: c,
             ..Event::zeroed()
-        };
-        // SAFETY: Event is plain old data; view it as the ring buffer does.
-        unsafe {
-            std::slice::from_raw_parts((&ev as *const Event).cast::<u8>(), size_of::<Event>())
-        }
-        .to_vec()
+        })
     }
 
     #[test]

@@ -29,7 +29,7 @@ use aya_ebpf::{
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
-use tracer_common::{flags, outcome, Conn, AF_INET};
+use tracer_common::{flags, outcome, Conn, KernelOffsets, AF_INET};
 
 use crate::{config, emit::emit_conn, maps::CONNS};
 
@@ -70,7 +70,7 @@ fn on_set_state(ctx: &RawTracePointContext) {
             conn.flags |= flags::SYN_SENT;
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
-            read_source(sk, conn);
+            read_source(sk, conn, &config::offsets());
             conn.outcome = outcome::CONNECTED;
             finish(sk, conn);
         }
@@ -78,8 +78,8 @@ fn on_set_state(ctx: &RawTracePointContext) {
             // The source port is allocated after the CLOSE -> SYN_SENT
             // transition (inet_hash_connect), so it is first visible here
             // or at ESTABLISHED.
-            read_source(sk, conn);
             let off = config::offsets();
+            read_source(sk, conn, &off);
             let err: i32 = if off.sock_sk_err != 0 {
                 unsafe { bpf_probe_read_kernel((sk + u64::from(off.sock_sk_err)) as *const i32) }
                     .unwrap_or(0)
@@ -100,8 +100,7 @@ fn on_set_state(ctx: &RawTracePointContext) {
 /// The source address and port, once the kernel has chosen them: what the
 /// classic tracepoint reports as `sport` and `saddr`/`saddr_v6`.
 #[inline(always)]
-fn read_source(sk: u64, conn: &mut Conn) {
-    let off = config::offsets();
+fn read_source(sk: u64, conn: &mut Conn, off: &KernelOffsets) {
     if off.inet_sport == 0 {
         return;
     }

@@ -137,11 +137,7 @@ impl Probes {
             ("tcp_destroy_sock", "raw tracepoint, Linux 5.10+"),
             ("inet_sock_set_state", "raw tracepoint, Linux 4.17+"),
         ] {
-            let program: &mut RawTracePoint = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| ProbeError::LoadProgram { name, source })?;
+            let program: &mut RawTracePoint = program_of(&mut ebpf, name)?;
             program.load().map_err(|source| load_error(name, source))?;
             program
                 .attach(name)
@@ -180,11 +176,7 @@ impl Probes {
             ));
         }
         for (name, category, event, why) in tracepoints {
-            let program: &mut TracePoint = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| ProbeError::LoadProgram { name, source })?;
+            let program: &mut TracePoint = program_of(&mut ebpf, name)?;
             program.load().map_err(|source| load_error(name, source))?;
             program
                 .attach(category, event)
@@ -201,11 +193,7 @@ impl Probes {
             source,
         })?;
         for name in ["connect4", "connect6"] {
-            let program: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or(ProbeError::MissingProgram(name))?
-                .try_into()
-                .map_err(|source| ProbeError::LoadProgram { name, source })?;
+            let program: &mut CgroupSockAddr = program_of(&mut ebpf, name)?;
             program.load().map_err(|source| load_error(name, source))?;
             // On Linux 5.7+ aya attaches through a bpf_link, which always
             // coexists with other programs on the cgroup (Cilium, systemd IP
@@ -374,6 +362,17 @@ pub fn comm_key(comm: &str) -> [u8; COMM_LEN] {
     let n = bytes.len().min(COMM_LEN - 1);
     key[..n].copy_from_slice(&bytes[..n]);
     key
+}
+
+/// The program `name` of the object, as the program type `P`.
+fn program_of<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram(name))?
+        .try_into()
+        .map_err(|source| ProbeError::LoadProgram { name, source })
 }
 
 fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {

@@ -179,25 +179,42 @@ impl Facts<'_> {
     }
 }
 
+/// When the attempt ended, if it did (a pending attempt has no end).
+pub fn end_of(a: &Attempt) -> Option<u64> {
+    (a.verdict != Verdict::Pending && a.end_ns != 0).then_some(a.end_ns)
+}
+
+/// What the `error` object reports.
+pub enum Failure {
+    /// The kernel named the errno.
+    Errno(i32),
+    /// Failed before a SYN; socket mode cannot see the errno.
+    BeforeSyn,
+}
+
+/// The failure behind an attempt, or None when it is not a failure with
+/// an `error` object (connected, aborted by its owner, still pending).
+pub fn failure_of(a: &Attempt) -> Option<Failure> {
+    match (a.verdict, a.errno) {
+        (Verdict::Connected | Verdict::Aborted | Verdict::Pending, _) => None,
+        (_, Some(errno)) => Some(Failure::Errno(errno)),
+        (_, None) => Some(Failure::BeforeSyn),
+    }
+}
+
 pub fn build<'a>(f: &'a Facts<'a>, dest_text: &'a str) -> EcsEvent<'a> {
     let a = f.attempt;
-    let pending = a.verdict == Verdict::Pending;
-    let end_ns = if pending || a.end_ns == 0 {
-        None
-    } else {
-        Some(a.end_ns)
-    };
-    let error = match (a.verdict, a.errno) {
-        (Verdict::Connected | Verdict::Aborted | Verdict::Pending, _) => None,
-        (_, Some(errno)) => Some(ErrorFields {
+    let end_ns = end_of(a);
+    let error = failure_of(a).map(|failure| match failure {
+        Failure::Errno(errno) => ErrorFields {
             code: Some(errno_name(errno).map_or_else(|| format!("E{errno}"), str::to_string)),
             message: errno_message(errno).into_owned(),
-        }),
-        (_, None) => Some(ErrorFields {
+        },
+        Failure::BeforeSyn => ErrorFields {
             code: None,
             message: EARLY_FAILURE_MESSAGE.into(),
-        }),
-    };
+        },
+    });
     let (dest_ip, dest_port) = match &a.destination {
         Peer::Ip { ip, port } => (Some(*ip), Some(*port)),
         Peer::Unix(_) => (None, None),

@@ -19,9 +19,9 @@
 use std::{net::IpAddr, sync::Arc};
 
 use crate::{
-    decode::{errno_message, errno_name, Peer, Verdict},
+    decode::{errno_message, errno_name, Peer},
     enrich::proc::{EnvState, PidMap, ProcInfo},
-    sink::ecs::{self, Facts, ECS_VERSION, SCHEMA_VERSION},
+    sink::ecs::{self, Facts, Failure, ECS_VERSION, SCHEMA_VERSION},
 };
 
 /// Process snapshots whose fragments are kept; the same bound as the
@@ -166,8 +166,7 @@ impl AttemptWriter {
         self.message.clear();
         ecs::write_message(&mut self.message, f, &self.dest);
 
-        let pending = a.verdict == Verdict::Pending;
-        let end_ns = (!pending && a.end_ns != 0).then_some(a.end_ns);
+        let end_ns = ecs::end_of(a);
 
         // A line is about 1 KB: grow once, not field by field.
         out.reserve(1024 + self.message.len());
@@ -193,9 +192,9 @@ impl AttemptWriter {
         }
         out.push(b'}');
 
-        match (a.verdict, a.errno) {
-            (Verdict::Connected | Verdict::Aborted | Verdict::Pending, _) => {}
-            (_, Some(errno)) => {
+        match ecs::failure_of(a) {
+            None => {}
+            Some(Failure::Errno(errno)) => {
                 out.extend_from_slice(br#","error":{"code":"#);
                 match errno_name(errno) {
                     Some(name) => push_str(out, name),
@@ -209,7 +208,7 @@ impl AttemptWriter {
                 push_str(out, &errno_message(errno));
                 out.push(b'}');
             }
-            (_, None) => {
+            Some(Failure::BeforeSyn) => {
                 out.extend_from_slice(br#","error":{"message":"#);
                 push_str(out, ecs::EARLY_FAILURE_MESSAGE);
                 out.push(b'}');
@@ -369,7 +368,7 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
 mod tests {
     use super::*;
     use crate::{
-        decode::{comm_of, Attempt, Transport},
+        decode::{comm_of, Attempt, Transport, Verdict},
         enrich::cgroup::parse_proc_cgroup,
         probe::Mode,
         verdict::proxy::ProxyEnv,
