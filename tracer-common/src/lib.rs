@@ -60,8 +60,44 @@ pub mod kind {
     /// A finished (or flushed) connect attempt.
     pub const CONNECT: u32 = 1;
     /// First connect of a process since exec: userspace should snapshot its
-    /// /proc entry now, while it is still alive.
+    /// /proc entry now, while it is still alive. The record is a
+    /// `ProcEvent`, carrying the proxy variables of the environment.
     pub const PROCESS: u32 = 2;
+}
+
+/// Bytes of proxy variables a `ProcEvent` carries at most, as `KEY=VALUE\0`
+/// entries. Proxy URLs are short; a long Kubernetes NO_PROXY list may not
+/// fit, which sets `envcap::TRUNCATED` and userspace reads /proc instead.
+pub const ENV_CAP: usize = 2048;
+/// The longest single entry the kernel copies. The copy buffer is
+/// `ENV_CAP + ENV_ENTRY_MAX` so that an entry starting anywhere below
+/// `ENV_CAP` provably stays inside it (the verifier needs that bound).
+pub const ENV_ENTRY_MAX: usize = 2048;
+
+/// Bits of `ProcEvent::env_flags`: how the kernel-side read of the
+/// environment block (`mm->env_start`..`env_end`) went.
+pub mod envcap {
+    /// The whole block was walked: `env` holds every proxy variable.
+    pub const COMPLETE: u32 = 1;
+    /// A proxy entry did not fit into `env` and was left out.
+    pub const TRUNCATED: u32 = 2;
+    /// A page of the block could not be read (not resident; a
+    /// non-sleepable program cannot fault it in). The walk stopped there.
+    pub const FAULT: u32 = 4;
+    /// The task has no mm (a kernel thread) or no environment block.
+    pub const NO_ENV: u32 = 8;
+    /// The walk hit its step bound before the end of a huge block.
+    pub const TOO_LONG: u32 = 16;
+    /// The announcement was not made in the process's own context, so its
+    /// memory could not be read (should not happen; see sock_state.rs).
+    pub const NOT_CURRENT: u32 = 32;
+    /// BTF lacked the offsets of `task_struct::mm` or `mm_struct::env_*`.
+    pub const NO_OFFSETS: u32 = 64;
+    /// `REQUEST_METHOD` is present (Go's and Python's CGI rule). Its value
+    /// never leaves the kernel, only these two bits.
+    pub const REQUEST_METHOD_PRESENT: u32 = 128;
+    /// `REQUEST_METHOD` has a non-empty value.
+    pub const REQUEST_METHOD_SET: u32 = 256;
 }
 
 /// Indices of the `LOST` per-CPU counter array.
@@ -199,6 +235,35 @@ impl Event {
     }
 }
 
+/// A process announcement (`kind::PROCESS`): who, and the proxy variables
+/// of its environment, read by the kernel in the process's own context at
+/// its first connect since exec. A client such as `curl` may exit within
+/// milliseconds of a refused connect, before userspace could read
+/// /proc/<pid>/environ; this record keeps the verdict possible. Only entries
+/// named like a proxy variable are copied: no other variable leaves the
+/// kernel.
+///
+/// Layout (4224 bytes, align 8):
+/// ```text
+///   0 kind       u32   kind::PROCESS
+///   4 env_len    u32   bytes of `env` in use
+///   8 conn       Conn  pid_tgid and comm set, the rest zero (112 bytes)
+/// 120 env_flags  u32   see `envcap`
+/// 124 env_steps  u32   reads the walk took (diagnostics)
+/// 128 env        [u8; ENV_CAP + ENV_ENTRY_MAX]  "KEY=VALUE\0KEY=VALUE\0"
+/// ```
+/// It starts like a `ConnEvent`, so a reader can look at `kind` first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcEvent {
+    pub kind: u32,
+    pub env_len: u32,
+    pub conn: Conn,
+    pub env_flags: u32,
+    pub env_steps: u32,
+    pub env: [u8; ENV_CAP + ENV_ENTRY_MAX],
+}
+
 /// A connect() in progress in syscall mode, keyed by pid_tgid: what
 /// sys_enter_connect saw, plus the socket the cgroup hook found.
 ///
@@ -233,12 +298,21 @@ pub struct KernelOffsets {
     pub inet_saddr: u32,
     /// `struct sock::__sk_common.skc_v6_rcv_saddr`: the local IPv6 address.
     pub sock_skc_v6_rcv_saddr: u32,
-    pub _pad: u32,
+    /// `struct task_struct::mm`
+    pub task_mm: u32,
+    /// `struct mm_struct::env_start` and `env_end`: the environment block
+    /// in the process's memory, as /proc/<pid>/environ reads it.
+    pub mm_env_start: u32,
+    pub mm_env_end: u32,
+    /// `struct task_struct::signal` and `struct signal_struct::live`: the
+    /// count of live threads, 0 once the last one is exiting.
+    pub task_signal: u32,
+    pub signal_live: u32,
 }
 
 #[cfg(feature = "user")]
 mod user {
-    // SAFETY: all four types are #[repr(C)], made only of integers and
+    // SAFETY: all these types are #[repr(C)], made only of integers and
     // integer arrays, with explicit padding fields, so every bit pattern is
     // a valid value and there are no uninitialised bytes.
     unsafe impl aya::Pod for super::Conn {}
@@ -246,6 +320,7 @@ mod user {
     unsafe impl aya::Pod for super::ConnEvent {}
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::KernelOffsets {}
+    unsafe impl aya::Pod for super::ProcEvent {}
 }
 
 #[cfg(test)]
@@ -268,6 +343,15 @@ mod tests {
         assert_eq!(offset_of!(Event, conn), 8);
         assert_eq!(offset_of!(Event, path), 120);
         assert_eq!(size_of::<Inflight>(), 240);
-        assert_eq!(size_of::<KernelOffsets>(), 32);
+        assert_eq!(size_of::<KernelOffsets>(), 48);
+        assert_eq!(size_of::<ProcEvent>(), 4224);
+        assert_eq!(align_of::<ProcEvent>(), 8);
+        // ProcEvent starts like a ConnEvent.
+        assert_eq!(offset_of!(ProcEvent, conn), offset_of!(ConnEvent, conn));
+        assert_eq!(
+            offset_of!(ProcEvent, env_len),
+            offset_of!(ConnEvent, path_len)
+        );
+        assert_eq!(offset_of!(ProcEvent, env), 128);
     }
 }

@@ -31,7 +31,11 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     inet_sport: 0,
     inet_saddr: 0,
     sock_skc_v6_rcv_saddr: 0,
-    _pad: 0,
+    task_mm: 0,
+    mm_env_start: 0,
+    mm_env_end: 0,
+    task_signal: 0,
+    signal_live: 0,
 };
 
 // `read_volatile` keeps LLVM from folding the placeholder values above into

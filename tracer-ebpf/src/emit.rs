@@ -1,11 +1,14 @@
 //! Shared helpers: filters, and writing records to the ring buffer.
 
-use aya_ebpf::helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid};
-use tracer_common::{kind, lost, outcome, Conn, ConnEvent, Event, COMM_LEN};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+};
+use tracer_common::{envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN};
 
 use crate::{
-    config,
-    maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, SEEN},
+    config, environ,
+    maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, PROC_SCRATCH, SEEN},
 };
 
 /// What the connecting task is, captured once in its own context.
@@ -34,31 +37,42 @@ pub fn traced_task() -> Option<Task> {
 }
 
 /// On the first traced connect of a process since its last exec, tell
-/// userspace at once, so it can read /proc/<pid> (environment, cgroup)
-/// while the process is surely alive, before the attempt's outcome is known.
+/// userspace at once, so it can read /proc/<pid> (cgroup, executable)
+/// while the process is surely alive, and hand it the proxy variables of
+/// the environment, read here in the process's own context (environ.rs).
+///
+/// Must run in the context of the task `pid_tgid` names: the connect hooks
+/// and the CLOSE -> SYN_SENT transition do.
 #[inline(always)]
-pub fn announce_process(task: &Task) {
-    let tgid = (task.pid_tgid >> 32) as u32;
+pub fn announce_process(pid_tgid: u64, comm: &[u8; COMM_LEN]) {
+    let tgid = (pid_tgid >> 32) as u32;
     if unsafe { SEEN.get(tgid) }.is_some() {
         return;
     }
-    if SEEN.insert(tgid, 1, 0).is_err() {
+    // NOEXIST: of two threads announcing at once, one wins.
+    if SEEN.insert(tgid, 1, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
-    match PROCS.reserve::<ConnEvent>(0) {
-        Some(mut entry) => {
-            let ev = entry.as_mut_ptr();
-            // SAFETY: `ev` points to a reserved, exclusively owned record.
-            unsafe {
-                (*ev).kind = kind::PROCESS;
-                (*ev).path_len = 0;
-                (*ev).conn = Conn::zeroed();
-                (*ev).conn.pid_tgid = task.pid_tgid;
-                (*ev).conn.comm = task.comm;
-            }
-            entry.submit(0);
-        }
-        None => count_lost(lost::RINGBUF_FULL),
+    let Some(scratch) = PROC_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
+    let scratch = unsafe { &mut *scratch };
+    let ev = &mut scratch.event;
+    ev.kind = kind::PROCESS;
+    ev.env_len = 0;
+    ev.env_flags = 0;
+    ev.env_steps = 0;
+    ev.conn = Conn::zeroed();
+    ev.conn.pid_tgid = pid_tgid;
+    ev.conn.comm = *comm;
+    if bpf_get_current_pid_tgid() >> 32 == pid_tgid >> 32 {
+        environ::capture(ev, &mut scratch.head);
+    } else {
+        ev.env_flags = envcap::NOT_CURRENT;
+    }
+    if PROCS.output::<ProcEvent>(&*ev, 0).is_err() {
+        count_lost(lost::RINGBUF_FULL);
     }
 }
 

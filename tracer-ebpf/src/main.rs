@@ -14,6 +14,7 @@
 
 mod config;
 mod emit;
+mod environ;
 mod maps;
 mod probes;
 

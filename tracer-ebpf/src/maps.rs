@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{lost, Conn, Inflight, COMM_LEN};
+use tracer_common::{lost, Conn, Inflight, ProcEvent, COMM_LEN};
 
 /// Finished attempts, to userspace.
 ///
@@ -20,14 +20,16 @@ use tracer_common::{lost, Conn, Inflight, COMM_LEN};
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
-/// Process announcements (`kind::PROCESS`), to userspace. Separate from
-/// `EVENTS` because userspace drains it at once, unbatched: it must read
-/// /proc/<pid> while a short-lived process is still alive. One record per
-/// process per exec, so 256 KiB (about 2,000 records) is plenty; when full,
-/// the announcement is counted in `LOST[RINGBUF_FULL]` and userspace falls
-/// back to reading /proc when the attempt arrives.
+/// Process announcements (`kind::PROCESS`, a 4,224-byte `ProcEvent` with
+/// the proxy variables), to userspace. Separate from `EVENTS` because
+/// userspace drains it at once, unbatched: it must read /proc/<pid> while a
+/// short-lived process is still alive. One record per process per exec;
+/// 2 MiB holds about 490, a burst of that many new processes connecting
+/// within one drain. When full, the announcement is counted in
+/// `LOST[RINGBUF_FULL]` and userspace falls back to reading /proc when the
+/// attempt arrives.
 #[map]
-pub static PROCS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+pub static PROCS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 
 /// In-flight TCP attempts, keyed by the kernel address of the `struct sock`.
 ///
@@ -73,6 +75,18 @@ pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0
 /// of the 512-byte eBPF stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
+
+/// Where an announcement is built (4 KiB, far beyond the 512-byte stack),
+/// plus the buffer the environment walk reads each entry's head into.
+#[repr(C)]
+pub struct ProcScratch {
+    pub event: ProcEvent,
+    pub head: [u8; crate::environ::HEAD_LEN],
+}
+
+/// One `ProcScratch` per CPU; a program runs to completion on one CPU.
+#[map]
+pub static PROC_SCRATCH: PerCpuArray<ProcScratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[inline(always)]
 pub fn count_lost(index: u32) {

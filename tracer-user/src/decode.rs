@@ -11,8 +11,8 @@ use std::{
 use serde::Serialize;
 use thiserror::Error;
 use tracer_common::{
-    flags, kind, outcome, Conn, ConnEvent, Event, AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP,
-    IPPROTO_UDP, UNIX_PATH_LEN,
+    envcap, flags, kind, outcome, Conn, ConnEvent, Event, ProcEvent, AF_INET, AF_INET6, AF_UNIX,
+    ENV_CAP, IPPROTO_TCP, IPPROTO_UDP, UNIX_PATH_LEN,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -122,7 +122,47 @@ pub enum Record {
     /// First connect of this tgid since exec: snapshot /proc now.
     Process {
         pid: u32,
+        /// The proxy variables the kernel read from the process's
+        /// environment block at that connect.
+        env: KernelEnv,
     },
+}
+
+/// The proxy part of an environment as the kernel read it (`ProcEvent`):
+/// `KEY=VALUE\0` entries of proxy variables only, and how the read went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelEnv {
+    pub entries: Vec<u8>,
+    /// `tracer_common::envcap` bits.
+    pub flags: u32,
+}
+
+impl KernelEnv {
+    /// Every proxy variable of the block is in `entries`: the walk reached
+    /// the end and left nothing out.
+    pub fn is_complete(&self) -> bool {
+        self.flags & envcap::COMPLETE != 0 && self.flags & envcap::TRUNCATED == 0
+    }
+
+    /// Why the kernel's read is not the whole story, in words.
+    pub fn shortfall(&self) -> Option<&'static str> {
+        let f = self.flags;
+        if f & envcap::FAULT != 0 {
+            Some("the kernel could not read a page of its environment (not resident)")
+        } else if f & envcap::TOO_LONG != 0 {
+            Some("its environment is too long for the kernel-side read")
+        } else if f & envcap::TRUNCATED != 0 {
+            Some("its proxy variables are too long for the kernel-side read")
+        } else if f & envcap::NO_ENV != 0 {
+            Some("it has no environment block")
+        } else if f & envcap::NO_OFFSETS != 0 {
+            Some("this kernel's BTF lacks the mm_struct environment fields")
+        } else if f & envcap::COMPLETE == 0 {
+            Some("the kernel did not read its environment")
+        } else {
+            None
+        }
+    }
 }
 
 /// Decode one ring-buffer record: a `ConnEvent`, or for AF_UNIX an `Event`
@@ -138,6 +178,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     match head.kind {
         kind::PROCESS => Ok(Record::Process {
             pid: (head.conn.pid_tgid >> 32) as u32,
+            env: kernel_env_of(bytes)?,
         }),
         kind::CONNECT => {
             let path = if head.conn.family == AF_UNIX {
@@ -149,6 +190,21 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         other => Err(DecodeError::Kind(other)),
     }
+}
+
+/// The environment capture of a `ProcEvent` record.
+fn kernel_env_of(bytes: &[u8]) -> Result<KernelEnv, DecodeError> {
+    let size = size_of::<ProcEvent>();
+    if bytes.len() < size {
+        return Err(DecodeError::Short(bytes.len(), size));
+    }
+    // SAFETY: length checked; ProcEvent is plain old data.
+    let ev: ProcEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) };
+    let len = (ev.env_len as usize).min(ENV_CAP);
+    Ok(KernelEnv {
+        entries: ev.env[..len].to_vec(),
+        flags: ev.env_flags,
+    })
 }
 
 /// The AF_UNIX path of a full `Event` record.
@@ -578,6 +634,56 @@ mod tests {
         assert!(matches!(
             decode(&full[..size_of::<ConnEvent>()]),
             Err(DecodeError::Short(120, 232))
+        ));
+    }
+
+    #[test]
+    fn a_process_record_carries_the_kernel_env() {
+        let mut ev = ProcEvent {
+            kind: kind::PROCESS,
+            env_len: 0,
+            conn: Conn::zeroed(),
+            env_flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
+            env_steps: 3,
+            env: [0; tracer_common::ENV_CAP + tracer_common::ENV_ENTRY_MAX],
+        };
+        ev.conn.pid_tgid = (4242u64 << 32) | 4243;
+        let entries = b"HTTPS_PROXY=http://127.0.0.1:9\0no_proxy=x\0";
+        ev.env[..entries.len()].copy_from_slice(entries);
+        ev.env_len = entries.len() as u32;
+        // SAFETY: ProcEvent is plain old data.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const ProcEvent).cast::<u8>(),
+                size_of::<ProcEvent>(),
+            )
+        };
+        let Ok(Record::Process { pid, env }) = decode(bytes) else {
+            panic!("not a process record");
+        };
+        assert_eq!(pid, 4242);
+        assert_eq!(env.entries, entries.to_vec());
+        assert!(env.is_complete());
+        assert_eq!(env.shortfall(), None);
+        // A length beyond the capture is clamped, never read past.
+        ev.env_len = u32::MAX;
+        ev.env_flags = envcap::FAULT;
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&ev as *const ProcEvent).cast::<u8>(),
+                size_of::<ProcEvent>(),
+            )
+        };
+        let Ok(Record::Process { env, .. }) = decode(bytes) else {
+            panic!("not a process record");
+        };
+        assert_eq!(env.entries.len(), tracer_common::ENV_CAP);
+        assert!(!env.is_complete());
+        assert!(env.shortfall().is_some_and(|s| s.contains("not resident")));
+        // Cut short: an error, not a read past the end.
+        assert!(matches!(
+            decode(&bytes[..200]),
+            Err(DecodeError::Short(200, _))
         ));
     }
 

@@ -70,8 +70,8 @@ impl Pipeline {
     /// One ring-buffer record.
     pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         match decode::decode(bytes) {
-            Ok(Record::Process { pid }) => {
-                self.procs.refresh(pid);
+            Ok(Record::Process { pid, env }) => {
+                self.procs.refresh(pid, &env);
                 Ok(())
             }
             Ok(Record::Attempt(attempt)) => self.handle_attempt(&attempt),
@@ -322,7 +322,12 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         let result = tokio::select! {
             guard = ring.readable_mut() => {
                 let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
-                let r = drain(guard.get_inner_mut(), &mut pipeline).and_then(|()| pipeline.flush());
+                // Announcements first: a process's announcement is written
+                // before its attempt's outcome, and carries the proxy
+                // environment of a process that may be gone by now.
+                let r = drain(procs.get_mut(), &mut pipeline)
+                    .and_then(|()| drain(guard.get_inner_mut(), &mut pipeline))
+                    .and_then(|()| pipeline.flush());
                 guard.clear_ready();
                 // Batch: the kernel wakes us for every record while we keep
                 // up, which at 50k connects/s costs more in wakeups and

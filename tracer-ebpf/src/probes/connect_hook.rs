@@ -25,7 +25,7 @@ use tracer_common::{flags, lost, outcome, Conn, AF_INET, AF_INET6, IPPROTO_TCP};
 
 use crate::{
     config,
-    emit::{announce_process, emit_conn, traced_task},
+    emit::{emit_conn, traced_task},
     maps::{count_lost, CONNS, INFLIGHT},
 };
 
@@ -74,7 +74,9 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     let Some(task) = traced_task() else {
         return;
     };
-    announce_process(&task);
+    // The process is announced at CLOSE -> SYN_SENT (sock_state.rs), still
+    // in the caller's context, so an attempt that never sends a SYN costs
+    // nothing more here.
 
     let mut conn = Conn::zeroed();
     conn.start_ns = unsafe { bpf_ktime_get_ns() };

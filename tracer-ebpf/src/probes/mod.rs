@@ -3,9 +3,14 @@
 //! Default ("socket") mode attaches only hooks that fire on socket events,
 //! so unrelated syscalls of other processes pay nothing:
 //! - `connect_hook`: cgroup/connect4 + cgroup/connect6 (start of a TCP attempt)
-//! - `sock_state`: sock:inet_sock_set_state (SYN sent, handshake done, closed)
-//! - `tcp_destroy`: tcp:tcp_destroy_sock (socket freed before an outcome)
-//! - `process_exec`: sched:sched_process_exec (forget per-process state)
+//! - `sock_state`: raw tracepoint inet_sock_set_state (SYN sent, handshake
+//!   done, closed; the process is announced at SYN sent)
+//! - `tcp_destroy`: raw tracepoint tcp_destroy_sock (socket freed before an
+//!   outcome)
+//! - `process_exec`: raw tracepoints sched_process_exec/exit (forget
+//!   per-process state)
+//!
+//! None of these needs tracefs. Only syscall mode's classic tracepoints do.
 //!
 //! Syscall mode adds `sys_connect` (syscalls:sys_enter/exit_connect) for
 //! what only the syscall's return value shows: UDP and AF_UNIX results and

@@ -31,7 +31,11 @@ use aya_ebpf::{
 };
 use tracer_common::{flags, outcome, Conn, KernelOffsets, AF_INET};
 
-use crate::{config, emit::emit_conn, maps::CONNS};
+use crate::{
+    config,
+    emit::{announce_process, emit_conn},
+    maps::CONNS,
+};
 
 /// TCP states, include/net/tcp_states.h.
 const TCP_ESTABLISHED: i32 = 1;
@@ -68,6 +72,11 @@ fn on_set_state(ctx: &RawTracePointContext) {
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             conn.flags |= flags::SYN_SENT;
+            // tcp_v4_connect()/tcp_v6_connect() make this move inside the
+            // connect() call, so the current task is the caller: the one
+            // moment its environment can be read for sure, however soon it
+            // exits afterwards. Once per process per exec.
+            announce_process(conn.pid_tgid, &conn.comm);
         }
         (TCP_SYN_SENT, TCP_ESTABLISHED) => {
             read_source(sk, conn, &config::offsets());

@@ -120,7 +120,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
             inflight.event.path_len = len as u32;
         }
     }
-    announce_process(&task);
+    announce_process(task.pid_tgid, &task.comm);
     if INFLIGHT.insert(task.pid_tgid, inflight, 0).is_err() {
         count_lost(lost::INFLIGHT_FULL);
     }

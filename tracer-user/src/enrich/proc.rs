@@ -11,7 +11,10 @@ use std::{
     sync::Arc,
 };
 
+use tracer_common::envcap;
+
 use crate::{
+    decode::KernelEnv,
     enrich::cgroup::{parse_proc_cgroup, CgroupInfo},
     verdict::{
         endpoints_of,
@@ -59,8 +62,10 @@ impl ProcInfo {
     }
 }
 
-/// Read everything about `pid` that can still be read.
-pub fn read_proc(proc_root: &Path, pid: u32) -> ProcInfo {
+/// Read everything about `pid` that can still be read. `kernel_env` is the
+/// proxy part of its environment as the kernel read it at its first
+/// connect (`Record::Process`), which outlives the process.
+pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> ProcInfo {
     let dir = proc_root.join(pid.to_string());
     let mut info = ProcInfo::default();
     if let Ok(process) = procfs::process::Process::new_with_root(dir.clone()) {
@@ -85,12 +90,43 @@ pub fn read_proc(proc_root: &Path, pid: u32) -> ProcInfo {
     info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .map(|text| parse_proc_cgroup(&text));
-    let env = read_environ(&dir);
+    let env = environment(&dir, kernel_env);
     if let EnvState::Read(env) = &env {
         info.proxies = endpoints_of(env);
     }
     info.env = Some(env);
     info
+}
+
+/// The proxy environment: the kernel's read when it is complete (it is the
+/// process's own block at the moment of the connect, and spares reading a
+/// large /proc/<pid>/environ); else /proc; else whatever part the kernel
+/// did read, which beats nothing for a process that is gone.
+fn environment(dir: &Path, kernel_env: Option<&KernelEnv>) -> EnvState {
+    if let Some(k) = kernel_env.filter(|k| k.is_complete()) {
+        return EnvState::Read(proxy_env_of(k));
+    }
+    match (read_environ(dir), kernel_env) {
+        (EnvState::Read(env), _) => EnvState::Read(env),
+        (EnvState::Unavailable(_), Some(k)) if !k.entries.is_empty() => {
+            EnvState::Read(proxy_env_of(k))
+        }
+        (EnvState::Unavailable(why), Some(k)) => match k.shortfall() {
+            Some(short) => EnvState::Unavailable(format!("{why}, and {short}")),
+            None => EnvState::Unavailable(why),
+        },
+        (unavailable, None) => unavailable,
+    }
+}
+
+/// The kernel's `KEY=VALUE\0` entries are environ bytes already; the CGI
+/// facts come as flag bits (the value of REQUEST_METHOD never leaves the
+/// kernel).
+fn proxy_env_of(k: &KernelEnv) -> ProxyEnv {
+    let mut env = ProxyEnv::from_environ(&k.entries);
+    env.request_method_present = k.flags & envcap::REQUEST_METHOD_PRESENT != 0;
+    env.request_method_set = k.flags & envcap::REQUEST_METHOD_SET != 0;
+    env
 }
 
 fn read_environ(dir: &Path) -> EnvState {
@@ -149,8 +185,8 @@ impl ProcCache {
 
     /// The kernel says `pid` connects for the first time since exec (or is
     /// a new process reusing the pid): read it now, while it is alive.
-    pub fn refresh(&mut self, pid: u32) {
-        let fresh = read_proc(&self.proc_root, pid);
+    pub fn refresh(&mut self, pid: u32, kernel_env: &KernelEnv) {
+        let fresh = read_proc(&self.proc_root, pid, Some(kernel_env));
         if let Some(old) = self.entries.get(&pid) {
             // Announced again but unreadable (already gone): keep the older
             // snapshot only if it is the same process.
@@ -167,7 +203,7 @@ impl ProcCache {
         if let Some(info) = self.entries.get(&pid) {
             return Arc::clone(info);
         }
-        let info = read_proc(&self.proc_root, pid);
+        let info = read_proc(&self.proc_root, pid, None);
         self.insert(pid, info)
     }
 
@@ -187,7 +223,7 @@ mod tests {
 
     #[test]
     fn reads_our_own_process() {
-        let info = read_proc(Path::new("/proc"), std::process::id());
+        let info = read_proc(Path::new("/proc"), std::process::id(), None);
         assert!(info.start_time.is_some());
         assert!(info.exe.is_some());
         assert!(info.args.as_ref().is_some_and(|a| !a.is_empty()));
@@ -197,12 +233,59 @@ mod tests {
     #[test]
     fn a_vanished_process_yields_what_it_can() {
         // pid_max is at most 2^22, so this pid cannot exist.
-        let info = read_proc(Path::new("/proc"), 99_999_999);
+        let info = read_proc(Path::new("/proc"), 99_999_999, None);
         assert!(info.start_time.is_none());
         match info.env {
             Some(EnvState::Unavailable(reason)) => assert!(reason.contains("exited")),
             other => panic!("expected unavailable, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_gone_process_keeps_the_proxy_env_the_kernel_read() {
+        let kernel = KernelEnv {
+            entries: b"HTTPS_PROXY=http://u:secret@127.0.0.1:9\0".to_vec(),
+            flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
+        };
+        let info = read_proc(Path::new("/proc"), 99_999_999, Some(&kernel));
+        let env = info.proxy_env().expect("the kernel's read");
+        assert_eq!(env.get("HTTPS_PROXY"), Some("http://u:secret@127.0.0.1:9"));
+        assert!(env.request_method_present && !env.request_method_set);
+        assert_eq!(info.proxies.len(), 1);
+        // A partial read still beats nothing...
+        let partial = KernelEnv {
+            flags: envcap::FAULT,
+            ..kernel
+        };
+        let info = read_proc(Path::new("/proc"), 99_999_999, Some(&partial));
+        assert!(info.proxy_env().is_some());
+        // ...and an empty one says why both reads failed.
+        let nothing = KernelEnv {
+            entries: Vec::new(),
+            flags: envcap::FAULT,
+        };
+        let info = read_proc(Path::new("/proc"), 99_999_999, Some(&nothing));
+        match info.env {
+            Some(EnvState::Unavailable(reason)) => {
+                assert!(
+                    reason.contains("exited") && reason.contains("not resident"),
+                    "{reason}"
+                )
+            }
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_complete_kernel_read_is_preferred_to_proc() {
+        // Our own process is alive, but the kernel's read wins.
+        let kernel = KernelEnv {
+            entries: b"http_proxy=http://127.0.0.1:8\0".to_vec(),
+            flags: envcap::COMPLETE,
+        };
+        let info = read_proc(Path::new("/proc"), std::process::id(), Some(&kernel));
+        let env = info.proxy_env().expect("read");
+        assert_eq!(env.get("http_proxy"), Some("http://127.0.0.1:8"));
     }
 
     #[test]

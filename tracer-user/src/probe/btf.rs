@@ -248,7 +248,11 @@ impl Btf {
             inet_sport: self.member_offset("inet_sock", "inet_sport")?,
             inet_saddr: self.member_offset("inet_sock", "inet_saddr")?,
             sock_skc_v6_rcv_saddr: in_common("skc_v6_rcv_saddr")?,
-            _pad: 0,
+            task_mm: self.member_offset("task_struct", "mm")?,
+            mm_env_start: self.member_offset("mm_struct", "env_start")?,
+            mm_env_end: self.member_offset("mm_struct", "env_end")?,
+            task_signal: self.member_offset("task_struct", "signal")?,
+            signal_live: self.member_offset("signal_struct", "live")?,
         })
     }
 }
@@ -319,5 +323,8 @@ mod tests {
         // address comes after its IPv4 address pair and port pair.
         assert!(off.inet_sport > off.sock_sk_err && off.inet_saddr > off.sock_sk_err);
         assert!(off.sock_skc_v6_rcv_saddr > 16);
+        // env_end follows env_start (both unsigned long) in mm_struct.
+        assert_eq!(off.mm_env_end, off.mm_env_start + 8);
+        assert!(off.task_mm > 0 && off.task_signal > 0);
     }
 }

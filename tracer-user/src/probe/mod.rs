@@ -3,6 +3,8 @@
 //! The object is built by build.rs (aya-build) and embedded in the binary.
 
 pub mod btf;
+pub mod privileges;
+pub mod tracefs;
 
 use std::{fs::File, path::PathBuf};
 
@@ -50,6 +52,8 @@ pub enum ProbeError {
     Privileges { caps: String },
     #[error(transparent)]
     Btf(#[from] btf::BtfError),
+    #[error(transparent)]
+    Tracefs(#[from] tracefs::TracefsError),
     #[error("cannot load the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
     #[error("the eBPF object has no program {0} (build mismatch)")]
@@ -97,6 +101,9 @@ pub enum ProbeError {
 pub struct Probes {
     ebpf: Ebpf,
     pub mode: Mode,
+    /// Syscall mode: tracefs, unmounted on drop if the tracer mounted it.
+    /// Declared after `ebpf` so the programs are detached first.
+    _tracefs: Option<tracefs::Tracefs>,
 }
 
 /// The embedded object, built by build.rs.
@@ -105,6 +112,11 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tr
 impl Probes {
     /// Load, configure and attach. Returns when every probe is attached.
     pub fn attach(config: &ProbeConfig) -> Result<Self, ProbeError> {
+        if privileges::raise_memlock() == privileges::Memlock::RefusedOnOldKernel {
+            eprintln!(
+                "tracer: warning: cannot raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE), and this kernel (before 5.11) charges BPF memory against it: loading may fail with EPERM"
+            );
+        }
         let offsets = btf::Btf::from_kernel()?.kernel_offsets()?;
         let filter_pid = u8::from(!config.pids.is_empty());
         let filter_comm = u8::from(!config.comms.is_empty());
@@ -120,8 +132,10 @@ impl Probes {
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
             .map_err(|e| {
-                if is_permission_error(&e) {
-                    ProbeError::Privileges { caps: own_caps() }
+                if privileges::is_privilege_error(&e) {
+                    ProbeError::Privileges {
+                        caps: privileges::describe_caps(),
+                    }
                 } else {
                     ProbeError::Load(e)
                 }
@@ -131,11 +145,15 @@ impl Probes {
 
         // Tracepoints first, the connect hooks last: an attempt is only
         // tracked once everything that can finish it is in place.
-        // The socket events fire for every TCP socket on the node, so they
-        // are raw tracepoints (no trace record is built; Linux 4.17+).
+        // Raw tracepoints need no tracefs (attached by name through
+        // BPF_RAW_TRACEPOINT_OPEN, Linux 4.17+), and the socket ones fire
+        // for every TCP socket on the node, where the classic form would
+        // build a trace record for each first.
         for (name, why) in [
             ("tcp_destroy_sock", "raw tracepoint, Linux 5.10+"),
             ("inet_sock_set_state", "raw tracepoint, Linux 4.17+"),
+            ("sched_process_exec", "raw tracepoint, Linux 4.17+"),
+            ("sched_process_exit", "raw tracepoint, Linux 4.17+"),
         ] {
             let program: &mut RawTracePoint = program_of(&mut ebpf, name)?;
             program.load().map_err(|source| load_error(name, source))?;
@@ -147,45 +165,25 @@ impl Probes {
                     source,
                 })?;
         }
-        let mut tracepoints: Vec<(&'static str, &str, &str, &'static str)> = vec![
-            (
-                "sched_process_exec",
-                "sched",
-                "sched_process_exec",
-                "Linux 3.4+",
-            ),
-            (
-                "sched_process_exit",
-                "sched",
-                "sched_process_exit",
-                "Linux 2.6+",
-            ),
-        ];
-        if config.mode == Mode::Syscall {
-            tracepoints.push((
-                "sys_exit_connect",
-                "syscalls",
-                "sys_exit_connect",
-                "CONFIG_FTRACE_SYSCALLS",
-            ));
-            tracepoints.push((
-                "sys_enter_connect",
-                "syscalls",
-                "sys_enter_connect",
-                "CONFIG_FTRACE_SYSCALLS",
-            ));
-        }
-        for (name, category, event, why) in tracepoints {
-            let program: &mut TracePoint = program_of(&mut ebpf, name)?;
-            program.load().map_err(|source| load_error(name, source))?;
-            program
-                .attach(category, event)
-                .map_err(|source| ProbeError::MissingHook {
-                    hook: name,
-                    why,
-                    source,
-                })?;
-        }
+        // Syscall mode: the connect syscall tracepoints exist only in the
+        // classic form, which needs tracefs for the event id.
+        let tracefs = if config.mode == Mode::Syscall {
+            let tracefs = tracefs::ensure()?;
+            for name in ["sys_exit_connect", "sys_enter_connect"] {
+                let program: &mut TracePoint = program_of(&mut ebpf, name)?;
+                program.load().map_err(|source| load_error(name, source))?;
+                program
+                    .attach("syscalls", name)
+                    .map_err(|source| ProbeError::MissingHook {
+                        hook: name,
+                        why: "syscall tracepoints need CONFIG_FTRACE_SYSCALLS",
+                        source,
+                    })?;
+            }
+            Some(tracefs)
+        } else {
+            None
+        };
 
         let cgroup_root = cgroup2_root().ok_or(ProbeError::NoCgroup2)?;
         let cgroup = File::open(&cgroup_root).map_err(|source| ProbeError::OpenCgroup {
@@ -211,6 +209,7 @@ impl Probes {
         Ok(Self {
             ebpf,
             mode: config.mode,
+            _tracefs: tracefs,
         })
     }
 
@@ -376,71 +375,12 @@ where
 }
 
 fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeError {
-    if looks_denied(&format!("{source:?}")) && lacks_privileges() {
-        ProbeError::Privileges { caps: own_caps() }
+    if privileges::is_privilege_error(&source) {
+        ProbeError::Privileges {
+            caps: privileges::describe_caps(),
+        }
     } else {
         ProbeError::LoadProgram { name, source }
-    }
-}
-
-fn is_permission_error(e: &aya::EbpfError) -> bool {
-    looks_denied(&format!("{e:?}")) && lacks_privileges()
-}
-
-/// EPERM or EACCES somewhere in an aya error (aya keeps the io::Error
-/// inside several variants, hence the text).
-fn looks_denied(debug_text: &str) -> bool {
-    debug_text.contains("PermissionDenied")
-        || debug_text.contains("EPERM")
-        || debug_text.contains("os error 1)")
-        || debug_text.contains("os error 13)")
-}
-
-/// Whether this process lacks what loading needs. The verifier also
-/// answers EACCES when it rejects a program, so a denial from a process
-/// that has the capabilities is a rejected program (its log is in the
-/// error), not missing privileges.
-fn lacks_privileges() -> bool {
-    let Some(bits) = effective_caps() else {
-        return true;
-    };
-    let has = |bit: u32| bits & (1u64 << bit) != 0;
-    // CAP_SYS_ADMIN (21) covers everything; else CAP_BPF (39) with
-    // CAP_PERFMON (38) for the tracing programs.
-    !(has(21) || (has(39) && has(38)))
-}
-
-fn effective_caps() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let hex = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(str::trim)?;
-    u64::from_str_radix(hex, 16).ok()
-}
-
-/// The effective capabilities relevant to loading, for the error message.
-fn own_caps() -> String {
-    let Some(bits) = effective_caps() else {
-        return "unknown".into();
-    };
-    // Bit numbers from include/uapi/linux/capability.h.
-    let names = [
-        (21, "CAP_SYS_ADMIN"),
-        (12, "CAP_NET_ADMIN"),
-        (38, "CAP_PERFMON"),
-        (39, "CAP_BPF"),
-    ];
-    let have: Vec<&str> = names
-        .iter()
-        .filter(|(bit, _)| bits & (1u64 << bit) != 0)
-        .map(|(_, n)| *n)
-        .collect();
-    let uid = unsafe { libc::geteuid() };
-    if have.is_empty() {
-        format!("uid {uid}, none of CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN, CAP_SYS_ADMIN")
-    } else {
-        format!("uid {uid}, {}", have.join(", "))
     }
 }
 
@@ -469,16 +409,5 @@ mod tests {
         let long = comm_key("a-very-long-command-name");
         assert_eq!(long[15], 0);
         assert_eq!(&long[..15], b"a-very-long-com");
-    }
-
-    #[test]
-    fn denials_are_recognised_in_aya_error_text() {
-        assert!(looks_denied("SyscallError { io_error: Os { code: 1, kind: PermissionDenied, message: \"Operation not permitted\" } }"));
-        assert!(looks_denied(
-            "the BPF_PROG_LOAD syscall returned Permission denied (os error 13)"
-        ));
-        assert!(!looks_denied(
-            "the BPF_PROG_LOAD syscall returned Invalid argument (os error 22)"
-        ));
     }
 }
