@@ -31,7 +31,7 @@ const SYSTEM_CONF_DROPIN_DIRS: &[&str] = &[
 ];
 
 /// One `NAME=value` with the place it was written.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) struct Assign {
     name: String,
     value: String,
@@ -39,7 +39,7 @@ pub(super) struct Assign {
     line: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct EnvFileRef {
     pattern: String,
     optional: bool,
@@ -47,7 +47,7 @@ struct EnvFileRef {
     unit_line: u32,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 struct UnsetEntry {
     name: String,
     /// `UnsetEnvironment=NAME=value` removes only that exact assignment.
@@ -484,8 +484,8 @@ pub(super) fn load_default_environment(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{value, TempRoot};
     use super::*;
+    use crate::enrich::systemd::test_support::{value, TempRoot};
 
     #[test]
     fn empty_environment_resets_earlier_assignments() {

@@ -1,6 +1,14 @@
 //! Files named by `EnvironmentFile=` (systemd.exec(5)): glob expansion of
 //! the path under the host root and the env-file syntax of systemd's
 //! env-file.c.
+//!
+//! systemd expands the path with glob(3) and no flags (sorted, no brace
+//! expansion, backslash quoting, `[!...]` and `[^...]`, an unclosed `[`
+//! matching itself, wildcards never matching a leading '.'); the matcher is
+//! hand-written because neither crate gives exactly that: `glob` walks the
+//! tracer's own file system (an absolute symlink would leave the host root)
+//! and has no backslash quoting or `[^...]`, and `globset` adds `{a,b}` and
+//! `**` and rejects an unclosed `[`.
 
 use super::root::HostFs;
 use super::syntax::is_ws;
@@ -8,7 +16,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(super) struct EnvFileEntry {
     pub(super) key: Vec<u8>,
     pub(super) value: Vec<u8>,
@@ -193,9 +201,9 @@ pub(super) fn parse_env_file(content: &[u8]) -> Vec<EnvFileEntry> {
     out
 }
 
-/// Expand an `EnvironmentFile=` glob (systemd uses glob(3); results sorted,
-/// wildcards do not match a leading '.'). A pattern without wildcards yields
-/// itself; whether it exists is decided when reading.
+/// Expand an `EnvironmentFile=` glob (systemd calls glob(3) with flags 0:
+/// results sorted, wildcards do not match a leading '.'). A pattern without
+/// wildcards yields itself; whether it exists is decided when reading.
 pub(super) fn glob_host(host: &HostFs<'_>, pattern: &str) -> io::Result<Vec<PathBuf>> {
     let components: Vec<&str> = pattern
         .split('/')
@@ -339,8 +347,8 @@ fn match_class(pat: &[u8], start: usize, c: u8) -> Option<(bool, usize)> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{value, TempRoot};
     use super::*;
+    use crate::enrich::systemd::test_support::{value, TempRoot};
     use crate::enrich::systemd::SourceKind;
 
     #[test]

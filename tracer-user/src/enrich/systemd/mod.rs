@@ -25,6 +25,12 @@
 //! runtime environment is not in any file; `PassEnvironment=` is reported as a
 //! warning), variables systemd generates itself (`INVOCATION_ID`, `USER`, ...),
 //! the default `PATH`, and user managers (`systemd --user`).
+//!
+//! Layout: [`load_unit_environment`] here drives the steps; `units` finds the
+//! fragment and drop-ins, `syntax` parses unit files, `words` splits and
+//! unescapes values and expands specifiers, `envfile` reads
+//! `EnvironmentFile=` files, `assemble` merges everything in systemd's order,
+//! and `root` reads every file through the host root.
 
 mod assemble;
 mod envfile;

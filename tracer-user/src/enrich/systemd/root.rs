@@ -211,8 +211,8 @@ fn is_dev_null(current: &[OsString], name: &OsStr, pending: &[OsString]) -> bool
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{value, TempRoot};
     use super::*;
+    use crate::enrich::systemd::test_support::{value, TempRoot};
 
     #[test]
     fn symlinks_are_resolved_inside_the_host_root() {

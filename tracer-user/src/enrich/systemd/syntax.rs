@@ -17,7 +17,7 @@ impl std::fmt::Display for Location<'_> {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub(super) struct Directive {
     pub(super) key: String,
     pub(super) value: String,
@@ -197,9 +197,9 @@ fn is_ws_char(c: char) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{value, TempRoot};
     use super::*;
     use crate::enrich::systemd::envfile::parse_env_file;
+    use crate::enrich::systemd::test_support::{value, TempRoot};
 
     #[test]
     fn line_continuation_reports_the_starting_line() {

@@ -312,9 +312,8 @@ pub(super) fn list_conf_files(
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{value, TempRoot, CONTAINERD_UNIT};
     use super::*;
-    use std::path::{Path, PathBuf};
+    use crate::enrich::systemd::test_support::{value, TempRoot, CONTAINERD_UNIT};
 
     #[test]
     fn etc_dropin_overrides_same_name_in_run_and_usr_lib() {

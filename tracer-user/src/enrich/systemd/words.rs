@@ -348,8 +348,8 @@ fn unit_name_path_unescape(s: &[u8]) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::test_support::{value, TempRoot};
     use super::*;
+    use crate::enrich::systemd::test_support::{value, TempRoot};
 
     #[test]
     fn quoting_of_whole_and_partial_assignments() {
