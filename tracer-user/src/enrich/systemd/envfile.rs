@@ -36,7 +36,6 @@ pub(super) struct EnvFileEntry {
 /// * no `${VAR}` expansion and no `export` keyword: `export A=b` yields the
 ///   name "export A", which the caller reports and drops like systemd.
 pub(super) fn parse_env_file(content: &[u8]) -> Vec<EnvFileEntry> {
-    #[derive(Clone, Copy, PartialEq, Eq)]
     enum St {
         PreKey,
         Key,
