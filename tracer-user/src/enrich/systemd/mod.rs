@@ -1,0 +1,398 @@
+//! Where a systemd unit's configured environment comes from: which unit file
+//! or drop-in (file + line) sets each variable.
+//!
+//! This re-implements, read-only and without talking to systemd, the parts of
+//! the service manager that build a unit's environment:
+//!
+//! * unit file lookup and drop-in collection (systemd.unit(5)),
+//! * the unit file syntax (systemd.syntax(7)),
+//! * `Environment=`, `EnvironmentFile=` and `UnsetEnvironment=`
+//!   (systemd.exec(5)),
+//! * `DefaultEnvironment=` from `system.conf` (systemd-system.conf(5)).
+//!
+//! All paths are *host* paths, resolved under a `host_root` (e.g. `/host` when
+//! the tracer runs in a container with the host's `/` mounted there); absolute
+//! symlinks are re-rooted under it, as systemd's `chase()` does with a root
+//! directory, so `/etc/systemd/system/x.service -> /lib/systemd/system/x.service`
+//! is read from the host, not from the tracer's own file system.
+//!
+//! What the result means: the *configured* environment as of the files on disk
+//! now. systemd reads unit files at `daemon-reload` and `EnvironmentFile=` at
+//! every start, so a running process may have been started with something
+//! else; `/proc/<pid>/environ` stays the truth about the process, this module
+//! explains where a value was configured. Not covered: variables set with
+//! `systemctl set-environment` or passed with `PassEnvironment=` (the manager's
+//! runtime environment is not in any file; `PassEnvironment=` is reported as a
+//! warning), variables systemd generates itself (`INVOCATION_ID`, `USER`, ...),
+//! the default `PATH`, and user managers (`systemd --user`).
+//!
+//! Layout: [`load_unit_environment`] here drives the steps; `units` finds the
+//! fragment and drop-ins, `syntax` parses unit files, `words` splits and
+//! unescapes values and expands specifiers, `envfile` reads
+//! `EnvironmentFile=` files, `assemble` merges everything in systemd's order,
+//! and `root` reads every file through the host root.
+
+mod assemble;
+mod envfile;
+mod root;
+mod syntax;
+#[cfg(test)]
+mod test_support;
+mod units;
+mod words;
+
+use serde::Serialize;
+use std::ffi::OsStr;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use assemble::{load_default_environment, ExecEnv};
+use root::{io_error, FileContent, HostFs};
+use syntax::parse_unit_file;
+use units::{
+    collect_dropins, exec_section, find_aliases, find_fragment, same_type_unit, FragmentLookup,
+    UnitName,
+};
+use words::UnitSpec;
+
+/// Where one environment variable's configured value came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EnvSource {
+    pub variable: String,
+    pub value: String,
+    /// Path as seen on the host (without the `host_root` prefix), e.g.
+    /// `/etc/systemd/system/containerd.service.d/http-proxy.conf`.
+    pub file: PathBuf,
+    /// 1-based line in `file` where the assignment starts.
+    pub line: u32,
+    pub via: SourceKind,
+}
+
+/// Which mechanism delivered a variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SourceKind {
+    /// `Environment=` in a unit file or drop-in.
+    Environment,
+    /// A line of a file named by `EnvironmentFile=`. [`EnvSource::file`] and
+    /// [`EnvSource::line`] are the environment file's own; `unit_file` /
+    /// `unit_line` locate the `EnvironmentFile=` directive; `optional` is its
+    /// `-` prefix.
+    EnvironmentFile {
+        unit_file: PathBuf,
+        unit_line: u32,
+        optional: bool,
+    },
+    /// `DefaultEnvironment=` in `system.conf` or `system.conf.d/*.conf`.
+    DefaultEnvironment,
+}
+
+/// The configured environment of one unit, with provenance.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UnitEnvironment {
+    /// The unit name that was asked for.
+    pub unit: String,
+    /// Main unit file used (host path, as found in the search path).
+    pub fragment: Option<PathBuf>,
+    /// Drop-ins applied, in the order applied (host paths).
+    pub dropins: Vec<PathBuf>,
+    /// The effective configured value of every variable, after all override
+    /// rules, sorted by variable name (so two nodes' results diff cleanly).
+    pub vars: Vec<EnvSource>,
+    /// Things systemd would log or that limit the answer: unreadable
+    /// non-optional `EnvironmentFile=`, ignored assignments, masked units, ...
+    pub warnings: Vec<String>,
+}
+
+impl UnitEnvironment {
+    /// The effective source of variable `name` (exact, case-sensitive match,
+    /// as in the process environment).
+    pub fn get(&self, name: &str) -> Option<&EnvSource> {
+        self.vars.iter().find(|v| v.variable == name)
+    }
+}
+
+/// Errors that make the whole answer meaningless. Problems confined to one
+/// variable or one `EnvironmentFile=` are warnings instead.
+#[derive(Debug, thiserror::Error)]
+pub enum SystemdError {
+    #[error("invalid unit name {name:?}: {reason}")]
+    InvalidUnitName { name: String, reason: &'static str },
+    #[error("host root {} is not a readable directory", path.display())]
+    HostRoot { path: PathBuf },
+    /// A unit file, drop-in, drop-in directory or `system.conf` exists but
+    /// cannot be read: the answer would silently miss its assignments.
+    #[error("cannot read {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Load the configured environment of `unit` from the unit files under
+/// `host_root` (use "/" for the real host). Never panics; missing files are not
+/// errors (a unit may have no file at all).
+pub fn load_unit_environment(
+    host_root: &Path,
+    unit: &str,
+) -> Result<UnitEnvironment, SystemdError> {
+    let name = UnitName::parse(unit).map_err(|reason| SystemdError::InvalidUnitName {
+        name: unit.to_string(),
+        reason,
+    })?;
+    match fs::metadata(host_root) {
+        Ok(m) if m.is_dir() => {}
+        _ => {
+            return Err(SystemdError::HostRoot {
+                path: host_root.to_path_buf(),
+            })
+        }
+    }
+    let host = HostFs { root: host_root };
+    let mut out = UnitEnvironment {
+        unit: unit.to_string(),
+        ..Default::default()
+    };
+
+    // 1. The fragment: first match of the exact name in search-path order,
+    //    then, for instances, of the template (systemd.unit(5): "foo@bar.service"
+    //    falls back to "foo@.service").
+    let mut looked_up = unit.to_string();
+    let mut fragment = find_fragment(&host, unit)?;
+    if matches!(fragment, FragmentLookup::NotFound) {
+        if let Some(template) = name.template() {
+            fragment = find_fragment(&host, &template)?;
+            looked_up = template;
+        }
+    }
+
+    let mut fragment_content: Option<(PathBuf, Vec<u8>)> = None;
+    let mut fragment_real: Option<PathBuf> = None;
+    let mut canonical = unit.to_string();
+    match fragment {
+        FragmentLookup::Masked(path) => {
+            // A unit whose file is a symlink to /dev/null or empty is masked
+            // (systemd.unit(5)): systemd loads nothing for it, drop-ins included.
+            out.warnings.push(format!(
+                "{unit} is masked ({} is empty or links to /dev/null): systemd applies no configuration",
+                path.display()
+            ));
+            return Ok(out);
+        }
+        FragmentLookup::NotFound => {}
+        FragmentLookup::Found {
+            path,
+            real,
+            content,
+        } => {
+            // A fragment reached through a symlink with another unit name makes
+            // the asked name an alias of that unit (systemd.unit(5), "Aliases");
+            // the target name becomes the unit's id, and drop-ins of both apply.
+            if let Some(target) = real.file_name().and_then(OsStr::to_str) {
+                if target != looked_up && !name.is_template() && same_type_unit(target, name.utype)
+                {
+                    out.warnings.push(format!("{unit} is an alias of {target}"));
+                    canonical = target.to_string();
+                }
+            }
+            out.fragment = Some(path.clone());
+            fragment_real = Some(real);
+            fragment_content = Some((path, content));
+        }
+    }
+
+    // 2. Names whose drop-in directories apply: the unit id, then its aliases.
+    let mut names = vec![canonical.clone()];
+    if canonical != unit {
+        names.push(unit.to_string());
+    }
+    for alias in find_aliases(&host, &canonical, name.utype)? {
+        if !names.contains(&alias) {
+            names.push(alias);
+        }
+    }
+
+    // 3. Drop-ins.
+    let dropins = collect_dropins(&host, &names, name.utype)?;
+
+    let section = exec_section(name.utype);
+    let canonical_name = UnitName::parse(&canonical).unwrap_or(name);
+    let spec = UnitSpec {
+        id: canonical_name.full.to_string(),
+        prefix: canonical_name.prefix.to_string(),
+        instance: canonical_name.instance.map(str::to_string),
+        fragment_real,
+    };
+
+    let mut exec = ExecEnv::default();
+    if let Some((path, content)) = &fragment_content {
+        if let Some(section) = section {
+            let directives = parse_unit_file(content, section, path, &mut out.warnings);
+            exec.apply(&directives, path, &spec, &mut out.warnings);
+        }
+    }
+    for dropin in &dropins {
+        match host.read_file(&dropin.path).map_err(io_error(&dropin.path))? {
+            FileContent::Missing => out.warnings.push(format!(
+                "{} is a dangling symlink: ignored, but it still shadows same-named drop-ins of lower priority",
+                dropin.path.display()
+            )),
+            FileContent::DevNull => out.dropins.push(dropin.path.clone()),
+            FileContent::NotRegular => out.warnings.push(format!(
+                "{} is not a regular file: ignored",
+                dropin.path.display()
+            )),
+            FileContent::Bytes(content) => {
+                out.dropins.push(dropin.path.clone());
+                if let Some(section) = section {
+                    let directives = parse_unit_file(&content, section, &dropin.path, &mut out.warnings);
+                    exec.apply(&directives, &dropin.path, &spec, &mut out.warnings);
+                }
+            }
+        }
+    }
+
+    if out.fragment.is_none() {
+        if out.dropins.is_empty() {
+            out.warnings.push(format!(
+                "no unit file or drop-in for {unit} in the unit search path"
+            ));
+        } else {
+            // service_load() requires a fragment ("not-found" otherwise); the
+            // drop-ins are still reported: the file may have been removed
+            // after the unit was loaded.
+            out.warnings.push(format!(
+                "no unit file for {unit}: systemd would not load it now; drop-ins reported as found"
+            ));
+        }
+    }
+
+    if section.is_none() {
+        // systemd.exec(5) options exist only for service, socket, mount and
+        // swap units; a scope's processes were forked by someone else
+        // (systemd.scope(5)), so their environment is not systemd's doing.
+        out.warnings.push(format!(
+            "{} units have no Environment= (systemd.exec(5) applies to service, socket, mount and swap units)",
+            name.utype
+        ));
+        return Ok(out);
+    }
+
+    // 4. DefaultEnvironment= is the lowest layer of every exec'd unit's
+    //    environment (systemd-system.conf(5)).
+    let defaults = load_default_environment(&host, &mut out.warnings)?;
+
+    out.vars = exec.merge(defaults, &host, &mut out.warnings);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{value, TempRoot, CONTAINERD_UNIT, INCIDENT_DROPIN};
+    use super::*;
+
+    #[test]
+    fn incident_dropin_reports_https_proxy_at_line_3() {
+        let root = TempRoot::new("incident");
+        root.write(
+            "/usr/lib/systemd/system/containerd.service",
+            CONTAINERD_UNIT,
+        );
+        root.write(
+            "/etc/systemd/system/containerd.service.d/http-proxy.conf",
+            INCIDENT_DROPIN,
+        );
+        let env = root.load("containerd.service");
+        let dropin = PathBuf::from("/etc/systemd/system/containerd.service.d/http-proxy.conf");
+
+        assert_eq!(
+            env.get("HTTPS_PROXY"),
+            Some(&EnvSource {
+                variable: "HTTPS_PROXY".into(),
+                value: "http://10.0.0.1:7897".into(),
+                file: dropin.clone(),
+                line: 3,
+                via: SourceKind::Environment,
+            })
+        );
+        assert_eq!(env.get("HTTP_PROXY").map(|v| v.line), Some(2));
+        assert_eq!(value(&env, "NO_PROXY"), Some("localhost,127.0.0.1,..."));
+        assert_eq!(env.get("NO_PROXY").map(|v| v.line), Some(4));
+        assert_eq!(
+            env.fragment.as_deref(),
+            Some(Path::new("/usr/lib/systemd/system/containerd.service"))
+        );
+        assert_eq!(env.dropins, vec![dropin]);
+        assert_eq!(env.vars.len(), 3);
+        assert!(env.warnings.is_empty(), "{:?}", env.warnings);
+        assert_eq!(env.unit, "containerd.service");
+    }
+
+    #[test]
+    fn unit_without_any_file() {
+        let root = TempRoot::new("nofile");
+        let env = root.load("nothing.service");
+        assert_eq!(env.unit, "nothing.service");
+        assert_eq!(env.fragment, None);
+        assert!(env.dropins.is_empty());
+        assert!(env.vars.is_empty());
+        assert_eq!(env.warnings.len(), 1);
+    }
+
+    #[test]
+    fn scope_units_have_no_environment() {
+        let root = TempRoot::new("scope");
+        root.write(
+            "/etc/systemd/system.conf",
+            "[Manager]\nDefaultEnvironment=A=1\n",
+        );
+        let id = "3f9c2a7de1b04c5f8a6e2d9b7c1f0e4a5b6c7d8e9f0a1b2c3d4e5f60718293a4";
+        let env = root.load(&format!("cri-containerd-{id}.scope"));
+        assert!(env.vars.is_empty());
+        assert!(env.warnings.iter().any(|w| w.contains("scope units")));
+    }
+
+    #[test]
+    fn errors_for_bad_input() {
+        let root = TempRoot::new("errors");
+        for bad in [
+            "",
+            "containerd",
+            "../../etc/passwd.service",
+            "a/b.service",
+            "x.bogus",
+            "@x.service",
+        ] {
+            assert!(
+                matches!(
+                    load_unit_environment(&root.path, bad),
+                    Err(SystemdError::InvalidUnitName { .. })
+                ),
+                "{bad}"
+            );
+        }
+        let missing = root.path.join("does-not-exist");
+        assert!(matches!(
+            load_unit_environment(&missing, "a.service"),
+            Err(SystemdError::HostRoot { .. })
+        ));
+    }
+
+    #[test]
+    fn serializes_to_json() {
+        let root = TempRoot::new("json");
+        root.write(
+            "/etc/systemd/system/containerd.service.d/http-proxy.conf",
+            INCIDENT_DROPIN,
+        );
+        root.write(
+            "/usr/lib/systemd/system/containerd.service",
+            CONTAINERD_UNIT,
+        );
+        let env = root.load("containerd.service");
+        let json = serde_json::to_string(&env.get("HTTPS_PROXY")).expect("json");
+        assert!(json.contains("\"line\":3"), "{json}");
+        assert!(json.contains("\"via\":\"Environment\""), "{json}");
+    }
+}
