@@ -41,7 +41,6 @@ mod test_support;
 mod units;
 mod words;
 
-use serde::Serialize;
 use std::ffi::OsStr;
 use std::fs;
 use std::io;
@@ -57,7 +56,7 @@ use units::{
 use words::UnitSpec;
 
 /// Where one environment variable's configured value came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EnvSource {
     pub variable: String,
     pub value: String,
@@ -70,7 +69,7 @@ pub struct EnvSource {
 }
 
 /// Which mechanism delivered a variable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceKind {
     /// `Environment=` in a unit file or drop-in.
     Environment,
@@ -88,7 +87,7 @@ pub enum SourceKind {
 }
 
 /// The configured environment of one unit, with provenance.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UnitEnvironment {
     /// The unit name that was asked for.
     pub unit: String,
@@ -377,22 +376,5 @@ mod tests {
             load_unit_environment(&missing, "a.service"),
             Err(SystemdError::HostRoot { .. })
         ));
-    }
-
-    #[test]
-    fn serializes_to_json() {
-        let root = TempRoot::new("json");
-        root.write(
-            "/etc/systemd/system/containerd.service.d/http-proxy.conf",
-            INCIDENT_DROPIN,
-        );
-        root.write(
-            "/usr/lib/systemd/system/containerd.service",
-            CONTAINERD_UNIT,
-        );
-        let env = root.load("containerd.service");
-        let json = serde_json::to_string(&env.get("HTTPS_PROXY")).expect("json");
-        assert!(json.contains("\"line\":3"), "{json}");
-        assert!(json.contains("\"via\":\"Environment\""), "{json}");
     }
 }
