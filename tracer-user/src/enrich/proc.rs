@@ -12,11 +12,11 @@ use std::{
 };
 
 use crate::{
-    enrich::cgroup::{parse_proc_cgroup, CgroupInfo},
-    verdict::{
-        endpoints_of,
-        proxy::{redact, ProxyChoice, ProxyEnv},
+    enrich::{
+        cgroup::{parse_proc_cgroup, CgroupInfo},
+        proxy_env::ProxyEnv,
     },
+    redact::redact,
 };
 
 /// Longest environment read: /proc/<pid>/environ is the exec-time
@@ -46,8 +46,6 @@ pub struct ProcInfo {
     pub args: Option<Vec<String>>,
     pub cgroup: Option<CgroupInfo>,
     pub env: Option<EnvState>,
-    /// The proxies that environment selects (empty for most processes).
-    pub proxies: Vec<ProxyChoice>,
 }
 
 impl ProcInfo {
@@ -85,11 +83,7 @@ pub fn read_proc(proc_root: &Path, pid: u32) -> ProcInfo {
     info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .map(|text| parse_proc_cgroup(&text));
-    let env = read_environ(&dir);
-    if let EnvState::Read(env) = &env {
-        info.proxies = endpoints_of(env);
-    }
-    info.env = Some(env);
+    info.env = Some(read_environ(&dir));
     info
 }
 
