@@ -41,18 +41,6 @@ pub enum ProxyVar {
 }
 
 impl ProxyVar {
-    /// All eight variables.
-    pub const ALL: [ProxyVar; 8] = [
-        ProxyVar::HttpUpper,
-        ProxyVar::HttpLower,
-        ProxyVar::HttpsUpper,
-        ProxyVar::HttpsLower,
-        ProxyVar::NoUpper,
-        ProxyVar::NoLower,
-        ProxyVar::AllUpper,
-        ProxyVar::AllLower,
-    ];
-
     /// The exact variable name.
     pub const fn name(self) -> &'static str {
         match self {
@@ -98,7 +86,7 @@ impl fmt::Display for ProxyVar {
 /// Only the eight variables of [`ProxyVar`] are kept, plus two facts about
 /// `REQUEST_METHOD` (its value is dropped). No other variable is ever stored,
 /// because environments hold secrets. `Debug` redacts credentials in the
-/// values; [`ProxyEnv::get`] and [`ProxyEnv::iter`] return them raw.
+/// values; [`ProxyEnv::get`] returns them raw.
 ///
 /// A variable that is present with an empty value is kept: Go and curl treat
 /// it as unset, but for Python an empty lower-case variable removes the
@@ -210,15 +198,6 @@ impl ProxyEnv {
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
     }
-
-    /// Every kept variable as `(exact name, raw value)`, in environment order.
-    /// Values may contain credentials: pass them through
-    /// [`crate::redact::redact`] before logging.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.vars
-            .iter()
-            .map(|(var, value)| (var.name(), value.as_str()))
-    }
 }
 
 impl fmt::Debug for ProxyEnv {
@@ -244,6 +223,32 @@ impl fmt::Debug for ProxyEnv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Test-only helpers, kept out of the shipped API.
+    impl ProxyVar {
+        /// All eight variables.
+        const ALL: [ProxyVar; 8] = [
+            ProxyVar::HttpUpper,
+            ProxyVar::HttpLower,
+            ProxyVar::HttpsUpper,
+            ProxyVar::HttpsLower,
+            ProxyVar::NoUpper,
+            ProxyVar::NoLower,
+            ProxyVar::AllUpper,
+            ProxyVar::AllLower,
+        ];
+    }
+
+    impl ProxyEnv {
+        /// Every kept variable as `(exact name, raw value)`, in environment order.
+        /// Values may contain credentials: pass them through
+        /// [`crate::redact::redact`] before logging.
+        pub(crate) fn iter(&self) -> impl Iterator<Item = (&'static str, &str)> {
+            self.vars
+                .iter()
+                .map(|(var, value)| (var.name(), value.as_str()))
+        }
+    }
 
     #[test]
     fn environ_keeps_only_proxy_variables() {

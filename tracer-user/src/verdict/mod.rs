@@ -178,7 +178,7 @@ pub fn judge(
     let hit = dest.and_then(|(ip, port)| {
         endpoints
             .iter()
-            .find(|ep| ep.url.port == port && resolver.resolve(&ep.url.host).contains(&ip))
+            .find(|ep| ep.url.port == port && dials(ep, ip, resolver))
     });
     let via = hit.is_some();
     let chosen = hit.or_else(|| endpoints.first())?;
@@ -213,6 +213,17 @@ pub fn judge(
         source,
         drift,
     })
+}
+
+/// Whether `ip` is an address of the proxy `ep`. An IP-literal proxy (the
+/// usual `http://10.0.0.1:3128`, or one with an IPv6 zone the resolver would
+/// take for a name) is compared directly, which also spares the resolver's
+/// allocation on every attempt of such a process.
+fn dials(ep: &ProxyChoice, ip: IpAddr, resolver: &mut HostResolver) -> bool {
+    match ep.url.ip() {
+        Some(literal) => literal == ip,
+        None => resolver.resolve(&ep.url.host).contains(&ip),
+    }
 }
 
 /// Https -> "HTTPS", for "its HTTPS proxy". Taken from the scheme the

@@ -88,14 +88,6 @@ impl RequestScheme {
             RequestScheme::Https => "https",
         }
     }
-
-    /// 80 or 443.
-    pub const fn default_port(self) -> u16 {
-        match self {
-            RequestScheme::Http => 80,
-            RequestScheme::Https => 443,
-        }
-    }
 }
 
 impl fmt::Display for RequestScheme {
@@ -134,16 +126,6 @@ pub enum Route {
     /// The chosen proxy value does not parse. Go's `net/http` ignores it and
     /// connects directly; curl and Python fail the request.
     InvalidProxy(SelectError),
-}
-
-impl Route {
-    /// The proxy, when the request goes through one.
-    pub fn proxy(&self) -> Option<&ProxyChoice> {
-        match self {
-            Route::Proxy(choice) => Some(choice),
-            _ => None,
-        }
-    }
 }
 
 /// The NO_PROXY variable in effect and its value.
@@ -253,6 +235,17 @@ mod tests {
     use super::test_env::{chosen, env};
     use super::*;
     use crate::redact::{redact, redact_value};
+
+    // Test-only accessor.
+    impl Route {
+        /// The proxy, when the request goes through one.
+        fn proxy(&self) -> Option<&ProxyChoice> {
+            match self {
+                Route::Proxy(choice) => Some(choice),
+                _ => None,
+            }
+        }
+    }
 
     /// Deterministic xorshift so the garbage tests are reproducible.
     struct Rng(u64);

@@ -139,11 +139,6 @@ impl ProxyUrlError {
             value: redact_value(raw_value),
         }
     }
-
-    /// The offending value, credentials redacted.
-    pub fn redacted_value(&self) -> &str {
-        &self.value
-    }
 }
 
 /// Internal parse failure, turned into a [`ProxyUrlError`] with the redacted
@@ -611,6 +606,14 @@ pub(super) fn parse_ip_ignoring_zone(s: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
+
+    // Test-only: the stored value, for the credential tests.
+    impl ProxyUrlError {
+        /// The offending value, credentials redacted.
+        pub(crate) fn redacted_value(&self) -> &str {
+            &self.value
+        }
+    }
 
     fn url(value: &str, rules: Rules) -> ProxyUrl {
         parse_proxy_url(value, rules).unwrap()
