@@ -9,6 +9,7 @@ pub mod cli;
 pub mod decode;
 pub mod enrich;
 pub mod probe;
+pub mod redact;
 pub mod sink;
 pub mod trace;
 pub mod verdict;

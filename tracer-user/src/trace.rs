@@ -20,7 +20,7 @@ use crate::{
         ndjson::AttemptWriter,
         text, Format, Sink, SinkError,
     },
-    verdict::{judge, resolve::HostResolver},
+    verdict::{judge, resolve::HostResolver, EndpointCache},
 };
 
 #[derive(Debug, Error)]
@@ -41,6 +41,7 @@ pub enum TraceError {
 pub struct Pipeline {
     procs: ProcCache,
     units: UnitCache,
+    endpoints: EndpointCache,
     resolver: HostResolver,
     sink: Sink,
     writer: AttemptWriter,
@@ -56,6 +57,7 @@ impl Pipeline {
         Self {
             procs: ProcCache::new(PathBuf::from("/proc")),
             units: UnitCache::new(args.host_root.clone()),
+            endpoints: EndpointCache::new(),
             resolver: HostResolver::new(&args.host_root),
             sink,
             writer: AttemptWriter::new(),
@@ -93,8 +95,9 @@ impl Pipeline {
         };
         // Most processes have no proxy: then there is no verdict to make and
         // the unit's files are not consulted.
+        let endpoints = self.endpoints.of(attempt.pid, &proc);
         let verdict = match proc.proxy_env() {
-            Some(env) if !proc.proxies.is_empty() => {
+            Some(env) if !endpoints.is_empty() => {
                 let unit_env = proc
                     .cgroup
                     .as_ref()
@@ -104,7 +107,7 @@ impl Pipeline {
                 judge(
                     dest,
                     env,
-                    &proc.proxies,
+                    endpoints,
                     unit_env.as_deref(),
                     &mut self.resolver,
                 )

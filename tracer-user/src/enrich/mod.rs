@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod proc;
+pub mod proxy_env;
 pub mod systemd;
 
 use std::{

@@ -15,11 +15,11 @@ use tracer_common::envcap;
 
 use crate::{
     decode::KernelEnv,
-    enrich::cgroup::{parse_proc_cgroup, CgroupInfo},
-    verdict::{
-        endpoints_of,
-        proxy::{redact, ProxyChoice, ProxyEnv},
+    enrich::{
+        cgroup::{parse_proc_cgroup, CgroupInfo},
+        proxy_env::ProxyEnv,
     },
+    redact::redact,
 };
 
 /// Longest environment read: /proc/<pid>/environ is the exec-time
@@ -49,8 +49,6 @@ pub struct ProcInfo {
     pub args: Option<Vec<String>>,
     pub cgroup: Option<CgroupInfo>,
     pub env: Option<EnvState>,
-    /// The proxies that environment selects (empty for most processes).
-    pub proxies: Vec<ProxyChoice>,
 }
 
 impl ProcInfo {
@@ -90,11 +88,7 @@ pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> 
     info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .map(|text| parse_proc_cgroup(&text));
-    let env = environment(&dir, kernel_env);
-    if let EnvState::Read(env) = &env {
-        info.proxies = endpoints_of(env);
-    }
-    info.env = Some(env);
+    info.env = Some(environment(&dir, kernel_env));
     info
 }
 
@@ -251,7 +245,6 @@ mod tests {
         let env = info.proxy_env().expect("the kernel's read");
         assert_eq!(env.get("HTTPS_PROXY"), Some("http://u:secret@127.0.0.1:9"));
         assert!(env.request_method_present && !env.request_method_set);
-        assert_eq!(info.proxies.len(), 1);
         // A partial read still beats nothing...
         let partial = KernelEnv {
             flags: envcap::FAULT,

@@ -376,7 +376,7 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
     let result = result_text(a);
     match f.verdict {
         Some(v) if v.via => {
-            let label = scheme_label(v.variable);
+            let label = scheme_label(v.scheme);
             let space = if label.is_empty() { "" } else { " " };
             match a.verdict {
                 Verdict::Connected => {

@@ -370,8 +370,8 @@ mod tests {
     use crate::{
         decode::{comm_of, Attempt, Transport, Verdict},
         enrich::cgroup::parse_proc_cgroup,
+        enrich::proxy_env::ProxyEnv,
         probe::Mode,
-        verdict::proxy::ProxyEnv,
     };
 
     fn attempt() -> Attempt {
@@ -407,7 +407,6 @@ mod tests {
             cgroup: Some(parse_proc_cgroup(
                 "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12345678_1234_1234_1234_123456789abc.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n",
             )),
-            proxies: crate::verdict::endpoints_of(&env),
             env: Some(EnvState::Read(env)),
         }
     }
@@ -508,7 +507,7 @@ mod tests {
 
     #[test]
     fn a_proxy_verdict_is_written_like_serde() {
-        use crate::verdict::{judge, resolve::HostResolver};
+        use crate::verdict::{endpoints_of, judge, resolve::HostResolver};
         let a = attempt();
         let proc = Arc::new(proc_info());
         let mut resolver = HostResolver::new(std::path::Path::new("/nonexistent-root"));
@@ -518,7 +517,7 @@ mod tests {
         };
         let verdict = proc
             .proxy_env()
-            .and_then(|env| judge(dest, env, &proc.proxies, None, &mut resolver));
+            .and_then(|env| judge(dest, env, &endpoints_of(env), None, &mut resolver));
         assert!(verdict.as_ref().is_some_and(|v| v.via), "{verdict:?}");
         let facts = Facts {
             attempt: &a,

@@ -8,13 +8,24 @@
 pub mod proxy;
 pub mod resolve;
 
-use std::net::IpAddr;
+use std::{net::IpAddr, sync::Arc};
 
 use serde::Serialize;
 
-use crate::enrich::systemd::{EnvSource, SourceKind, UnitEnvironment};
-use proxy::{proxy_endpoints, ProxyChoice, ProxyEnv, Rules};
+use crate::{
+    enrich::{
+        proc::{PidMap, ProcInfo},
+        proxy_env::ProxyEnv,
+        systemd::{EnvSource, SourceKind, UnitEnvironment},
+    },
+    redact::redact,
+};
+use proxy::{proxy_endpoints, ProxyChoice, RequestScheme, Rules};
 use resolve::HostResolver;
+
+/// Process snapshots whose proxies are remembered; beyond this the cache
+/// starts over, like the enrichment's own process cache.
+const MAX_ENDPOINT_ENTRIES: usize = 16384;
 
 /// What the tracer concluded about proxies for one attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -28,6 +39,9 @@ pub struct ProxyVerdict {
     /// The proxy endpoint as host:port.
     #[serde(skip)]
     pub endpoint: String,
+    /// The request scheme the variable serves ("its HTTPS proxy").
+    #[serde(skip)]
+    pub scheme: RequestScheme,
     pub rules: Rules,
     /// Where the variable was set, when a unit file says so.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -96,13 +110,63 @@ pub struct Drift {
 
 /// The proxies a process with `env` would use, by the rules of the daemons
 /// that matter on a node (Go). Depends only on the environment, so it is
-/// worked out once per process snapshot, not per attempt.
+/// worked out once per process snapshot (see [`EndpointCache`]), not per
+/// attempt.
 pub fn endpoints_of(env: &ProxyEnv) -> Vec<ProxyChoice> {
     proxy_endpoints(env, Rules::Go)
 }
 
+/// The proxies each process snapshot's environment selects.
+///
+/// Enrichment describes a process (its `ProxyEnv`); which proxies that
+/// environment selects is a judgement, so it is made here rather than
+/// stored in `ProcInfo`. A snapshot is an `Arc<ProcInfo>` from the process
+/// cache, replaced by a new `Arc` after exec or pid reuse, so pointer
+/// identity says whether an entry is current. The entry holds its `Arc`,
+/// which keeps the address from being reused by a later snapshot.
+#[derive(Default)]
+pub struct EndpointCache {
+    entries: PidMap<(Arc<ProcInfo>, Vec<ProxyChoice>)>,
+}
+
+impl EndpointCache {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The proxies `proc` (the snapshot of `pid`) would use; empty when its
+    /// environment is unknown or names none. Runs for every event, so it
+    /// allocates only the first time a snapshot with proxy variables is
+    /// seen.
+    pub fn of(&mut self, pid: u32, proc: &Arc<ProcInfo>) -> &[ProxyChoice] {
+        let Some(env) = proc.proxy_env() else {
+            return &[];
+        };
+        // Most processes have no proxy variable at all: nothing to work out
+        // and nothing worth remembering.
+        if env.is_empty() {
+            return &[];
+        }
+        let current = self
+            .entries
+            .get(&pid)
+            .is_some_and(|(seen, _)| Arc::ptr_eq(seen, proc));
+        if !current {
+            if self.entries.len() >= MAX_ENDPOINT_ENTRIES {
+                self.entries.clear();
+            }
+            self.entries
+                .insert(pid, (Arc::clone(proc), endpoints_of(env)));
+        }
+        self.entries
+            .get(&pid)
+            .map_or(&[], |(_, endpoints)| endpoints.as_slice())
+    }
+}
+
 /// Decide the proxy verdict for a dial to `dest` by a process with `env`,
-/// whose proxies are `endpoints` (from `endpoints_of`). Returns None when
+/// whose proxies are `endpoints` (from [`EndpointCache::of`] or
+/// [`endpoints_of`]). Returns None when
 /// the process has no proxy at all.
 pub fn judge(
     dest: Option<(IpAddr, u16)>,
@@ -114,7 +178,7 @@ pub fn judge(
     let hit = dest.and_then(|(ip, port)| {
         endpoints
             .iter()
-            .find(|ep| ep.url.port == port && resolver.resolve(&ep.url.host).contains(&ip))
+            .find(|ep| ep.url.port == port && dials(ep, ip, resolver))
     });
     let via = hit.is_some();
     let chosen = hit.or_else(|| endpoints.first())?;
@@ -124,8 +188,8 @@ pub fn judge(
         Some(unit) => match unit.get(variable) {
             Some(src) => {
                 let drift = (src.value != live).then(|| Drift {
-                    configured: Some(proxy::redact(&src.value)),
-                    live: proxy::redact(live),
+                    configured: Some(redact(&src.value)),
+                    live: redact(live),
                 });
                 (Some(SourceRef::from_source(src)), drift)
             }
@@ -133,7 +197,7 @@ pub fn judge(
                 None,
                 Some(Drift {
                     configured: None,
-                    live: proxy::redact(live),
+                    live: redact(live),
                 }),
             ),
         },
@@ -143,26 +207,31 @@ pub fn judge(
         variable,
         url: chosen.url.redacted(),
         via,
-        endpoint: host_port(&chosen.url.host, chosen.url.port),
+        endpoint: chosen.url.host_port(),
+        scheme: chosen.for_scheme,
         rules: chosen.rules,
         source,
         drift,
     })
 }
 
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
+/// Whether `ip` is an address of the proxy `ep`. An IP-literal proxy (the
+/// usual `http://10.0.0.1:3128`, or one with an IPv6 zone the resolver would
+/// take for a name) is compared directly, which also spares the resolver's
+/// allocation on every attempt of such a process.
+fn dials(ep: &ProxyChoice, ip: IpAddr, resolver: &mut HostResolver) -> bool {
+    match ep.url.ip() {
+        Some(literal) => literal == ip,
+        None => resolver.resolve(&ep.url.host).contains(&ip),
     }
 }
 
-/// "HTTPS_PROXY" -> "HTTPS", for "its HTTPS proxy".
-pub fn scheme_label(variable: &str) -> &'static str {
-    match variable.to_ascii_uppercase().as_str() {
-        "HTTPS_PROXY" => "HTTPS",
-        "HTTP_PROXY" => "HTTP",
-        _ => "",
+/// Https -> "HTTPS", for "its HTTPS proxy". Taken from the scheme the
+/// proxy was chosen for rather than from the variable's name, so it needs
+/// no case folding on the per-event path.
+pub fn scheme_label(scheme: RequestScheme) -> &'static str {
+    match scheme {
+        RequestScheme::Https => "HTTPS",
+        RequestScheme::Http => "HTTP",
     }
 }

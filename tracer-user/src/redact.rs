@@ -1,0 +1,119 @@
+//! Credential redaction for anything that may hold a proxy URL.
+//!
+//! Proxy values can carry credentials (`http://user:pass@host:port`), and so
+//! can command lines (`curl -x http://user:pw@host`) and error messages
+//! quoting either. Enrichment (command-line arguments), the verdict (proxy
+//! URLs and errors) and the sinks (drift values) all pass such text through
+//! here before it is stored or written, so this module sits at the crate
+//! root and depends on no pipeline stage.
+
+/// Placeholder written where credentials were.
+const REDACTED: &str = "REDACTED";
+
+/// Redacts the credentials of a string known to be one proxy value: all of
+/// it between `://` (or the start) and the last `@`.
+///
+/// The last `@` is used because Go, curl and Python all split the authority
+/// at the last `@`, and a password may itself contain `@`, `/` or `#`.
+pub fn redact_value(value: &str) -> String {
+    let Some(at) = value.rfind('@') else {
+        return value.to_owned();
+    };
+    let start = match value.find("://") {
+        Some(i) if i + 3 <= at => i + 3,
+        _ => 0,
+    };
+    format!("{}{REDACTED}{}", &value[..start], &value[at..])
+}
+
+/// Redacts credentials from any text that may contain URLs, such as an error
+/// message about to be logged.
+///
+/// Per line: after each `://`, everything up to the last `@` before the next
+/// `://` (or the end of the line) becomes `REDACTED`; in the text before the
+/// first `://`, each whitespace-separated word holding an `@` (a scheme-less
+/// `user:pass@host:port`) is redacted up to its last `@`. This errs towards
+/// hiding too much: an e-mail address becomes `REDACTED@example.com`, and a
+/// URL followed later on the same line by an unrelated `@` loses the text in
+/// between. A password containing unescaped whitespace in a scheme-less value
+/// is the one case that can leak a fragment.
+pub fn redact(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for line in s.split_inclusive('\n') {
+        let Some(first) = line.find("://") else {
+            redact_words(line, &mut out);
+            continue;
+        };
+        redact_words(&line[..first], &mut out);
+        let mut pos = first;
+        while let Some(rel) = line[pos..].find("://") {
+            let start = pos + rel + 3;
+            out.push_str(&line[pos..start]);
+            let end = line[start..]
+                .find("://")
+                .map_or(line.len(), |next| start + next);
+            let region = &line[start..end];
+            match region.rfind('@') {
+                Some(at) => {
+                    out.push_str(REDACTED);
+                    out.push_str(&region[at..]);
+                }
+                None => out.push_str(region),
+            }
+            pos = end;
+        }
+        out.push_str(&line[pos..]);
+    }
+    out
+}
+
+/// The scheme-less half of [`redact`].
+fn redact_words(text: &str, out: &mut String) {
+    let mut rest = text;
+    while !rest.is_empty() {
+        let word_start = rest
+            .find(|c: char| !c.is_whitespace())
+            .unwrap_or(rest.len());
+        out.push_str(&rest[..word_start]);
+        rest = &rest[word_start..];
+        let word_end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        let word = &rest[..word_end];
+        match word.rfind('@') {
+            Some(at) => {
+                // Keep opening quotes/brackets so the message stays readable.
+                let keep = word
+                    .find(|c: char| !matches!(c, '"' | '\'' | '(' | '[' | '<' | '{' | '`'))
+                    .unwrap_or(word.len())
+                    .min(at);
+                out.push_str(&word[..keep]);
+                out.push_str(REDACTED);
+                out.push_str(&word[at..]);
+            }
+            None => out.push_str(word),
+        }
+        rest = &rest[word_end..];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_free_text() {
+        assert_eq!(
+            redact("invalid proxy address \"http://u:p@h:1\": bad port"),
+            "invalid proxy address \"http://REDACTED@h:1\": bad port"
+        );
+        assert_eq!(
+            redact("a http://u:p@h1:1 b https://x:y@h2:2\nc u:p@h3:3"),
+            "a http://REDACTED@h1:1 b https://REDACTED@h2:2\nc REDACTED@h3:3"
+        );
+        assert_eq!(
+            redact("no credentials http://h:1/x"),
+            "no credentials http://h:1/x"
+        );
+        assert_eq!(redact("'u:p@h'"), "'REDACTED@h'");
+        assert_eq!(redact(""), "");
+    }
+}
