@@ -13,14 +13,21 @@ use tokio::{
 use crate::{
     cli::TraceArgs,
     decode::{self, Attempt, Peer, Record},
-    enrich::{proc::ProcCache, UnitCache},
+    enrich::{
+        proc::{ProcCache, ProcInfo},
+        UnitCache,
+    },
     probe::{LostCounts, Mode, ProbeConfig, ProbeError, Probes},
     sink::{
         ecs::{self, Facts},
         ndjson::AttemptWriter,
         text, Format, Sink, SinkError,
     },
-    verdict::{judge, resolve::HostResolver, EndpointCache},
+    verdict::{
+        judge, names_to_resolve,
+        resolve::{Resolver, Root},
+        EndpointCache,
+    },
 };
 
 #[derive(Debug, Error)]
@@ -42,7 +49,7 @@ pub struct Pipeline {
     procs: ProcCache,
     units: UnitCache,
     endpoints: EndpointCache,
-    resolver: HostResolver,
+    resolver: Resolver,
     sink: Sink,
     writer: AttemptWriter,
     mode: Mode,
@@ -58,7 +65,7 @@ impl Pipeline {
             procs: ProcCache::new(PathBuf::from("/proc")),
             units: UnitCache::new(args.host_root.clone()),
             endpoints: EndpointCache::new(),
-            resolver: HostResolver::new(&args.host_root),
+            resolver: Resolver::new(&args.host_root),
             sink,
             writer: AttemptWriter::new(),
             mode: args.mode,
@@ -73,7 +80,14 @@ impl Pipeline {
     pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         match decode::decode(bytes) {
             Ok(Record::Process { pid, env }) => {
-                self.procs.refresh(pid, &env);
+                let proc = self.procs.refresh(pid, &env);
+                // Resolve the proxies' names now, ahead of the attempt's
+                // outcome: by the time it is drained the answer is usually
+                // in.
+                let root = root_of(pid, &proc);
+                for name in names_to_resolve(self.endpoints.of(pid, &proc)) {
+                    self.resolver.prefetch(name, root);
+                }
                 Ok(())
             }
             Ok(Record::Attempt(attempt)) => self.handle_attempt(&attempt),
@@ -110,6 +124,7 @@ impl Pipeline {
                     endpoints,
                     unit_env.as_deref(),
                     &mut self.resolver,
+                    root_of(attempt.pid, &proc),
                 )
             }
             _ => None,
@@ -182,6 +197,14 @@ impl Pipeline {
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.sink.flush()
+    }
+}
+
+/// Whose view of names a process has (see verdict/resolve.rs).
+fn root_of(pid: u32, proc: &ProcInfo) -> Root {
+    Root {
+        pid: Some(pid),
+        mnt_ns: proc.mnt_ns,
     }
 }
 

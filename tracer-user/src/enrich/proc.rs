@@ -48,6 +48,9 @@ pub struct ProcInfo {
     pub exe: Option<String>,
     pub args: Option<Vec<String>>,
     pub cgroup: Option<CgroupInfo>,
+    /// Its mount namespace (the inode of /proc/<pid>/ns/mnt): processes in
+    /// one namespace share one view of /etc/hosts.
+    pub mnt_ns: Option<u64>,
     pub env: Option<EnvState>,
 }
 
@@ -88,8 +91,16 @@ pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> 
     info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
         .ok()
         .map(|text| parse_proc_cgroup(&text));
+    info.mnt_ns = mount_namespace(&dir);
     info.env = Some(environment(&dir, kernel_env));
     info
+}
+
+/// "mnt:[4026531841]" -> 4026531841.
+fn mount_namespace(dir: &Path) -> Option<u64> {
+    let link = std::fs::read_link(dir.join("ns/mnt")).ok()?;
+    let text = link.to_str()?;
+    text.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// The proxy environment: the kernel's read when it is complete (it is the
@@ -179,16 +190,18 @@ impl ProcCache {
 
     /// The kernel says `pid` connects for the first time since exec (or is
     /// a new process reusing the pid): read it now, while it is alive.
-    pub fn refresh(&mut self, pid: u32, kernel_env: &KernelEnv) {
+    /// Returns the snapshot now cached for `pid`.
+    pub fn refresh(&mut self, pid: u32, kernel_env: &KernelEnv) -> Arc<ProcInfo> {
         let fresh = read_proc(&self.proc_root, pid, Some(kernel_env));
         if let Some(old) = self.entries.get(&pid) {
-            // Announced again but unreadable (already gone): keep the older
-            // snapshot only if it is the same process.
-            if fresh.start_time.is_none() && old.start_time.is_some() {
-                return;
+            // Announced again (the kernel forgot it) but already gone, and
+            // the kernel could not read its environment either: the older
+            // snapshot is all there is.
+            if fresh.start_time.is_none() && old.start_time.is_some() && !kernel_env.is_complete() {
+                return Arc::clone(old);
             }
         }
-        self.insert(pid, fresh);
+        self.insert(pid, fresh)
     }
 
     /// Cached info, read now on a miss (the tracer started after the
@@ -222,6 +235,7 @@ mod tests {
         assert!(info.exe.is_some());
         assert!(info.args.as_ref().is_some_and(|a| !a.is_empty()));
         assert!(matches!(info.env, Some(EnvState::Read(_))));
+        assert!(info.mnt_ns.is_some_and(|ns| ns > 0));
     }
 
     #[test]

@@ -375,7 +375,7 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
     out.push(')');
     let result = result_text(a);
     match f.verdict {
-        Some(v) if v.via => {
+        Some(v) if v.via == Some(true) => {
             let label = scheme_label(v.scheme);
             let space = if label.is_empty() { "" } else { " " };
             match a.verdict {
@@ -409,8 +409,14 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
         }
     }
     if let Some(v) = f.verdict {
-        if v.via {
+        if v.via == Some(true) {
             write!(out, "; {} is ", v.variable)?;
+        } else if let Some(why) = &v.unresolved {
+            write!(
+                out,
+                "; whether this is its proxy {}={} is unknown ({why}), ",
+                v.variable, v.url
+            )?;
         } else {
             write!(out, "; the process has {}={} ", v.variable, v.url)?;
         }

@@ -408,6 +408,7 @@ mod tests {
                 "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12345678_1234_1234_1234_123456789abc.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n",
             )),
             env: Some(EnvState::Read(env)),
+            ..ProcInfo::default()
         }
     }
 
@@ -507,18 +508,31 @@ mod tests {
 
     #[test]
     fn a_proxy_verdict_is_written_like_serde() {
-        use crate::verdict::{endpoints_of, judge, resolve::HostResolver};
+        use crate::verdict::{
+            endpoints_of, judge,
+            resolve::{Resolver, Root},
+        };
         let a = attempt();
         let proc = Arc::new(proc_info());
-        let mut resolver = HostResolver::new(std::path::Path::new("/nonexistent-root"));
+        let mut resolver = Resolver::new(std::path::Path::new("/nonexistent-root"));
         let dest = match a.destination {
             Peer::Ip { ip, port } => Some((ip, port)),
             Peer::Unix(_) => None,
         };
-        let verdict = proc
-            .proxy_env()
-            .and_then(|env| judge(dest, env, &endpoints_of(env), None, &mut resolver));
-        assert!(verdict.as_ref().is_some_and(|v| v.via), "{verdict:?}");
+        let verdict = proc.proxy_env().and_then(|env| {
+            judge(
+                dest,
+                env,
+                &endpoints_of(env),
+                None,
+                &mut resolver,
+                Root::HOST,
+            )
+        });
+        assert!(
+            verdict.as_ref().is_some_and(|v| v.via == Some(true)),
+            "{verdict:?}"
+        );
         let facts = Facts {
             attempt: &a,
             proc: &proc,

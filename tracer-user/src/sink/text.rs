@@ -29,7 +29,7 @@ pub fn render(ev: &EcsEvent<'_>, verdict: Verdict, color: bool) -> String {
         .duration
         .map(|ns| format!("{:.1}ms", ns as f64 / 1e6))
         .unwrap_or_else(|| "-".into());
-    let via_proxy = ev.tracer.proxy.is_some_and(|p| p.via);
+    let via_proxy = ev.tracer.proxy.is_some_and(|p| p.via == Some(true));
     let (start, end) = if !color {
         ("", "")
     } else if verdict.is_failure() {

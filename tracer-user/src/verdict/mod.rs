@@ -21,7 +21,7 @@ use crate::{
     redact::redact,
 };
 use proxy::{proxy_endpoints, ProxyChoice, RequestScheme, Rules};
-use resolve::HostResolver;
+use resolve::{Answer, Resolver, Root, Unresolved};
 
 /// Process snapshots whose proxies are remembered; beyond this the cache
 /// starts over, like the enrichment's own process cache.
@@ -34,8 +34,14 @@ pub struct ProxyVerdict {
     pub variable: &'static str,
     /// The proxy URL, credentials redacted.
     pub url: String,
-    /// true: the attempt's destination is this proxy.
-    pub via: bool,
+    /// true: the attempt's destination is this proxy; null: not known,
+    /// because the proxy's host name has no answer yet (`unresolved` says
+    /// why). Events are never held back for a lookup.
+    pub via: Option<bool>,
+    /// Why `via` is null: "proxy.corp:3128: its host name is still being
+    /// resolved".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unresolved: Option<String>,
     /// The proxy endpoint as host:port.
     #[serde(skip)]
     pub endpoint: String,
@@ -166,22 +172,43 @@ impl EndpointCache {
 
 /// Decide the proxy verdict for a dial to `dest` by a process with `env`,
 /// whose proxies are `endpoints` (from [`EndpointCache::of`] or
-/// [`endpoints_of`]). Returns None when
-/// the process has no proxy at all.
+/// [`endpoints_of`]), resolving names as seen from `root`. Returns None
+/// when the process has no proxy at all.
 pub fn judge(
     dest: Option<(IpAddr, u16)>,
     env: &ProxyEnv,
     endpoints: &[ProxyChoice],
     unit_env: Option<&UnitEnvironment>,
-    resolver: &mut HostResolver,
+    resolver: &mut Resolver,
+    root: Root,
 ) -> Option<ProxyVerdict> {
-    let hit = dest.and_then(|(ip, port)| {
-        endpoints
-            .iter()
-            .find(|ep| ep.url.port == port && dials(ep, ip, resolver))
-    });
-    let via = hit.is_some();
-    let chosen = hit.or_else(|| endpoints.first())?;
+    // The first proxy this attempt dials; else the first whose name has no
+    // answer yet (then whether it was dialled is unknown).
+    let mut hit = None;
+    let mut unknown = None;
+    if let Some((ip, port)) = dest {
+        for ep in endpoints.iter().filter(|ep| ep.url.port == port) {
+            match dials(ep, ip, resolver, root) {
+                Dial::Yes => {
+                    hit = Some(ep);
+                    break;
+                }
+                Dial::No => {}
+                Dial::Unknown(why) => {
+                    unknown = unknown.or(Some((ep, why)));
+                }
+            }
+        }
+    }
+    let (chosen, via, unresolved) = match (hit, unknown) {
+        (Some(ep), _) => (ep, Some(true), None),
+        (None, Some((ep, why))) => (
+            ep,
+            None,
+            Some(format!("{}: {}", ep.url.host_port(), why.describe())),
+        ),
+        (None, None) => (endpoints.first()?, Some(false), None),
+    };
     let variable = chosen.variable;
     let live = env.get(variable).unwrap_or_default();
     let (source, drift) = match unit_env {
@@ -207,6 +234,7 @@ pub fn judge(
         variable,
         url: chosen.url.redacted(),
         via,
+        unresolved,
         endpoint: chosen.url.host_port(),
         scheme: chosen.for_scheme,
         rules: chosen.rules,
@@ -215,14 +243,34 @@ pub fn judge(
     })
 }
 
+/// Names of the proxies in `endpoints` that need a lookup, for resolving
+/// ahead of the first attempt.
+pub fn names_to_resolve(endpoints: &[ProxyChoice]) -> impl Iterator<Item = &str> {
+    endpoints
+        .iter()
+        .filter(|ep| ep.url.ip().is_none())
+        .map(|ep| ep.url.host.as_str())
+}
+
+enum Dial {
+    Yes,
+    No,
+    Unknown(Unresolved),
+}
+
 /// Whether `ip` is an address of the proxy `ep`. An IP-literal proxy (the
 /// usual `http://10.0.0.1:3128`, or one with an IPv6 zone the resolver would
-/// take for a name) is compared directly, which also spares the resolver's
-/// allocation on every attempt of such a process.
-fn dials(ep: &ProxyChoice, ip: IpAddr, resolver: &mut HostResolver) -> bool {
+/// take for a name) is compared directly; a name is looked up in the
+/// resolver's cache, which never blocks.
+fn dials(ep: &ProxyChoice, ip: IpAddr, resolver: &mut Resolver, root: Root) -> Dial {
     match ep.url.ip() {
-        Some(literal) => literal == ip,
-        None => resolver.resolve(&ep.url.host).contains(&ip),
+        Some(literal) if literal == ip => Dial::Yes,
+        Some(_) => Dial::No,
+        None => match resolver.lookup(&ep.url.host, root) {
+            Answer::Addrs(addrs) if addrs.contains(&ip) => Dial::Yes,
+            Answer::Addrs(_) => Dial::No,
+            Answer::Unknown(why) => Dial::Unknown(why),
+        },
     }
 }
 

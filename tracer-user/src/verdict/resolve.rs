@@ -1,163 +1,436 @@
-//! Resolving a proxy's host name the way the traced process would.
+//! Resolving a proxy's host name the way the traced process would, without
+//! ever making the drain path wait.
 //!
 //! A proxy named `proxy.corp:3128` is only recognisable in a trace of
 //! `connect()` calls once its addresses are known. The process resolves it
 //! through its own root's `/etc/hosts` first (glibc's and Go's default
-//! `hosts: files dns` order), then DNS; [`HostResolver`] does the same with
-//! the hosts file under the process's root (e.g. `/proc/<pid>/root`), then
-//! falls back to the tracer's own system resolver.
+//! `hosts: files dns` order), then DNS. The worker threads here do the same:
+//! the hosts file under the process's root (`/proc/<pid>/root/etc/hosts`,
+//! so a container's own hosts file counts), else the host's
+//! (`<host-root>/etc/hosts`), then getaddrinfo(3), which asks the DNS
+//! servers of the tracer's own `/etc/resolv.conf`. (A container that uses a
+//! different DNS server than the node is the one case where the answer may
+//! differ from the process's; daemons on the node share the node's.)
 //!
-//! Resolution can block (getaddrinfo), so every answer is cached, failures
-//! included, and the hot path only ever does a map lookup.
+//! getaddrinfo blocks, for seconds when DNS is slow or dead, and the thread
+//! that drains the ring buffer must never wait for it: during the very
+//! incident an operator is looking at, a stalled drain would fill the ring
+//! and lose events. So lookups run on `WORKERS` threads fed through a
+//! bounded queue, and the pipeline only ever reads the cache:
+//! - an answer in the cache is used at once (and refreshed in the
+//!   background once it is older than `TTL`);
+//! - a name not answered yet yields [`Unresolved`], the event is written at
+//!   once with `tracer.proxy.via` null and the reason, and later events use
+//!   the answer when it comes. No event is ever held back for a lookup.
+//! - a lookup still unanswered after `TIMEOUT` is reported as timed out.
+//!
+//! Names are resolved ahead of need when a process is announced (its first
+//! connect), which is usually well before its first attempt is drained.
 
-use std::collections::HashMap;
-use std::fmt;
-use std::io::Read;
-use std::net::{IpAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashMap,
+    io::Read,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{
+        mpsc::{self, Receiver, SyncSender, TrySendError},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
 
-/// How long answers (positive and negative) and the parsed hosts file are
-/// trusted.
-pub const DEFAULT_TTL: Duration = Duration::from_secs(60);
-
-/// Cache entries kept at most; beyond this expired entries are dropped, and
-/// if that is not enough the cache starts over. Bounds memory when a traced
-/// process names many hosts.
-const MAX_CACHE_ENTRIES: usize = 4096;
-
-/// Hosts files larger than this are not read (a real one is a few KB; a
-/// huge or endless file must not stall the tracer).
+/// How long answers (positive and NXDOMAIN alike) are trusted before a
+/// background refresh.
+pub const TTL: Duration = Duration::from_secs(60);
+/// A temporary failure (EAI_AGAIN: DNS did not answer) is retried after this.
+const RETRY: Duration = Duration::from_secs(10);
+/// After this long without an answer, events say the lookup timed out
+/// rather than that it is in progress. glibc's own default is 5 s per try.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+/// Lookup threads. Two, so that one slow name does not hold up another;
+/// proxies are few.
+const WORKERS: usize = 2;
+/// Lookups queued at most. A node's processes name a handful of proxies; a
+/// full queue means the resolver is dead and more requests would not help.
+const QUEUE: usize = 256;
+/// Names remembered; beyond this the cache starts over.
+const MAX_NAMES: usize = 4096;
+/// Hosts files larger than this are not read (a real one is a few KB).
 const MAX_HOSTS_FILE_BYTES: u64 = 4 * 1024 * 1024;
-
 /// Longest DNS name (RFC 1035), so absurd inputs never reach getaddrinfo.
 const MAX_NAME_LEN: usize = 253;
 
-/// The fallback lookup used after the hosts file: host name in, addresses
-/// out, empty on failure.
-pub type Lookup = Box<dyn FnMut(&str) -> Vec<IpAddr> + Send>;
-
-/// Resolves proxy host names for one root file system, with caching.
-pub struct HostResolver {
-    hosts_path: PathBuf,
-    ttl: Duration,
-    cache: HashMap<String, (Instant, Vec<IpAddr>)>,
-    /// Parsed hosts file and when it was read (`None`: not yet).
-    hosts: HashMap<String, Vec<IpAddr>>,
-    hosts_read_at: Option<Instant>,
-    lookup: Lookup,
+/// Whose view of names to use: the process's root, identified by its mount
+/// namespace (processes in one namespace see one `/etc/hosts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Root {
+    /// A process in that namespace, to reach its root through /proc.
+    pub pid: Option<u32>,
+    /// Its mount namespace inode; None: the host's view.
+    pub mnt_ns: Option<u64>,
 }
 
-impl fmt::Debug for HostResolver {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostResolver")
-            .field("hosts_path", &self.hosts_path)
-            .field("ttl", &self.ttl)
-            .field("cached", &self.cache.len())
-            .finish_non_exhaustive()
+impl Root {
+    /// The host's view (`<host-root>/etc/hosts`).
+    pub const HOST: Root = Root {
+        pid: None,
+        mnt_ns: None,
+    };
+}
+
+/// Why a name has no answer yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unresolved {
+    /// Asked, not answered yet.
+    InProgress,
+    /// Asked more than `TIMEOUT` ago, still not answered.
+    TimedOut,
+    /// The lookup queue was full: the resolver is stuck.
+    QueueFull,
+    /// DNS failed temporarily (EAI_AGAIN), e.g. no server answered.
+    TemporaryFailure,
+}
+
+impl Unresolved {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::InProgress => "its host name is still being resolved",
+            Self::TimedOut => {
+                "resolving its host name has taken more than 5 s (DNS is slow or dead)"
+            }
+            Self::QueueFull => "the tracer's lookup queue is full (DNS is slow or dead)",
+            Self::TemporaryFailure => "DNS failed temporarily for its host name",
+        }
     }
 }
 
-impl HostResolver {
-    /// A resolver reading `host_root/etc/hosts`, then the system resolver
-    /// (`getaddrinfo` via [`ToSocketAddrs`]), with a [`DEFAULT_TTL`] cache.
+/// A cached answer.
+pub enum Answer<'a> {
+    /// The name's addresses (empty: it does not resolve).
+    Addrs(&'a [IpAddr]),
+    Unknown(Unresolved),
+}
+
+/// What a lookup function reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupResult {
+    Addrs(Vec<IpAddr>),
+    /// NXDOMAIN, no address, or a name no resolver accepts.
+    NotFound,
+    /// EAI_AGAIN: try again later.
+    Temporary,
+}
+
+/// The lookup done after the hosts files: host name in, result out.
+pub type Lookup = Arc<dyn Fn(&str) -> LookupResult + Send + Sync>;
+
+enum Entry {
+    Ready {
+        at: Instant,
+        addrs: Vec<IpAddr>,
+        refreshing: bool,
+    },
+    Pending {
+        since: Instant,
+    },
+    Failed {
+        at: Instant,
+        why: Unresolved,
+    },
+}
+
+struct Request {
+    name: String,
+    root: Root,
+}
+
+struct Reply {
+    name: String,
+    root: Root,
+    result: LookupResult,
+}
+
+/// The cache the pipeline reads, and the workers that fill it.
+pub struct Resolver {
+    /// name (lower case) -> per-root entries (a name is usually seen from
+    /// one or two roots).
+    names: HashMap<String, Vec<(Root, Entry)>>,
+    requests: SyncSender<Request>,
+    replies: Receiver<Reply>,
+    /// Requests sent and not yet answered: when 0, nothing to collect.
+    outstanding: usize,
+}
+
+impl Resolver {
+    /// Workers that read hosts files under `host_root` and the processes'
+    /// roots, then ask getaddrinfo(3).
     pub fn new(host_root: &Path) -> Self {
-        HostResolver {
-            hosts_path: host_root.join("etc/hosts"),
-            ttl: DEFAULT_TTL,
-            cache: HashMap::new(),
-            hosts: HashMap::new(),
-            hosts_read_at: None,
-            lookup: Box::new(system_lookup),
+        Self::with_lookup(host_root, Arc::new(system_lookup))
+    }
+
+    /// The same, with another lookup after the hosts files (tests).
+    pub fn with_lookup(host_root: &Path, lookup: Lookup) -> Self {
+        let (requests, queue) = mpsc::sync_channel::<Request>(QUEUE);
+        let (answer, replies) = mpsc::channel::<Reply>();
+        let queue = Arc::new(Mutex::new(queue));
+        for i in 0..WORKERS {
+            let queue = Arc::clone(&queue);
+            let answer = answer.clone();
+            let lookup = Arc::clone(&lookup);
+            let host_root = host_root.to_path_buf();
+            let spawned = std::thread::Builder::new()
+                .name(format!("resolver-{i}"))
+                .spawn(move || work(&queue, &answer, &host_root, &*lookup));
+            if let Err(e) = spawned {
+                // Without workers every name stays unresolved, which the
+                // events then say; the trace itself goes on.
+                eprintln!("tracer: warning: cannot start a resolver thread: {e}");
+            }
+        }
+        Self {
+            names: HashMap::new(),
+            requests,
+            replies,
+            outstanding: 0,
         }
     }
 
-    /// Replaces the cache lifetime.
-    pub fn with_ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl;
-        self
-    }
-
-    /// Replaces the lookup done after the hosts file (for tests, or to resolve
-    /// inside the process's network namespace).
-    pub fn with_lookup(mut self, lookup: Lookup) -> Self {
-        self.lookup = lookup;
-        self
-    }
-
-    /// The hosts file this resolver reads.
-    pub fn hosts_path(&self) -> &Path {
-        &self.hosts_path
-    }
-
-    /// Addresses of `host`, in hosts-file or resolver order without
-    /// duplicates. IP literals (also bracketed IPv6, with or without zone) are
-    /// returned as they are, without any lookup. Empty when the name does not
-    /// resolve. Never panics.
-    pub fn resolve(&mut self, host: &str) -> Vec<IpAddr> {
-        let host = host
-            .strip_prefix('[')
-            .and_then(|h| h.strip_suffix(']'))
-            .unwrap_or(host);
-        if let Some(ip) = parse_ip_literal(host) {
-            return vec![ip];
+    /// The addresses of `name` as seen from `root`, or why they are not
+    /// known yet. Never blocks: a name not in the cache is queued for the
+    /// workers. IP literals are for the caller to handle.
+    pub fn lookup(&mut self, name: &str, root: Root) -> Answer<'_> {
+        self.collect();
+        if name.is_empty() || name.len() > MAX_NAME_LEN || name.contains('\0') {
+            return Answer::Addrs(&[]);
         }
-        if host.is_empty() || host.len() > MAX_NAME_LEN || host.contains('\0') {
-            return Vec::new();
-        }
-        // Names are case-insensitive in DNS and in glibc's hosts lookup.
-        let key = host.to_ascii_lowercase();
         let now = Instant::now();
-        if let Some((at, addrs)) = self.cache.get(&key) {
-            if now.duration_since(*at) < self.ttl {
-                return addrs.clone();
+        // Names are case-insensitive in DNS and in glibc's hosts lookup.
+        // The common case is already lower case: no allocation then.
+        let lower;
+        let key = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        let state = self
+            .names
+            .get(key)
+            .and_then(|roots| roots.iter().find(|(r, _)| *r == root))
+            .map(|(_, entry)| match entry {
+                Entry::Ready { at, refreshing, .. } => {
+                    if now.duration_since(*at) >= TTL && !refreshing {
+                        State::Refresh
+                    } else {
+                        State::Ready
+                    }
+                }
+                Entry::Pending { since } => State::Pending(*since),
+                Entry::Failed { at, why } => {
+                    if now.duration_since(*at) >= RETRY {
+                        State::Ask
+                    } else {
+                        State::Failed(*why)
+                    }
+                }
+            })
+            .unwrap_or(State::Ask);
+        match state {
+            State::Ready => {}
+            State::Refresh => {
+                // Serve the old answer while a new one is fetched.
+                if self.ask(key, root) {
+                    if let Some(Entry::Ready { refreshing, .. }) = self.entry_mut(key, root) {
+                        *refreshing = true;
+                    }
+                }
+            }
+            State::Pending(since) => {
+                return Answer::Unknown(if now.duration_since(since) >= TIMEOUT {
+                    Unresolved::TimedOut
+                } else {
+                    Unresolved::InProgress
+                });
+            }
+            State::Failed(why) => return Answer::Unknown(why),
+            State::Ask => {
+                let entry = if self.ask(key, root) {
+                    Entry::Pending { since: now }
+                } else {
+                    Entry::Failed {
+                        at: now,
+                        why: Unresolved::QueueFull,
+                    }
+                };
+                let why = match entry {
+                    Entry::Pending { .. } => Unresolved::InProgress,
+                    _ => Unresolved::QueueFull,
+                };
+                self.store(key, root, entry);
+                return Answer::Unknown(why);
             }
         }
-        let mut addrs = self.hosts_file(now).get(&key).cloned().unwrap_or_default();
-        if addrs.is_empty() {
-            addrs = (self.lookup)(host);
-            dedup_in_order(&mut addrs);
+        match self.entry_mut(key, root) {
+            Some(Entry::Ready { addrs, .. }) => Answer::Addrs(addrs),
+            _ => Answer::Unknown(Unresolved::InProgress),
         }
-        self.remember(key, now, addrs.clone());
-        addrs
     }
 
-    fn remember(&mut self, key: String, now: Instant, addrs: Vec<IpAddr>) {
-        if self.cache.len() >= MAX_CACHE_ENTRIES {
-            let ttl = self.ttl;
-            self.cache
-                .retain(|_, (at, _)| now.duration_since(*at) < ttl);
-            if self.cache.len() >= MAX_CACHE_ENTRIES {
-                self.cache.clear();
+    /// Start resolving `name` now, ahead of the first attempt that needs it.
+    pub fn prefetch(&mut self, name: &str, root: Root) {
+        let _ = self.lookup(name, root);
+    }
+
+    /// Queue a lookup; false when the queue is full.
+    fn ask(&mut self, name: &str, root: Root) -> bool {
+        let request = Request {
+            name: name.to_string(),
+            root,
+        };
+        match self.requests.try_send(request) {
+            Ok(()) => {
+                self.outstanding += 1;
+                true
             }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
         }
-        self.cache.insert(key, (now, addrs));
     }
 
-    /// The parsed hosts file, re-read once the TTL has passed so edits are
-    /// picked up.
-    fn hosts_file(&mut self, now: Instant) -> &HashMap<String, Vec<IpAddr>> {
-        let stale = self
-            .hosts_read_at
-            .is_none_or(|at| now.duration_since(at) >= self.ttl);
-        if stale {
-            // A missing or unreadable file counts as empty: the process's own
-            // lookup would then go straight to DNS as well.
-            self.hosts = read_hosts_file(&self.hosts_path)
-                .map(|text| parse_hosts(&text))
-                .unwrap_or_default();
-            self.hosts_read_at = Some(now);
+    /// Take in whatever the workers have answered.
+    fn collect(&mut self) {
+        while self.outstanding > 0 {
+            let Ok(reply) = self.replies.try_recv() else {
+                return;
+            };
+            self.outstanding -= 1;
+            let now = Instant::now();
+            let entry = match reply.result {
+                LookupResult::Addrs(addrs) => Entry::Ready {
+                    at: now,
+                    addrs,
+                    refreshing: false,
+                },
+                LookupResult::NotFound => Entry::Ready {
+                    at: now,
+                    addrs: Vec::new(),
+                    refreshing: false,
+                },
+                LookupResult::Temporary => match self.entry_mut(&reply.name, reply.root) {
+                    // A failed refresh keeps the answer it had.
+                    Some(Entry::Ready { refreshing, at, .. }) => {
+                        *refreshing = false;
+                        *at = now;
+                        continue;
+                    }
+                    _ => Entry::Failed {
+                        at: now,
+                        why: Unresolved::TemporaryFailure,
+                    },
+                },
+            };
+            self.store(&reply.name, reply.root, entry);
         }
-        &self.hosts
+    }
+
+    fn entry_mut(&mut self, name: &str, root: Root) -> Option<&mut Entry> {
+        self.names
+            .get_mut(name)?
+            .iter_mut()
+            .find(|(r, _)| *r == root)
+            .map(|(_, e)| e)
+    }
+
+    fn store(&mut self, name: &str, root: Root, entry: Entry) {
+        if let Some(slot) = self.entry_mut(name, root) {
+            *slot = entry;
+            return;
+        }
+        if self.names.len() >= MAX_NAMES {
+            self.names.clear();
+        }
+        self.names
+            .entry(name.to_string())
+            .or_default()
+            .push((root, entry));
     }
 }
 
-/// The system resolver. `(host, 0)` goes to getaddrinfo (std parses IP
-/// literals itself, but those never get here).
-fn system_lookup(host: &str) -> Vec<IpAddr> {
-    match (host, 0u16).to_socket_addrs() {
-        Ok(addrs) => addrs.map(|sa| sa.ip()).collect(),
-        Err(_) => Vec::new(),
+enum State {
+    Ready,
+    Refresh,
+    Pending(Instant),
+    Failed(Unresolved),
+    Ask,
+}
+
+/// A worker: take a request, answer it, until the resolver is dropped.
+fn work(
+    queue: &Mutex<Receiver<Request>>,
+    answer: &mpsc::Sender<Reply>,
+    host_root: &Path,
+    lookup: &(dyn Fn(&str) -> LookupResult + Send + Sync),
+) {
+    loop {
+        // The lock is held only while waiting for the next request.
+        let request = match queue.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(Request { name, root }) = request else {
+            return;
+        };
+        let result = resolve_blocking(&name, root, host_root, lookup);
+        if answer.send(Reply { name, root, result }).is_err() {
+            return;
+        }
+    }
+}
+
+/// The process's hosts file, else the host's, then the lookup.
+fn resolve_blocking(
+    name: &str,
+    root: Root,
+    host_root: &Path,
+    lookup: &(dyn Fn(&str) -> LookupResult + Send + Sync),
+) -> LookupResult {
+    let process_hosts = root
+        .pid
+        .map(|pid| PathBuf::from(format!("/proc/{pid}/root/etc/hosts")));
+    // A process that is gone (or a root we may not enter) leaves the host's
+    // file, which is also what processes in the host's namespace see.
+    let text = process_hosts
+        .as_deref()
+        .and_then(read_hosts_file)
+        .or_else(|| read_hosts_file(&host_root.join("etc/hosts")));
+    if let Some(addrs) = text.and_then(|t| parse_hosts(&t).remove(name)) {
+        if !addrs.is_empty() {
+            return LookupResult::Addrs(addrs);
+        }
+    }
+    lookup(name)
+}
+
+/// getaddrinfo(3), telling "no such name" from "DNS did not answer".
+fn system_lookup(name: &str) -> LookupResult {
+    let hints = dns_lookup::AddrInfoHints {
+        socktype: libc::SOCK_STREAM,
+        ..dns_lookup::AddrInfoHints::default()
+    };
+    match dns_lookup::getaddrinfo(Some(name), None, Some(hints)) {
+        Ok(iter) => {
+            let mut addrs: Vec<IpAddr> = Vec::new();
+            for info in iter.flatten() {
+                let ip = info.sockaddr.ip();
+                if !addrs.contains(&ip) {
+                    addrs.push(ip);
+                }
+            }
+            LookupResult::Addrs(addrs)
+        }
+        Err(e) => match e.kind() {
+            dns_lookup::LookupErrorKind::Again => LookupResult::Temporary,
+            _ => LookupResult::NotFound,
+        },
     }
 }
 
@@ -171,18 +444,6 @@ fn parse_ip_literal(s: &str) -> Option<IpAddr> {
         return None;
     }
     addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
-}
-
-fn dedup_in_order(addrs: &mut Vec<IpAddr>) {
-    let mut seen = Vec::with_capacity(addrs.len());
-    addrs.retain(|ip| {
-        if seen.contains(ip) {
-            false
-        } else {
-            seen.push(*ip);
-            true
-        }
-    });
 }
 
 fn read_hosts_file(path: &Path) -> Option<String> {
@@ -223,7 +484,6 @@ mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     /// A fresh directory under /tmp holding `etc/hosts` with `content`.
     fn root_with_hosts(content: &str) -> PathBuf {
@@ -238,13 +498,14 @@ mod tests {
         dir
     }
 
-    /// A lookup that must not be reached, or counts how often it is.
-    fn counting_lookup(answer: Vec<IpAddr>) -> (Lookup, Arc<AtomicUsize>) {
+    /// A lookup that counts its calls and answers `answer`, after `delay`.
+    fn counting_lookup(answer: LookupResult, delay: Duration) -> (Lookup, Arc<AtomicUsize>) {
         let calls = Arc::new(AtomicUsize::new(0));
         let c = Arc::clone(&calls);
         (
-            Box::new(move |_host: &str| {
+            Arc::new(move |_name: &str| {
                 c.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(delay);
                 answer.clone()
             }),
             calls,
@@ -253,6 +514,20 @@ mod tests {
 
     fn v4(a: u8, b: u8, c: u8, d: u8) -> IpAddr {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
+    }
+
+    /// Poll until the name has an answer (bounded: 5 s).
+    fn settled(r: &mut Resolver, name: &str, root: Root) -> Result<Vec<IpAddr>, Unresolved> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match r.lookup(name, root) {
+                Answer::Addrs(a) => return Ok(a.to_vec()),
+                Answer::Unknown(Unresolved::InProgress) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Answer::Unknown(why) => return Err(why),
+            }
+        }
     }
 
     const HOSTS: &str = "\
@@ -292,100 +567,115 @@ fe80::1%eth0 zoned.example
     }
 
     #[test]
-    fn resolves_from_hosts_file_case_insensitively_without_lookup() {
+    fn hosts_file_answers_case_insensitively_without_lookup() {
         let root = root_with_hosts(HOSTS);
-        let (lookup, calls) = counting_lookup(vec![v4(192, 0, 2, 1)]);
-        let mut r = HostResolver::new(&root).with_lookup(lookup);
+        let (lookup, calls) = counting_lookup(LookupResult::NotFound, Duration::ZERO);
+        let mut r = Resolver::with_lookup(&root, lookup);
         assert_eq!(
-            r.resolve("proxy.corp"),
-            vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)]
+            settled(&mut r, "proxy.corp", Root::HOST),
+            Ok(vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)])
         );
         assert_eq!(
-            r.resolve("PROXY.CORP"),
-            vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)]
+            settled(&mut r, "PROXY.CORP", Root::HOST),
+            Ok(vec![v4(10, 0, 0, 1), v4(10, 0, 0, 2)])
         );
         assert_eq!(
-            r.resolve("proxy6.corp"),
-            vec!["fd00::10".parse::<IpAddr>().unwrap()]
-        );
-        assert_eq!(calls.load(Ordering::SeqCst), 0);
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn ip_literals_need_no_lookup() {
-        let root = root_with_hosts("");
-        let (lookup, calls) = counting_lookup(Vec::new());
-        let mut r = HostResolver::new(&root).with_lookup(lookup);
-        assert_eq!(r.resolve("10.0.0.1"), vec![v4(10, 0, 0, 1)]);
-        assert_eq!(r.resolve("::1"), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
-        assert_eq!(r.resolve("[::1]"), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
-        assert_eq!(
-            r.resolve("fe80::1%eth0"),
-            vec!["fe80::1".parse::<IpAddr>().unwrap()]
+            settled(&mut r, "proxy6.corp", Root::HOST),
+            Ok(vec!["fd00::10".parse::<IpAddr>().unwrap()])
         );
         assert_eq!(calls.load(Ordering::SeqCst), 0);
         std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
-    fn fallback_results_are_cached_positive_and_negative() {
-        let root = root_with_hosts("10.0.0.1 proxy.corp\n");
-        let (lookup, calls) = counting_lookup(Vec::new());
-        let mut r = HostResolver::new(&root).with_lookup(lookup);
-        assert!(r.resolve("unknown.invalid").is_empty());
-        assert!(r.resolve("UNKNOWN.invalid").is_empty());
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "negative answer cached");
-
-        let (lookup, calls) = counting_lookup(vec![v4(192, 0, 2, 7), v4(192, 0, 2, 7)]);
-        let mut r = HostResolver::new(&root).with_lookup(lookup);
-        assert_eq!(r.resolve("other.invalid"), vec![v4(192, 0, 2, 7)]);
-        assert_eq!(r.resolve("other.invalid"), vec![v4(192, 0, 2, 7)]);
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "positive answer cached");
+    fn a_process_root_has_its_own_hosts_file() {
+        // Our own process's root is "/", whose /etc/hosts has localhost;
+        // the host root given here has a different answer for it.
+        let root = root_with_hosts("10.9.9.9 localhost\n");
+        let (lookup, _) = counting_lookup(LookupResult::NotFound, Duration::ZERO);
+        let mut r = Resolver::with_lookup(&root, lookup);
+        let me = Root {
+            pid: Some(std::process::id()),
+            mnt_ns: Some(1),
+        };
+        let mine = settled(&mut r, "localhost", me).expect("answer");
+        assert!(!mine.contains(&v4(10, 9, 9, 9)), "{mine:?}");
+        assert!(mine.iter().any(IpAddr::is_loopback), "{mine:?}");
+        assert_eq!(
+            settled(&mut r, "localhost", Root::HOST),
+            Ok(vec![v4(10, 9, 9, 9)])
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 
     #[test]
-    fn expired_entries_are_looked_up_again_and_hosts_file_reread() {
-        let root = root_with_hosts("10.0.0.1 proxy.corp\n");
-        let (lookup, calls) = counting_lookup(Vec::new());
-        let mut r = HostResolver::new(&root)
-            .with_lookup(lookup)
-            .with_ttl(Duration::ZERO);
-        assert!(r.resolve("gone.invalid").is_empty());
-        assert!(r.resolve("gone.invalid").is_empty());
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        assert_eq!(r.resolve("proxy.corp"), vec![v4(10, 0, 0, 1)]);
-        std::fs::write(root.join("etc/hosts"), "10.0.0.9 proxy.corp\n").unwrap();
-        assert_eq!(r.resolve("proxy.corp"), vec![v4(10, 0, 0, 9)]);
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn missing_hosts_file_and_bad_input_do_not_panic() {
+    fn a_slow_lookup_never_blocks_the_caller() {
         let root = root_with_hosts("");
-        std::fs::remove_file(root.join("etc/hosts")).unwrap();
-        let (lookup, calls) = counting_lookup(Vec::new());
-        let mut r = HostResolver::new(&root).with_lookup(lookup);
-        assert!(r.resolve("").is_empty());
-        assert!(r.resolve(&"a".repeat(300)).is_empty());
-        assert!(r.resolve("nul\0byte").is_empty());
-        assert_eq!(calls.load(Ordering::SeqCst), 0);
-        assert!(r.resolve("absent.invalid").is_empty());
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(format!("{r:?}").contains("etc/hosts"));
-        std::fs::remove_dir_all(root).unwrap();
-    }
-
-    #[test]
-    fn cache_stays_bounded() {
-        let root = root_with_hosts("");
-        let (lookup, _calls) = counting_lookup(Vec::new());
-        let mut r = HostResolver::new(&root).with_lookup(lookup);
-        for i in 0..(MAX_CACHE_ENTRIES + 10) {
-            r.resolve(&format!("h{i}.invalid"));
+        let (lookup, calls) = counting_lookup(
+            LookupResult::Addrs(vec![v4(198, 51, 100, 7)]),
+            Duration::from_millis(300),
+        );
+        let mut r = Resolver::with_lookup(&root, lookup);
+        let started = Instant::now();
+        for _ in 0..1000 {
+            assert!(matches!(
+                r.lookup("slow.example", Root::HOST),
+                Answer::Unknown(Unresolved::InProgress)
+            ));
         }
-        assert!(r.cache.len() <= MAX_CACHE_ENTRIES);
+        assert!(started.elapsed() < Duration::from_millis(250));
+        assert_eq!(
+            settled(&mut r, "slow.example", Root::HOST),
+            Ok(vec![v4(198, 51, 100, 7)])
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn negative_and_temporary_answers() {
+        let root = root_with_hosts("");
+        let (lookup, calls) = counting_lookup(LookupResult::NotFound, Duration::ZERO);
+        let mut r = Resolver::with_lookup(&root, lookup);
+        assert_eq!(settled(&mut r, "gone.invalid", Root::HOST), Ok(vec![]));
+        assert_eq!(settled(&mut r, "gone.invalid", Root::HOST), Ok(vec![]));
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "NXDOMAIN cached");
+
+        let (lookup, _) = counting_lookup(LookupResult::Temporary, Duration::ZERO);
+        let mut r = Resolver::with_lookup(&root, lookup);
+        assert_eq!(
+            settled(&mut r, "dead.example", Root::HOST),
+            Err(Unresolved::TemporaryFailure)
+        );
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn bad_names_are_refused_without_a_lookup() {
+        let root = root_with_hosts("");
+        let (lookup, calls) = counting_lookup(LookupResult::NotFound, Duration::ZERO);
+        let mut r = Resolver::with_lookup(&root, lookup);
+        for name in ["", &"a".repeat(300), "nul\0byte"] {
+            assert!(matches!(r.lookup(name, Root::HOST), Answer::Addrs([])));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn the_queue_is_bounded() {
+        let root = root_with_hosts("");
+        let (lookup, _) = counting_lookup(LookupResult::NotFound, Duration::from_secs(2));
+        let mut r = Resolver::with_lookup(&root, lookup);
+        let mut full = 0;
+        for i in 0..(QUEUE + WORKERS + 10) {
+            if let Answer::Unknown(Unresolved::QueueFull) =
+                r.lookup(&format!("h{i}.invalid"), Root::HOST)
+            {
+                full += 1;
+            }
+        }
+        assert!(full >= 10, "{full} lookups refused");
         std::fs::remove_dir_all(root).unwrap();
     }
 }
