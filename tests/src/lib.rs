@@ -50,14 +50,60 @@ pub struct Stopped {
     pub status: std::process::ExitStatus,
 }
 
+/// A `sh -c` script that runs the tracer the way a node that has just
+/// booted (or a DaemonSet pod) would: in a private mount namespace without
+/// tracefs or debugfs. It refuses to run the tracer if either is still
+/// mounted there, so a test can never pass by accident on a machine where
+/// someone mounted them.
+pub const FRESH_NODE: &str = "umount /sys/kernel/tracing 2>/dev/null; \
+    umount /sys/kernel/debug/tracing 2>/dev/null; \
+    umount /sys/kernel/debug 2>/dev/null; \
+    if grep -qE ' - (tracefs|debugfs) ' /proc/self/mountinfo; then \
+        echo 'FRESH_NODE: tracefs or debugfs is still mounted' >&2; exit 98; \
+    fi; \
+    exec \"$0\" \"$@\"";
+
+/// `unshare -m --propagation private sh -c SCRIPT`: run the tracer in a
+/// mount namespace of its own, prepared by SCRIPT, which must end with
+/// `exec "$0" "$@"` (the tracer and its arguments).
+pub fn in_private_mounts(script: &str) -> Vec<String> {
+    [
+        "unshare",
+        "-m",
+        "--propagation",
+        "private",
+        "sh",
+        "-c",
+        script,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 impl Tracer {
     /// Start with extra arguments and wait (at most 60 s) for "ready".
     pub fn start(args: &[&str]) -> Tracer {
+        Self::start_wrapped(&[], args)
+    }
+
+    /// Start under `wrapper` (a command that execs its arguments, such as
+    /// `in_private_mounts(FRESH_NODE)`), so the process that gets SIGINT
+    /// is the tracer itself.
+    pub fn start_wrapped(wrapper: &[String], args: &[&str]) -> Tracer {
         let dir = temp_dir("tracer");
         let output = dir.join("events.json");
         let stderr = dir.join("stderr.txt");
         let err_file = std::fs::File::create(&stderr).expect("create stderr file");
-        let child = Command::new(tracer_bin())
+        let mut cmd = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(rest).arg(tracer_bin());
+                cmd
+            }
+            None => Command::new(tracer_bin()),
+        };
+        let child = cmd
             .arg("trace")
             .arg("--output")
             .arg(&output)
@@ -143,7 +189,35 @@ impl Drop for Tracer {
     }
 }
 
-/// Parse a JSON-lines file; every line must be complete JSON.
+/// The event schema (schema/event.schema.json), compiled once: the
+/// contract log pipelines build on.
+fn event_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/event.schema.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema compiles")
+    })
+}
+
+/// Check one event against the schema; panics with every violation.
+pub fn assert_matches_schema(event: &Value) {
+    let errors: Vec<String> = event_schema()
+        .iter_errors(event)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "event does not match schema/event.schema.json:\n  {}\nevent: {event}",
+        errors.join("\n  ")
+    );
+}
+
+/// Parse a JSON-lines file; every line must be complete JSON, and valid
+/// against schema/event.schema.json (every integration test reads its
+/// events through here, so every line they produce is checked).
 pub fn read_events(path: &Path) -> Vec<Value> {
     let file =
         std::fs::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
@@ -151,7 +225,10 @@ pub fn read_events(path: &Path) -> Vec<Value> {
         .lines()
         .map(|line| {
             let line = line.expect("read line");
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+            let event: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            assert_matches_schema(&event);
+            event
         })
         .collect()
 }

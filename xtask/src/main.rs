@@ -125,6 +125,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("iproute2", "ip"),
     ("gcc", "gcc"),
+    ("curl", "curl"),
 ];
 
 fn setup(root: &Path, test_packages: bool) -> Result<()> {

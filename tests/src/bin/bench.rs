@@ -146,7 +146,15 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
         Cond::Bpftrace => {
             let script = dir.join("script.bt");
             std::fs::write(&script, BPFTRACE_SCRIPT).expect("write script");
-            Command::new("bpftrace")
+            // bpftrace attaches classic tracepoints through tracefs, which
+            // a fresh node does not mount: give it one in a mount namespace
+            // of its own, so nothing is left mounted on the machine.
+            Command::new("unshare")
+                .args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(
+                    "mountpoint -q /sys/kernel/tracing || mount -t tracefs nodev /sys/kernel/tracing || exit 97; exec bpftrace \"$@\"",
+                )
+                .arg("bpftrace")
                 .arg("-o")
                 .arg(&output)
                 .arg(&script)
