@@ -462,3 +462,27 @@ fn exits_by_itself_when_the_reader_goes_away() {
     serde_json::from_str::<Value>(line.trim()).expect("the one line is complete JSON");
     let _ = sh(&format!("rm -f /tmp/trt-head-{}.txt", std::process::id()));
 }
+
+/// A socket connecting to its own address makes a simultaneous open
+/// (SYN_SENT -> SYN_RECV -> ESTABLISHED). It is reported as connected, and
+/// with --debug-ebpf the eBPF side says what it saw, through aya-log; without
+/// the flag it says nothing.
+#[test]
+fn simultaneous_open_is_connected_and_debug_ebpf_reports_it() {
+    for debug in [true, false] {
+        let args: &[&str] = if debug { &["--debug-ebpf"] } else { &[] };
+        let tracer = Tracer::start(args);
+        let (pid, errnos) = connector(&["self"]);
+        assert_eq!(errnos, vec![0], "self-connect succeeds");
+        let out = tracer.stop();
+        let ev = only(&out.events, pid);
+        assert_eq!(ev["tracer"]["result"], "connected");
+        let line = format!("tracer: ebpf warning: simultaneous open: tracked socket of pid {pid}");
+        assert_eq!(
+            out.stderr.contains(&line),
+            debug,
+            "--debug-ebpf {debug}: {}",
+            out.stderr
+        );
+    }
+}

@@ -17,6 +17,9 @@ static FAILED_ONLY: u8 = 0;
 /// Non-zero: the syscall tracepoints are attached (`--mode syscall`).
 #[unsafe(no_mangle)]
 static SYSCALL_MODE: u8 = 0;
+/// Non-zero: `--debug-ebpf`, write the diagnostics of debug.rs.
+#[unsafe(no_mangle)]
+static DEBUG_EBPF: u8 = 0;
 /// The tracer's own tgid: its own connects (DNS lookups of proxy names) are
 /// never traced, so it cannot feed on itself.
 #[unsafe(no_mangle)]
@@ -55,6 +58,10 @@ pub fn failed_only() -> bool {
 #[inline(always)]
 pub fn syscall_mode() -> bool {
     unsafe { core::ptr::read_volatile(&SYSCALL_MODE) != 0 }
+}
+#[inline(always)]
+pub fn debug_ebpf() -> bool {
+    unsafe { core::ptr::read_volatile(&DEBUG_EBPF) != 0 }
 }
 #[inline(always)]
 pub fn tracer_tgid() -> u32 {

@@ -3,11 +3,14 @@
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    EbpfContext,
 };
 use tracer_common::{envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN};
 
 use crate::{
-    config, environ,
+    config,
+    debug::diag,
+    environ,
     maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, PROC_SCRATCH, SEEN},
 };
 
@@ -44,7 +47,7 @@ pub fn traced_task() -> Option<Task> {
 /// Must run in the context of the task `pid_tgid` names: the connect hooks
 /// and the CLOSE -> SYN_SENT transition do.
 #[inline(always)]
-pub fn announce_process(pid_tgid: u64, comm: &[u8; COMM_LEN]) {
+pub fn announce_process<C: EbpfContext>(ctx: &C, pid_tgid: u64, comm: &[u8; COMM_LEN]) {
     let tgid = (pid_tgid >> 32) as u32;
     if unsafe { SEEN.get(tgid) }.is_some() {
         return;
@@ -68,6 +71,17 @@ pub fn announce_process(pid_tgid: u64, comm: &[u8; COMM_LEN]) {
     ev.conn.comm = *comm;
     if bpf_get_current_pid_tgid() >> 32 == pid_tgid >> 32 {
         environ::capture(ev, &mut scratch.head);
+        if ev.env_flags & envcap::NO_ENV != 0 {
+            // Every process that connects is a user process with an
+            // environment block; none found means the mm_struct offsets
+            // (or task_struct::mm) from BTF are off.
+            diag!(
+                ctx,
+                "no environment block found for pid {}: BTF offsets of mm_struct.env_start/env_end ({}) look wrong",
+                tgid,
+                config::offsets().mm_env_start
+            );
+        }
     } else {
         ev.env_flags = envcap::NOT_CURRENT;
     }

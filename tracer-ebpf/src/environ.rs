@@ -112,7 +112,8 @@ pub fn capture(ev: &mut ProcEvent, head: &mut [u8; HEAD_LEN]) {
     }
     let start = read(mm + u64::from(off.mm_env_start));
     let end = read(mm + u64::from(off.mm_env_end));
-    if start == 0 || end <= start {
+    // An empty environment (start == end) is a complete, empty read.
+    if start == 0 || end < start {
         ev.env_flags |= envcap::NO_ENV;
         return;
     }

@@ -13,6 +13,7 @@
 #![no_main]
 
 mod config;
+mod debug;
 mod emit;
 mod environ;
 mod maps;

@@ -52,4 +52,9 @@ pub struct TraceArgs {
     /// running in a container with the host's / mounted there).
     #[arg(long, value_name = "DIR", default_value = "/")]
     pub host_root: PathBuf,
+    /// Print the eBPF programs' own diagnostics on stderr (at most 10 lines
+    /// per CPU per second): unexpected TCP state transitions, failed map
+    /// inserts, BTF offsets that look wrong. Off, they cost nothing.
+    #[arg(long)]
+    pub debug_ebpf: bool,
 }

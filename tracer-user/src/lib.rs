@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod decode;
+pub mod diag;
 pub mod enrich;
 pub mod probe;
 pub mod redact;

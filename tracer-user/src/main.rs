@@ -11,6 +11,7 @@ fn main() -> std::process::ExitCode {
     // clap exits with status 2 and the usage on a bad flag.
     let cli = Cli::parse();
     let Command::Trace(args) = cli.command;
+    tracer_user::diag::init();
     yield_to_workloads();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -46,8 +47,8 @@ fn yield_to_workloads() {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: plain syscall on the calling thread with a valid parameter.
     if unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) } != 0 {
-        eprintln!(
-            "tracer: warning: cannot switch to SCHED_BATCH: {}",
+        log::warn!(
+            "cannot switch to SCHED_BATCH: {}",
             std::io::Error::last_os_error()
         );
     }

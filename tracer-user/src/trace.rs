@@ -198,6 +198,12 @@ impl Pipeline {
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.sink.flush()
     }
+
+    /// Let the names just announced processes need be resolved, for at
+    /// most `LOOKUP_GRACE` (see `Resolver::settle`).
+    pub fn settle_lookups(&mut self) {
+        self.resolver.settle(LOOKUP_GRACE);
+    }
 }
 
 /// Whose view of names a process has (see verdict/resolve.rs).
@@ -273,14 +279,14 @@ fn notify_ready() {
         None => sock.send_to(b"READY=1", &path),
     };
     if let Err(e) = result {
-        eprintln!("tracer: warning: cannot notify systemd at NOTIFY_SOCKET: {e}");
+        log::warn!("cannot notify systemd at NOTIFY_SOCKET: {e}");
     }
 }
 
 /// Register a ring buffer with the runtime's poller.
-fn poll_ring(ring: RingBuf<MapData>) -> Result<AsyncFd<RingBuf<MapData>>, TraceError> {
-    // SAFETY: the AsyncFd owns the ring buffer, so its fd stays open for as
-    // long as it is registered.
+fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, TraceError> {
+    // SAFETY: the AsyncFd owns the ring buffer (or the log reader that owns
+    // one), so its fd stays open for as long as it is registered.
     unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| {
         TraceError::Io {
             what: "cannot poll the ring buffer",
@@ -305,6 +311,11 @@ fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), Sin
 /// times that at full storm rate.
 const BATCH_DELAY: Duration = Duration::from_millis(20);
 
+/// How long a drain may wait for the first lookup of a proxy's host name,
+/// so that a process's first attempt gets its verdict. Paid once per name
+/// (per `RETRY` while DNS is dead), and only when a new name was asked.
+const LOOKUP_GRACE: Duration = Duration::from_millis(50);
+
 /// Run `tracer trace` until SIGINT/SIGTERM or until the reader goes away.
 pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
     // Open the output before loading anything: a bad path fails fast and
@@ -320,10 +331,16 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         pids: args.pid.clone(),
         comms: args.comm.clone(),
         failed_only: args.failed_only,
+        debug_ebpf: args.debug_ebpf,
     };
     let mut probes = Probes::attach(&config)?;
     let mut ring = poll_ring(probes.take_events()?)?;
     let mut procs = poll_ring(probes.take_procs()?)?;
+    // --debug-ebpf: the programs' diagnostics, polled like a ring buffer.
+    let mut ebpf_log = match probes.take_logger()? {
+        Some(logger) => Some(poll_ring(logger)?),
+        None => None,
+    };
     let mut sigint = signal(SignalKind::interrupt()).map_err(|source| TraceError::Io {
         what: "cannot handle SIGINT",
         source,
@@ -352,6 +369,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 // before its attempt's outcome, and carries the proxy
                 // environment of a process that may be gone by now.
                 let r = drain(procs.get_mut(), &mut pipeline)
+                    .map(|()| pipeline.settle_lookups())
                     .and_then(|()| drain(guard.get_inner_mut(), &mut pipeline))
                     .and_then(|()| pipeline.flush());
                 guard.clear_ready();
@@ -369,6 +387,15 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 let r = drain(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
                 r
+            }
+            guard = async { match ebpf_log.as_mut() {
+                Some(log) => log.readable_mut().await,
+                None => std::future::pending().await,
+            } } => {
+                let mut guard = guard.map_err(|source| TraceError::Io { what: "eBPF log ring poll failed", source })?;
+                guard.get_inner_mut().flush();
+                guard.clear_ready();
+                Ok(())
             }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",

@@ -5,6 +5,8 @@
 //! connector udp ADDR
 //! connector unix PATH
 //! connector storm --count N
+//! connector self      (a TCP socket connecting to its own address: a
+//!                      simultaneous open, SYN_SENT -> SYN_RECV)
 //!
 //! --linger-ms N keeps the process alive N ms after its attempts, as a real
 //! client does while it reports its error; a process that exits within
@@ -186,8 +188,38 @@ fn storm(count: u32) {
     println!("elapsed_ns {} attempts {count}", elapsed.as_nanos());
 }
 
+/// Bind a TCP socket to a free loopback port and connect it to that same
+/// address. The SYN reaches the socket itself while it is in SYN_SENT, which
+/// the kernel treats as a simultaneous open (SYN_SENT -> SYN_RECV ->
+/// ESTABLISHED). Prints the errno like the other modes.
+fn self_connect() -> i32 {
+    // SAFETY: plain syscalls on a socket we own.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return errno();
+        }
+        let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
+        let (sa, len) = sockaddr(&any);
+        if libc::bind(fd, &sa as *const _ as *const libc::sockaddr, len) != 0 {
+            return errno();
+        }
+        let mut bound: libc::sockaddr_storage = std::mem::zeroed();
+        let mut blen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        libc::getsockname(fd, &mut bound as *mut _ as *mut libc::sockaddr, &mut blen);
+        let rc = libc::connect(fd, &bound as *const _ as *const libc::sockaddr, blen);
+        let result = if rc == 0 { 0 } else { errno() };
+        libc::close(fd);
+        result
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("self") {
+        println!("errno {}", self_connect());
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("storm") {
         let count = arg_after(&args, "--count")
             .and_then(|v| v.parse().ok())

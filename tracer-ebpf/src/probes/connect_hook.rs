@@ -25,6 +25,7 @@ use tracer_common::{flags, lost, outcome, Conn, AF_INET, AF_INET6, IPPROTO_TCP};
 
 use crate::{
     config,
+    debug::diag,
     emit::{emit_conn, traced_task},
     maps::{count_lost, CONNS, INFLIGHT},
 };
@@ -63,7 +64,7 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     let protocol = sa.protocol as u16;
 
     if config::syscall_mode() {
-        on_connect_in_syscall(sa, sk, protocol);
+        on_connect_in_syscall(ctx, sa, sk, protocol);
         return;
     }
     // Socket mode traces TCP only: a UDP connect() has no later socket
@@ -100,13 +101,18 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     if socket_is_nonblocking(sk) {
         conn.flags |= flags::NONBLOCK;
     }
-    track(sk, &conn);
+    track(ctx, sk, &conn);
 }
 
 /// Syscall mode: sys_enter_connect already recorded the call; attach the
 /// socket to it so sys_exit_connect and the socket events can meet.
 #[inline(always)]
-fn on_connect_in_syscall(sa: &aya_ebpf::bindings::bpf_sock_addr, sk: u64, protocol: u16) {
+fn on_connect_in_syscall(
+    ctx: &SockAddrContext,
+    sa: &aya_ebpf::bindings::bpf_sock_addr,
+    sk: u64,
+    protocol: u16,
+) {
     let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
     let Some(inflight) = INFLIGHT.get_ptr_mut(pid_tgid) else {
         // Not traced (filtered at sys_enter), or the in-flight map was full.
@@ -128,7 +134,7 @@ fn on_connect_in_syscall(sa: &aya_ebpf::bindings::bpf_sock_addr, sk: u64, protoc
     if socket_is_nonblocking(sk) {
         conn.flags |= flags::NONBLOCK;
     }
-    track(sk, &conn);
+    track(ctx, sk, &conn);
 }
 
 /// Put the attempt in the in-flight map. A leftover entry for the same
@@ -136,12 +142,13 @@ fn on_connect_in_syscall(sa: &aya_ebpf::bindings::bpf_sock_addr, sk: u64, protoc
 /// connect() that failed before its SYN, retried on the same socket): it is
 /// reported first, so no attempt disappears.
 #[inline(always)]
-fn track(sk: u64, conn: &Conn) {
+fn track(ctx: &SockAddrContext, sk: u64, conn: &Conn) {
     // The common case, a socket's first attempt, is one map operation.
     match CONNS.insert(sk, conn, u64::from(BPF_NOEXIST)) {
         Ok(()) => return,
         Err(e) if e != -EEXIST => {
             count_lost(lost::INFLIGHT_FULL);
+            diag!(ctx, "CONNS insert failed ({}): attempt not tracked", e);
             return;
         }
         Err(_) => {}
@@ -159,8 +166,9 @@ fn track(sk: u64, conn: &Conn) {
         }
         emit_conn(old);
     }
-    if CONNS.insert(sk, conn, 0).is_err() {
+    if let Err(e) = CONNS.insert(sk, conn, 0) {
         count_lost(lost::INFLIGHT_FULL);
+        diag!(ctx, "CONNS insert failed ({}): attempt not tracked", e);
     }
 }
 

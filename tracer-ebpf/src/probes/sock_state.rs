@@ -33,6 +33,7 @@ use tracer_common::{flags, outcome, Conn, KernelOffsets, AF_INET};
 
 use crate::{
     config,
+    debug::diag,
     emit::{announce_process, emit_conn},
     maps::CONNS,
 };
@@ -40,6 +41,7 @@ use crate::{
 /// TCP states, include/net/tcp_states.h.
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
+const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
@@ -54,12 +56,11 @@ fn on_set_state(ctx: &RawTracePointContext) {
     let new = ctx.arg::<u64>(2) as i32;
     // Server-side and teardown transitions are the vast majority on a busy
     // node; leave before the map lookup. Only TCP sockets that connect4/6
-    // put in CONNS can match below, so other protocols need no check.
-    let interesting = matches!(
-        (old, new),
-        (TCP_CLOSE, TCP_SYN_SENT) | (TCP_SYN_SENT, TCP_ESTABLISHED) | (TCP_SYN_SENT, TCP_CLOSE)
-    );
-    if !interesting {
+    // put in CONNS can match below, so other protocols need no check. Any
+    // move out of SYN_SENT is looked at, and out of SYN_RECV, where a
+    // simultaneous open goes on (tcp_rcv_synsent_state_process(); the
+    // SYN_RECV moves of accepted server sockets cost one failed lookup).
+    if !((old == TCP_CLOSE && new == TCP_SYN_SENT) || old == TCP_SYN_SENT || old == TCP_SYN_RECV) {
         return;
     }
     let sk: u64 = ctx.arg(0);
@@ -76,14 +77,22 @@ fn on_set_state(ctx: &RawTracePointContext) {
             // connect() call, so the current task is the caller: the one
             // moment its environment can be read for sure, however soon it
             // exits afterwards. Once per process per exec.
-            announce_process(conn.pid_tgid, &conn.comm);
+            announce_process(ctx, conn.pid_tgid, &conn.comm);
         }
-        (TCP_SYN_SENT, TCP_ESTABLISHED) => {
+        (TCP_SYN_SENT | TCP_SYN_RECV, TCP_ESTABLISHED) => {
             read_source(sk, conn, &config::offsets());
+            if conn.sport == 0 {
+                // A connected socket always has a local port.
+                diag!(
+                    ctx,
+                    "source port read as 0 at ESTABLISHED: BTF offset of inet_sock.inet_sport ({}) looks wrong",
+                    config::offsets().inet_sport
+                );
+            }
             conn.outcome = outcome::CONNECTED;
             finish(sk, conn);
         }
-        _ => {
+        (TCP_SYN_SENT | TCP_SYN_RECV, TCP_CLOSE) => {
             // The source port is allocated after the CLOSE -> SYN_SENT
             // transition (inet_hash_connect), so it is first visible here
             // or at ESTABLISHED.
@@ -102,6 +111,27 @@ fn on_set_state(ctx: &RawTracePointContext) {
                 conn.outcome = outcome::ABORTED;
             }
             finish(sk, conn);
+        }
+        (TCP_SYN_SENT, TCP_SYN_RECV) => {
+            // A simultaneous open (a SYN arrived while ours was out, e.g. a
+            // socket connecting to itself): rare enough to mention; the
+            // attempt ends at SYN_RECV -> ESTABLISHED or CLOSE.
+            diag!(
+                ctx,
+                "simultaneous open: tracked socket of pid {} went SYN_SENT -> SYN_RECV",
+                (conn.pid_tgid >> 32) as u32
+            );
+        }
+        (from, to) => {
+            // A state this code does not know: the attempt stays tracked
+            // until its socket is destroyed (tcp_destroy.rs).
+            diag!(
+                ctx,
+                "unexpected TCP state transition {} -> {} of a tracked socket (pid {})",
+                from,
+                to,
+                (conn.pid_tgid >> 32) as u32
+            );
         }
     }
 }

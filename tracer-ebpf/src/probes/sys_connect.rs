@@ -33,6 +33,7 @@ use tracer_common::{
 
 use crate::{
     config,
+    debug::diag,
     emit::{announce_process, emit_conn, emit_event, traced_task},
     maps::{count_lost, CONNS, INFLIGHT, SCRATCH},
 };
@@ -120,9 +121,10 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
             inflight.event.path_len = len as u32;
         }
     }
-    announce_process(task.pid_tgid, &task.comm);
-    if INFLIGHT.insert(task.pid_tgid, inflight, 0).is_err() {
+    announce_process(ctx, task.pid_tgid, &task.comm);
+    if let Err(e) = INFLIGHT.insert(task.pid_tgid, inflight, 0) {
         count_lost(lost::INFLIGHT_FULL);
+        diag!(ctx, "INFLIGHT insert failed ({}): connect() not tracked", e);
     }
     Ok(())
 }

@@ -42,6 +42,8 @@ pub struct ProbeConfig {
     pub pids: Vec<u32>,
     pub comms: Vec<String>,
     pub failed_only: bool,
+    /// Enable the eBPF programs' diagnostics (aya-log).
+    pub debug_ebpf: bool,
 }
 
 #[derive(Debug, Error)]
@@ -75,6 +77,8 @@ pub enum ProbeError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot read the eBPF programs' diagnostics: {0}")]
+    Logger(#[source] aya_log::Error),
     #[error("no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo); the connect hooks attach to it")]
     NoCgroup2,
     #[error("cannot open cgroup v2 root {path}: {source}")]
@@ -101,6 +105,7 @@ pub enum ProbeError {
 pub struct Probes {
     ebpf: Ebpf,
     pub mode: Mode,
+    debug_ebpf: bool,
     /// Syscall mode: tracefs, unmounted on drop if the tracer mounted it.
     /// Declared after `ebpf` so the programs are detached first.
     _tracefs: Option<tracefs::Tracefs>,
@@ -113,8 +118,8 @@ impl Probes {
     /// Load, configure and attach. Returns when every probe is attached.
     pub fn attach(config: &ProbeConfig) -> Result<Self, ProbeError> {
         if privileges::raise_memlock() == privileges::Memlock::RefusedOnOldKernel {
-            eprintln!(
-                "tracer: warning: cannot raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE), and this kernel (before 5.11) charges BPF memory against it: loading may fail with EPERM"
+            log::warn!(
+                "cannot raise RLIMIT_MEMLOCK (needs CAP_SYS_RESOURCE), and this kernel (before 5.11) charges BPF memory against it: loading may fail with EPERM"
             );
         }
         let offsets = btf::Btf::from_kernel()?.kernel_offsets()?;
@@ -122,12 +127,22 @@ impl Probes {
         let filter_comm = u8::from(!config.comms.is_empty());
         let failed_only = u8::from(config.failed_only);
         let syscall_mode = u8::from(config.mode == Mode::Syscall);
+        let debug_ebpf = u8::from(config.debug_ebpf);
+        // aya-log's level: 0 turns every log statement into dead code the
+        // verifier never runs; Warn is the level of debug.rs's lines.
+        let log_level: u8 = if config.debug_ebpf {
+            aya_log::Level::Warn as u8
+        } else {
+            0
+        };
         let own_tgid = std::process::id();
         let mut ebpf = EbpfLoader::new()
             .override_global("FILTER_PID", &filter_pid, true)
             .override_global("FILTER_COMM", &filter_comm, true)
             .override_global("FAILED_ONLY", &failed_only, true)
             .override_global("SYSCALL_MODE", &syscall_mode, true)
+            .override_global("DEBUG_EBPF", &debug_ebpf, true)
+            .override_global(aya_log::LEVEL, &log_level, true)
             .override_global("TRACER_TGID", &own_tgid, true)
             .override_global("OFFSETS", &offsets, true)
             .load(OBJECT)
@@ -209,8 +224,22 @@ impl Probes {
         Ok(Self {
             ebpf,
             mode: config.mode,
+            debug_ebpf: config.debug_ebpf,
             _tracefs: tracefs,
         })
+    }
+
+    /// The reader of the eBPF programs' diagnostics, when enabled. Its
+    /// records go to the `log` logger (diag.rs).
+    pub fn take_logger(
+        &mut self,
+    ) -> Result<Option<aya_log::EbpfLogger<&'static dyn log::Log>>, ProbeError> {
+        if !self.debug_ebpf {
+            return Ok(None);
+        }
+        aya_log::EbpfLogger::init(&mut self.ebpf)
+            .map(Some)
+            .map_err(ProbeError::Logger)
     }
 
     /// The ring buffer the probes write finished attempts to.

@@ -159,6 +159,8 @@ pub struct Resolver {
     replies: Receiver<Reply>,
     /// Requests sent and not yet answered: when 0, nothing to collect.
     outstanding: usize,
+    /// When the latest request was sent (for `settle`).
+    last_ask: Option<Instant>,
 }
 
 impl Resolver {
@@ -184,7 +186,7 @@ impl Resolver {
             if let Err(e) = spawned {
                 // Without workers every name stays unresolved, which the
                 // events then say; the trace itself goes on.
-                eprintln!("tracer: warning: cannot start a resolver thread: {e}");
+                log::warn!("cannot start a resolver thread: {e}");
             }
         }
         Self {
@@ -192,6 +194,32 @@ impl Resolver {
             requests,
             replies,
             outstanding: 0,
+            last_ask: None,
+        }
+    }
+
+    /// Give requests sent less than `bound` ago the rest of `bound` to be
+    /// answered. Called once per drain, after the process announcements
+    /// (which prefetch their proxies' names) and before their attempts: a
+    /// hosts-file answer takes microseconds and a healthy DNS server a
+    /// millisecond or two, so the first attempt of a process gets its
+    /// verdict too. Waits at most `bound`, and only right after new names
+    /// were asked; a dead DNS server costs one such wait per name per
+    /// `RETRY`, never a stalled drain.
+    pub fn settle(&mut self, bound: Duration) {
+        let Some(asked) = self.last_ask else {
+            return;
+        };
+        let deadline = asked + bound;
+        while self.outstanding > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            match self.replies.recv_timeout(deadline - now) {
+                Ok(reply) => self.absorb(reply),
+                Err(_) => return,
+            }
         }
     }
 
@@ -290,6 +318,7 @@ impl Resolver {
         match self.requests.try_send(request) {
             Ok(()) => {
                 self.outstanding += 1;
+                self.last_ask = Some(Instant::now());
                 true
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
@@ -302,34 +331,38 @@ impl Resolver {
             let Ok(reply) = self.replies.try_recv() else {
                 return;
             };
-            self.outstanding -= 1;
-            let now = Instant::now();
-            let entry = match reply.result {
-                LookupResult::Addrs(addrs) => Entry::Ready {
-                    at: now,
-                    addrs,
-                    refreshing: false,
-                },
-                LookupResult::NotFound => Entry::Ready {
-                    at: now,
-                    addrs: Vec::new(),
-                    refreshing: false,
-                },
-                LookupResult::Temporary => match self.entry_mut(&reply.name, reply.root) {
-                    // A failed refresh keeps the answer it had.
-                    Some(Entry::Ready { refreshing, at, .. }) => {
-                        *refreshing = false;
-                        *at = now;
-                        continue;
-                    }
-                    _ => Entry::Failed {
-                        at: now,
-                        why: Unresolved::TemporaryFailure,
-                    },
-                },
-            };
-            self.store(&reply.name, reply.root, entry);
+            self.absorb(reply);
         }
+    }
+
+    fn absorb(&mut self, reply: Reply) {
+        self.outstanding = self.outstanding.saturating_sub(1);
+        let now = Instant::now();
+        let entry = match reply.result {
+            LookupResult::Addrs(addrs) => Entry::Ready {
+                at: now,
+                addrs,
+                refreshing: false,
+            },
+            LookupResult::NotFound => Entry::Ready {
+                at: now,
+                addrs: Vec::new(),
+                refreshing: false,
+            },
+            LookupResult::Temporary => match self.entry_mut(&reply.name, reply.root) {
+                // A failed refresh keeps the answer it had.
+                Some(Entry::Ready { refreshing, at, .. }) => {
+                    *refreshing = false;
+                    *at = now;
+                    return;
+                }
+                _ => Entry::Failed {
+                    at: now,
+                    why: Unresolved::TemporaryFailure,
+                },
+            },
+        };
+        self.store(&reply.name, reply.root, entry);
     }
 
     fn entry_mut(&mut self, name: &str, root: Root) -> Option<&mut Entry> {
@@ -629,6 +662,33 @@ fe80::1%eth0 zoned.example
             Ok(vec![v4(198, 51, 100, 7)])
         );
         assert_eq!(calls.load(Ordering::SeqCst), 1, "asked once");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    #[test]
+    fn settle_waits_for_a_quick_answer_but_not_for_a_slow_one() {
+        let root = root_with_hosts("10.0.0.1 proxy.corp\n");
+        let (lookup, _) = counting_lookup(LookupResult::NotFound, Duration::from_secs(3));
+        let mut r = Resolver::with_lookup(&root, lookup);
+        // A hosts-file answer arrives within the bound.
+        r.prefetch("proxy.corp", Root::HOST);
+        r.settle(Duration::from_millis(500));
+        assert!(matches!(
+            r.lookup("proxy.corp", Root::HOST),
+            Answer::Addrs([_])
+        ));
+        // A hanging lookup costs the bound, once.
+        r.prefetch("hangs.example", Root::HOST);
+        let started = Instant::now();
+        r.settle(Duration::from_millis(100));
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(90) && waited < Duration::from_millis(1000));
+        let started = Instant::now();
+        r.settle(Duration::from_millis(100));
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "no second wait"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 
