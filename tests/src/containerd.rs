@@ -782,29 +782,6 @@ async fn version(socket: &Path) -> Result<(CriApi, VersionResponse), String> {
     )
 }
 
-/// Call CRI `Version` on `api` (for checks; [`Containerd::cri_api`] tells
-/// which one answered at start).
-pub fn cri_version(socket: &Path, api: CriApi) -> Result<VersionResponse, String> {
-    let rt = runtime()?;
-    let socket = socket.to_path_buf();
-    rt.block_on(async move {
-        let path = format!("/{}.RuntimeService/Version", api.package());
-        let fut = unary::<_, VersionResponse>(
-            &socket,
-            &path,
-            VersionRequest {
-                version: "v1".into(),
-            },
-        );
-        match tokio::time::timeout(Duration::from_secs(10), fut).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(RpcError::Status(s))) => Err(format!("{:?}: {}", s.code(), s.message())),
-            Ok(Err(RpcError::Transport(e))) => Err(e),
-            Err(_) => Err("Version timed out".into()),
-        }
-    })
-}
-
 #[cfg(test)]
 mod unit {
     use super::*;

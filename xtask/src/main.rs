@@ -51,13 +51,13 @@ fn main() -> Result<()> {
     let cli = Cli::parse();
     let root = workspace_root()?;
     match cli.command {
-        Cmd::Setup => setup(&root, true),
+        Cmd::Setup => setup(true),
         Cmd::Build => {
-            setup(&root, false)?;
+            setup(false)?;
             build(&root)
         }
         Cmd::Run { args } => {
-            setup(&root, false)?;
+            setup(false)?;
             build(&root)?;
             let tracer = root.join("target/release/tracer");
             let status = Command::new(&tracer)
@@ -67,11 +67,11 @@ fn main() -> Result<()> {
             std::process::exit(status.code().unwrap_or(1));
         }
         Cmd::Test { args } => {
-            setup(&root, true)?;
+            setup(true)?;
             test(&root, &args)
         }
         Cmd::Bench { args } => {
-            setup(&root, true)?;
+            setup(true)?;
             build(&root)?;
             bench(&root, &args)
         }
@@ -128,8 +128,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("curl", "curl"),
 ];
 
-fn setup(root: &Path, test_packages: bool) -> Result<()> {
-    let _ = root;
+fn setup(test_packages: bool) -> Result<()> {
     // 1. rust-src for nightly: -Z build-std=core needs it.
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
         .context("the nightly toolchain is needed to build the eBPF programs")?;

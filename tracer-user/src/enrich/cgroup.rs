@@ -16,10 +16,10 @@
 //! Everything here is a pure string transformation: nothing is read from disk,
 //! and malformed input yields an empty or partial [`CgroupInfo`], never a panic.
 
-use serde::Serialize;
+use procfs::{ProcessCGroup, ProcessCGroups};
 
 /// What a process's cgroup membership says about it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CgroupInfo {
     /// The cgroup path: the v2 (`0::`) path if it is non-empty and not `/`,
     /// else the v1 `name=systemd` path, else the first line's path.
@@ -40,7 +40,8 @@ pub struct CgroupInfo {
     pub pod_uid: Option<String>,
 }
 
-/// Parse the content of `/proc/<pid>/cgroup`.
+/// What a process's cgroup membership (`/proc/<pid>/cgroup`, parsed by
+/// procfs) says about it.
 ///
 /// Handles pure cgroup v2 (`0::/system.slice/containerd.service`), v1 (the
 /// `N:name=systemd:/...` line) and hybrid (both). Never panics on garbage.
@@ -56,25 +57,27 @@ pub struct CgroupInfo {
 /// `containerd.service`, or `init.scope` of a systemd running in a container)
 /// is reported: it belongs to the systemd instance inside that container, so
 /// its unit files live in the container's root file system, not the host's.
-pub fn parse_proc_cgroup(content: &str) -> CgroupInfo {
+pub fn cgroup_info(groups: &[ProcessCGroup]) -> CgroupInfo {
     let mut v2_path: Option<&str> = None;
     let mut systemd_v1_path: Option<&str> = None;
     let mut first_path: Option<&str> = None;
 
-    for line in content.lines() {
-        let Some((hierarchy, controllers, path)) = split_line(line) else {
+    for group in groups {
+        let path = strip_deleted(&group.pathname);
+        if !path.starts_with('/') {
             continue;
-        };
+        }
         if first_path.is_none() {
             first_path = Some(path);
         }
         // cgroups(7): the v2 line always has hierarchy ID 0 and an empty
         // controller list.
-        if hierarchy == 0 && controllers.is_empty() {
+        if group.hierarchy == 0 && group.controllers.is_empty() {
             if v2_path.is_none() {
                 v2_path = Some(path);
             }
-        } else if controllers.split(',').any(|c| c == "name=systemd") && systemd_v1_path.is_none() {
+        } else if group.controllers.iter().any(|c| c == "name=systemd") && systemd_v1_path.is_none()
+        {
             systemd_v1_path = Some(path);
         }
     }
@@ -95,18 +98,17 @@ pub fn parse_proc_cgroup(content: &str) -> CgroupInfo {
     info
 }
 
-/// Split one `/proc/<pid>/cgroup` line into (hierarchy id, controllers, path).
-fn split_line(line: &str) -> Option<(u32, &str, &str)> {
-    let mut parts = line.splitn(3, ':');
-    let hierarchy = parts.next()?.trim().parse::<u32>().ok()?;
-    let controllers = parts.next()?;
-    // The path itself may contain ':' (containerd's "slice:prefix:name" form),
-    // which is why only the first two colons split.
-    let path = strip_deleted(parts.next()?);
-    if !path.starts_with('/') {
-        return None;
+/// The same from the text of `/proc/<pid>/cgroup`, parsed by procfs (which
+/// splits each line at its first two colons only: containerd's
+/// `slice:prefix:name` paths contain more). A file that does not parse
+/// says nothing. Tests describe memberships as text, the kernel's format.
+#[cfg(test)]
+pub(crate) fn parse_proc_cgroup(text: &str) -> CgroupInfo {
+    use procfs::FromBufRead;
+    match ProcessCGroups::from_buf_read(text.as_bytes()) {
+        Ok(groups) => cgroup_info(&groups.0),
+        Err(_) => CgroupInfo::default(),
     }
-    Some((hierarchy, controllers, path))
 }
 
 /// The kernel appends " (deleted)" to a v2 path whose cgroup was removed
@@ -609,12 +611,5 @@ mod tests {
         }
         assert_eq!(parse_proc_cgroup("garbage\n"), CgroupInfo::default());
         assert_eq!(parse_proc_cgroup("0::relative\n"), CgroupInfo::default());
-    }
-
-    #[test]
-    fn serializes_to_json() {
-        let info = parse_proc_cgroup("0::/system.slice/containerd.service\n");
-        let json = serde_json::to_string(&info).unwrap_or_default();
-        assert!(json.contains("\"unit\":\"containerd.service\""), "{json}");
     }
 }

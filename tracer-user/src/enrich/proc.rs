@@ -16,7 +16,7 @@ use tracer_common::envcap;
 use crate::{
     decode::KernelEnv,
     enrich::{
-        cgroup::{parse_proc_cgroup, CgroupInfo},
+        cgroup::{cgroup_info, CgroupInfo},
         proxy_env::ProxyEnv,
     },
     redact::redact,
@@ -87,10 +87,8 @@ pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> 
                 })
                 .collect()
         });
+        info.cgroup = process.cgroups().ok().map(|groups| cgroup_info(&groups.0));
     }
-    info.cgroup = std::fs::read_to_string(dir.join("cgroup"))
-        .ok()
-        .map(|text| parse_proc_cgroup(&text));
     info.mnt_ns = mount_namespace(&dir);
     info.env = Some(environment(&dir, kernel_env));
     info

@@ -414,23 +414,25 @@ fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeE
 }
 
 /// The cgroup v2 mount point: /sys/fs/cgroup on a pure v2 node,
-/// /sys/fs/cgroup/unified on a hybrid one.
+/// /sys/fs/cgroup/unified on a hybrid one (from /proc/self/mountinfo).
 fn cgroup2_root() -> Option<PathBuf> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mountinfo.lines().find_map(|line| {
-        // "... mount_point options - fstype source superopts"
-        let (left, right) = line.split_once(" - ")?;
-        let fstype = right.split_whitespace().next()?;
-        if fstype != "cgroup2" {
-            return None;
-        }
-        left.split_whitespace().nth(4).map(PathBuf::from)
-    })
+    let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
+    mounts
+        .into_iter()
+        .find(|m| m.fs_type == "cgroup2")
+        .map(|m| m.mount_point)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_this_machines_cgroup2_mount() {
+        // Hybrid here (/sys/fs/cgroup/unified), pure v2 on most nodes.
+        let root = cgroup2_root().expect("a cgroup2 mount");
+        assert!(root.join("cgroup.procs").exists(), "{}", root.display());
+    }
 
     #[test]
     fn comm_keys_are_cut_like_the_kernel() {
