@@ -485,7 +485,7 @@ mod tests {
         ALLOCS.with(Cell::get)
     }
 
-    fn record(pid: u32, dport: u16, outcome: u8, errno: i32) -> Vec<u8> {
+    pub(super) fn record(pid: u32, dport: u16, outcome: u8, errno: i32) -> Vec<u8> {
         let mut c = Conn::zeroed();
         c.pid_tgid = (u64::from(pid) << 32) | u64::from(pid);
         c.family = AF_INET;
@@ -551,5 +551,62 @@ mod tests {
         let _ = child.wait();
         assert_eq!(pipeline.attempts, 64 * 5 * 11);
         assert_eq!(during, 0, "allocations while writing 3,200 events");
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    //! Throwaway-style timing of the JSON path, ignored by default:
+    //! `cargo test --release -p tracer-user --lib json_path_timing -- --ignored --nocapture`
+
+    use super::{tests::record, *};
+    use crate::{cli::Cli, sink::Format};
+    use clap::Parser;
+    use tracer_common::outcome;
+
+    #[test]
+    #[ignore = "timing, not a check; run by hand in release mode"]
+    fn json_path_timing() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
+        let sink = Sink::new(
+            Box::new(std::io::sink()),
+            "null".into(),
+            Format::Json,
+            false,
+        );
+        let mut pipeline = Pipeline::new(&args, sink);
+        let records: Vec<Vec<u8>> = (0..320u16)
+            .map(|i| match i % 3 {
+                0 => record(pid, 1000 + i, outcome::ERROR, libc::ECONNREFUSED),
+                1 => record(pid, 1000 + i, outcome::CONNECTED, 0),
+                _ => record(pid, 1000 + i, outcome::ERROR, libc::ETIMEDOUT),
+            })
+            .collect();
+        let batch = |pipeline: &mut Pipeline| {
+            for r in &records {
+                pipeline.handle_bytes(r).expect("handle");
+            }
+            pipeline.flush().expect("flush");
+        };
+        for _ in 0..100 {
+            batch(&mut pipeline);
+        }
+        let rounds = 3125; // 1,000,000 events
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..rounds {
+                batch(&mut pipeline);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (rounds * records.len()) as f64;
+            eprintln!("json path: {ns:.1} ns/event");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

@@ -9,6 +9,9 @@ pub mod ecs;
 pub mod ndjson;
 pub mod text;
 
+#[cfg(test)]
+mod golden;
+
 use std::{
     fs::{File, OpenOptions},
     io::{self, Write},
