@@ -6,10 +6,14 @@ use std::sync::Arc;
 
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
-    enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo},
+    enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
     probe::Mode,
     sink::{ecs, ecs::Facts, ndjson::AttemptWriter, text},
-    verdict::{judge, proxy::ProxyEnv, resolve::HostResolver, ProxyVerdict},
+    verdict::{
+        endpoints_of, judge,
+        resolve::{Resolver, Root},
+        ProxyVerdict,
+    },
 };
 
 const WALL: i128 = 1_764_250_000_000_000_000;
@@ -47,8 +51,8 @@ fn proc_info() -> ProcInfo {
         cgroup: Some(parse_proc_cgroup(
             "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12345678_1234_1234_1234_123456789abc.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n",
         )),
-        proxies: crate::verdict::endpoints_of(&env),
         env: Some(EnvState::Read(env)),
+        ..ProcInfo::default()
     }
 }
 
@@ -75,13 +79,21 @@ fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode
 }
 
 fn proxy_verdict(a: &Attempt, proc: &ProcInfo) -> Option<ProxyVerdict> {
-    let mut resolver = HostResolver::new(std::path::Path::new("/nonexistent-root"));
+    let mut resolver = Resolver::new(std::path::Path::new("/nonexistent-root"));
     let dest = match a.destination {
         Peer::Ip { ip, port } => Some((ip, port)),
         Peer::Unix(_) => None,
     };
-    proc.proxy_env()
-        .and_then(|env| judge(dest, env, &proc.proxies, None, &mut resolver))
+    proc.proxy_env().and_then(|env| {
+        judge(
+            dest,
+            env,
+            &endpoints_of(env),
+            None,
+            &mut resolver,
+            Root::HOST,
+        )
+    })
 }
 
 /// (name, JSON line, text line, coloured text line) for each case.
@@ -159,7 +171,10 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
     ));
     let proc = proc_info();
     let verdict = proxy_verdict(&base, &proc);
-    assert!(verdict.as_ref().is_some_and(|v| v.via), "{verdict:?}");
+    assert!(
+        verdict.as_ref().is_some_and(|v| v.via == Some(true)),
+        "{verdict:?}"
+    );
     out.push((
         "refused_by_its_proxy",
         lines(&base, proc, verdict.as_ref(), Mode::Socket),
