@@ -19,9 +19,10 @@ use crate::{
     },
     probe::{LostCounts, Mode, ProbeConfig, ProbeError, Probes},
     sink::{
-        ecs::{self, Facts},
         ndjson::AttemptWriter,
-        text, Format, Sink, SinkError,
+        text,
+        words::{self, Facts},
+        Format, Sink, SinkError,
     },
     verdict::{
         judge, names_to_resolve,
@@ -146,9 +147,7 @@ impl Pipeline {
                 self.sink.record(|out| writer.write(out, &facts, &proc));
             }
             Format::Text => {
-                let dest_text = ecs::destination_text(attempt);
-                let event = ecs::build(&facts, &dest_text);
-                let line = text::render(&event, attempt.verdict, self.sink.color);
+                let line = text::render(&facts, self.sink.color);
                 self.sink.line(&line);
             }
         }
@@ -158,7 +157,7 @@ impl Pipeline {
 
     /// A record of events lost in the kernel.
     pub fn lost_record(&mut self, lost: LostCounts, last: bool) -> Result<(), SinkError> {
-        let now = ecs::rfc3339(now_epoch_ns());
+        let now = words::rfc3339(now_epoch_ns());
         let message = format!(
             "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full",
             lost.total(),
@@ -168,8 +167,8 @@ impl Pipeline {
         match self.sink.format {
             Format::Json => self.sink.json(&LostRecord {
                 timestamp: now,
-                ecs: ecs::Ecs {
-                    version: ecs::ECS_VERSION,
+                ecs: LostEcs {
+                    version: words::ECS_VERSION,
                 },
                 event: LostEvent {
                     kind: "metric",
@@ -182,7 +181,7 @@ impl Pipeline {
                 },
                 message,
                 tracer: LostTracer {
-                    schema_version: ecs::SCHEMA_VERSION,
+                    schema_version: words::SCHEMA_VERSION,
                     lost: LostFields {
                         total: lost.total(),
                         ringbuf_full: lost.ringbuf_full,
@@ -212,10 +211,15 @@ fn root_of(pid: u32, proc: &ProcInfo) -> Root {
 struct LostRecord {
     #[serde(rename = "@timestamp")]
     timestamp: String,
-    ecs: ecs::Ecs,
+    ecs: LostEcs,
     event: LostEvent,
     message: String,
     tracer: LostTracer,
+}
+
+#[derive(Serialize)]
+struct LostEcs {
+    version: &'static str,
 }
 
 #[derive(Serialize)]

@@ -8,7 +8,7 @@ use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
     enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
     probe::Mode,
-    sink::{ecs, ecs::Facts, ndjson::AttemptWriter, text},
+    sink::{ndjson::AttemptWriter, text, words::Facts},
     verdict::{
         endpoints_of, judge,
         resolve::{Resolver, Root},
@@ -69,12 +69,10 @@ fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode
     let mut out = Vec::new();
     AttemptWriter::new().write(&mut out, &facts, &proc);
     let json = String::from_utf8(out).expect("utf8");
-    let dest = ecs::destination_text(a);
-    let event = ecs::build(&facts, &dest);
     [
         json,
-        text::render(&event, a.verdict, false),
-        text::render(&event, a.verdict, true),
+        text::render(&facts, false),
+        text::render(&facts, true),
     ]
 }
 
