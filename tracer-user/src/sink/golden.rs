@@ -37,7 +37,6 @@ fn attempt() -> Attempt {
         verdict: Verdict::Refused,
         errno: Some(libc::ECONNREFUSED),
         is_async: Some(true),
-        ret: None,
     }
 }
 

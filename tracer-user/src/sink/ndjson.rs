@@ -396,7 +396,6 @@ mod tests {
             verdict: Verdict::Refused,
             errno: Some(libc::ECONNREFUSED),
             is_async: Some(true),
-            ret: None,
         }
     }
 
