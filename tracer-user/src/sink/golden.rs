@@ -11,7 +11,7 @@ use crate::{
     sink::{ndjson::AttemptWriter, text, words::Facts},
     verdict::{
         endpoints_of, judge,
-        resolve::{Resolver, Root},
+        resolve::{LookupResult, Resolver, Root},
         ProxyVerdict,
     },
 };
@@ -187,7 +187,67 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
         "connected_past_its_proxy",
         lines(&direct, proc, verdict.as_ref(), Mode::Syscall),
     ));
+    // A proxy whose host name has no answer yet: via is null, and the
+    // verdict says why.
+    let env = ProxyEnv::from_environ(b"HTTPS_PROXY=http://proxy.corp.invalid:3128\0");
+    let proc = ProcInfo {
+        env: Some(EnvState::Read(env)),
+        ..ProcInfo::default()
+    };
+    let mut to_a_name = base.clone();
+    to_a_name.destination = Peer::Ip {
+        ip: "10.0.0.9".parse().expect("ip"),
+        port: 3128,
+    };
+    let verdict = unresolved_verdict(&to_a_name, &proc);
+    assert!(
+        verdict
+            .as_ref()
+            .is_some_and(|v| v.via.is_none() && v.unresolved.is_some()),
+        "{verdict:?}"
+    );
+    out.push((
+        "refused_while_its_proxy_is_unresolved",
+        lines(&to_a_name, proc, verdict.as_ref(), Mode::Socket),
+    ));
     out
+}
+
+/// The verdict on the first attempt of a process whose proxy is a host
+/// name: the lookup has only been queued (and never answers here).
+fn unresolved_verdict(a: &Attempt, proc: &ProcInfo) -> Option<ProxyVerdict> {
+    let mut resolver = Resolver::with_lookup(
+        std::path::Path::new("/nonexistent-root"),
+        Arc::new(|_: &str| LookupResult::Temporary),
+    );
+    let dest = match a.destination {
+        Peer::Ip { ip, port } => Some((ip, port)),
+        Peer::Unix(_) => None,
+    };
+    proc.proxy_env().and_then(|env| {
+        judge(
+            dest,
+            env,
+            &endpoints_of(env),
+            None,
+            &mut resolver,
+            Root::HOST,
+        )
+    })
+}
+
+/// Prints the lines of every case, to pin a new one:
+/// `cargo test --release -p tracer-user --lib print_golden_lines -- --ignored --nocapture`
+#[test]
+#[ignore = "a generator, not a check"]
+fn print_golden_lines() {
+    for (name, [json, text, color]) in cases() {
+        println!("{json}");
+        println!(
+            "{}",
+            serde_json::to_string(&[name, text.as_str(), color.as_str()]).expect("json")
+        );
+    }
 }
 
 /// The JSON lines, one per case, in the order of `cases`.
@@ -233,6 +293,7 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""async":false"#,
         r#""end":"#,
         r#""proxy":{"#,
+        r#""via":null,"unresolved":"#,
     ] {
         assert!(JSON.lines().any(|l| l.contains(part)), "no line has {part}");
     }
