@@ -8,7 +8,6 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use serde::Serialize;
 use thiserror::Error;
 use tracer_common::{
     envcap, flags, kind, outcome, Conn, ConnEvent, Event, ProcEvent, AF_INET, AF_INET6, AF_UNIX,
@@ -24,8 +23,7 @@ pub enum DecodeError {
 }
 
 /// How an attempt ended: the `tracer.result` word.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
     Connected,
     Refused,
@@ -73,8 +71,7 @@ impl Verdict {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Tcp,
     Udp,
@@ -111,8 +108,6 @@ pub struct Attempt {
     pub errno: Option<i32>,
     /// connect() returned EINPROGRESS (None: not known in this mode).
     pub is_async: Option<bool>,
-    /// The syscall's return value, when seen (syscall mode).
-    pub ret: Option<i32>,
 }
 
 /// A decoded ring-buffer record.
@@ -371,7 +366,6 @@ pub fn attempt_from(conn: &Conn, path: Option<String>) -> Attempt {
         verdict,
         errno,
         is_async,
-        ret: ret_known.then_some(conn.ret),
     }
 }
 
@@ -596,7 +590,6 @@ mod tests {
         c.outcome = outcome::CONNECTED;
         let a = attempt_from(&c, None);
         assert_eq!(a.is_async, Some(false));
-        assert_eq!(a.ret, Some(0));
         assert_eq!(a.transport, Some(Transport::Udp));
         c.flags |= flags::EINPROGRESS;
         assert_eq!(attempt_from(&c, None).is_async, Some(true));

@@ -17,8 +17,7 @@ use thiserror::Error;
 use tracer_common::{lost, Conn, Inflight, COMM_LEN};
 
 /// Which hooks are attached. See the README's "Modes" section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Socket events only: TCP attempts; unrelated syscalls pay nothing.
     Socket,

@@ -5,9 +5,12 @@
 //! one write(2) per batch rather than per event. Every record is a whole
 //! line, so a reader never sees half a JSON object, even at shutdown.
 
-pub mod ecs;
 pub mod ndjson;
 pub mod text;
+pub mod words;
+
+#[cfg(test)]
+mod golden;
 
 use std::{
     fs::{File, OpenOptions},

@@ -2,10 +2,12 @@
 //!
 //! `13:45:02.123456 REFUSED   containerd[812] tcp 127.0.0.1:7897 0.1ms  <message>`
 //! Failures are red (and proxy dials bold) when stdout is a terminal.
+//! Rendered from the same facts and words as the JSON record
+//! (`sink::words`), not from the record itself.
 
 use crate::{
-    decode::{Transport, Verdict},
-    sink::ecs::EcsEvent,
+    decode::Verdict,
+    sink::words::{self, Facts},
 };
 
 const RED: &str = "\x1b[31m";
@@ -14,22 +16,18 @@ const YELLOW: &str = "\x1b[33m";
 const BOLD: &str = "\x1b[1m";
 const RESET: &str = "\x1b[0m";
 
-pub fn render(ev: &EcsEvent<'_>, verdict: Verdict, color: bool) -> String {
+pub fn render(f: &Facts<'_>, color: bool) -> String {
+    let a = f.attempt;
+    let verdict = a.verdict;
+    let timestamp = words::rfc3339(f.wall(words::stamp_of(a)));
     // "2026-11-27T13:45:02.123456789Z" -> "13:45:02.123456"
-    let time = ev.timestamp.get(11..26).unwrap_or(&ev.timestamp);
-    let word = ev.tracer.result.to_ascii_uppercase();
-    let transport = match ev.network.transport {
-        Some(Transport::Tcp) => "tcp",
-        Some(Transport::Udp) => "udp",
-        Some(Transport::Unix) => "unix",
-        None => "?",
-    };
-    let duration = ev
-        .event
-        .duration
+    let time = timestamp.get(11..26).unwrap_or(&timestamp);
+    let word = verdict.as_str().to_ascii_uppercase();
+    let transport = a.transport.map_or("?", |t| t.as_str());
+    let duration = words::duration_of(a)
         .map(|ns| format!("{:.1}ms", ns as f64 / 1e6))
         .unwrap_or_else(|| "-".into());
-    let via_proxy = ev.tracer.proxy.is_some_and(|p| p.via == Some(true));
+    let via_proxy = f.verdict.is_some_and(|p| p.via == Some(true));
     let (start, end) = if !color {
         ("", "")
     } else if verdict.is_failure() {
@@ -48,8 +46,10 @@ pub fn render(ev: &EcsEvent<'_>, verdict: Verdict, color: bool) -> String {
     } else {
         String::new()
     };
+    let destination = words::destination_text(a);
+    let message = words::message(f, &destination);
     format!(
-        "{time} {start}{word:<11}{end} {}[{}] {transport} {} {duration}{proxy}  {}",
-        ev.process.name, ev.process.pid, ev.destination.address, ev.message
+        "{time} {start}{word:<11}{end} {}[{}] {transport} {destination} {duration}{proxy}  {message}",
+        &*a.comm, a.pid
     )
 }

@@ -1,13 +1,12 @@
-//! The event as written: Elastic Common Schema field names as nested
-//! objects, plus the tracer's own fields under `tracer.`. Documented field by
-//! field in schema/event.schema.json.
+//! The words of the connect-event record: what a timestamp, a failure, a
+//! destination and the message say. The record itself (which fields, in
+//! which order) is written in one place, `sink::ndjson::AttemptWriter`;
+//! `--format text` says the same things in a line of its own, from these.
 
 use std::{borrow::Cow, net::IpAddr};
 
-use serde::Serialize;
-
 use crate::{
-    decode::{errno_message, errno_name, Attempt, Peer, Transport, Verdict},
+    decode::{errno_message, Attempt, Peer, Transport, Verdict},
     enrich::proc::{EnvState, ProcInfo},
     probe::Mode,
     verdict::{scheme_label, ProxyVerdict},
@@ -16,142 +15,6 @@ use crate::{
 /// Bumped whenever a field changes meaning or disappears.
 pub const SCHEMA_VERSION: u32 = 1;
 pub const ECS_VERSION: &str = "8.11.0";
-
-#[derive(Debug, Serialize)]
-pub struct EcsEvent<'a> {
-    #[serde(rename = "@timestamp")]
-    pub timestamp: String,
-    pub ecs: Ecs,
-    pub event: EventFields,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<ErrorFields>,
-    pub message: String,
-    pub process: ProcessFields<'a>,
-    pub user: IdField,
-    pub group: IdField,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<Endpoint>,
-    pub destination: Destination<'a>,
-    pub network: NetworkFields,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerFields<'a>>,
-    pub tracer: TracerFields<'a>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Ecs {
-    pub version: &'static str,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EventFields {
-    pub kind: &'static str,
-    pub category: [&'static str; 1],
-    #[serde(rename = "type")]
-    pub kind_type: [&'static str; 1],
-    pub action: &'static str,
-    pub outcome: &'static str,
-    /// Nanoseconds from connect() to the outcome.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration: Option<u64>,
-    pub start: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub end: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ErrorFields {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code: Option<String>,
-    pub message: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ProcessFields<'a> {
-    pub pid: u32,
-    pub name: &'a str,
-    pub thread: Thread,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub executable: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub args: Option<&'a [String]>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub parent: Option<Parent>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Thread {
-    pub id: u32,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Parent {
-    pub pid: u32,
-}
-
-/// ECS ids are keywords (strings).
-#[derive(Debug, Serialize)]
-pub struct IdField {
-    pub id: String,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Endpoint {
-    pub ip: IpAddr,
-    pub port: u16,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Destination<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ip: Option<IpAddr>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    /// The AF_UNIX path, or the IP as text.
-    pub address: std::borrow::Cow<'a, str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct NetworkFields {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub transport: Option<Transport>,
-    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
-    pub net_type: Option<&'static str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct ContainerFields<'a> {
-    pub id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub runtime: Option<&'a str>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct TracerFields<'a> {
-    pub schema_version: u32,
-    pub mode: &'static str,
-    pub result: &'static str,
-    #[serde(rename = "async", skip_serializing_if = "Option::is_none")]
-    pub is_async: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub errno: Option<i32>,
-    pub cgroup: CgroupFields<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub unit: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pod_uid: Option<&'a str>,
-    /// "read" or "unavailable: <why>".
-    pub proxy_env: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy: Option<&'a ProxyVerdict>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct CgroupFields<'a> {
-    pub id: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub path: Option<&'a str>,
-}
 
 /// `error.message` of a socket-mode failure that happened before any SYN.
 pub const EARLY_FAILURE_MESSAGE: &str =
@@ -184,6 +47,17 @@ pub fn end_of(a: &Attempt) -> Option<u64> {
     (a.verdict != Verdict::Pending && a.end_ns != 0).then_some(a.end_ns)
 }
 
+/// The kernel time the event is stamped with (`@timestamp`): when the
+/// attempt ended, or when it started if it has not ended.
+pub fn stamp_of(a: &Attempt) -> u64 {
+    end_of(a).unwrap_or(a.start_ns).max(a.start_ns)
+}
+
+/// Nanoseconds from connect() to the outcome (`event.duration`).
+pub fn duration_of(a: &Attempt) -> Option<u64> {
+    end_of(a).map(|end| end.saturating_sub(a.start_ns))
+}
+
 /// What the `error` object reports.
 pub enum Failure {
     /// The kernel named the errno.
@@ -199,96 +73,6 @@ pub fn failure_of(a: &Attempt) -> Option<Failure> {
         (Verdict::Connected | Verdict::Aborted | Verdict::Pending, _) => None,
         (_, Some(errno)) => Some(Failure::Errno(errno)),
         (_, None) => Some(Failure::BeforeSyn),
-    }
-}
-
-pub fn build<'a>(f: &'a Facts<'a>, dest_text: &'a str) -> EcsEvent<'a> {
-    let a = f.attempt;
-    let end_ns = end_of(a);
-    let error = failure_of(a).map(|failure| match failure {
-        Failure::Errno(errno) => ErrorFields {
-            code: Some(errno_name(errno).map_or_else(|| format!("E{errno}"), str::to_string)),
-            message: errno_message(errno).into_owned(),
-        },
-        Failure::BeforeSyn => ErrorFields {
-            code: None,
-            message: EARLY_FAILURE_MESSAGE.into(),
-        },
-    });
-    let (dest_ip, dest_port) = match &a.destination {
-        Peer::Ip { ip, port } => (Some(*ip), Some(*port)),
-        Peer::Unix(_) => (None, None),
-    };
-    let net_type = dest_ip.map(|ip| if ip.is_ipv4() { "ipv4" } else { "ipv6" });
-    let cgroup = f.proc.cgroup.as_ref();
-    let container = cgroup.and_then(|c| {
-        c.container_id.as_deref().map(|id| ContainerFields {
-            id,
-            runtime: c.runtime.as_deref(),
-        })
-    });
-    let proxy_env = match &f.proc.env {
-        Some(EnvState::Read(_)) => "read".to_string(),
-        Some(EnvState::Unavailable(why)) => format!("unavailable: {why}"),
-        None => "unavailable".to_string(),
-    };
-    EcsEvent {
-        timestamp: rfc3339(f.wall(end_ns.unwrap_or(a.start_ns).max(a.start_ns))),
-        ecs: Ecs {
-            version: ECS_VERSION,
-        },
-        event: EventFields {
-            kind: "event",
-            category: ["network"],
-            kind_type: ["connection"],
-            action: "connect",
-            outcome: a.verdict.ecs_outcome(),
-            duration: end_ns.map(|end| end.saturating_sub(a.start_ns)),
-            start: rfc3339(f.wall(a.start_ns)),
-            end: end_ns.map(|end| rfc3339(f.wall(end))),
-        },
-        error,
-        message: message(f, dest_text),
-        process: ProcessFields {
-            pid: a.pid,
-            name: &a.comm,
-            thread: Thread { id: a.tid },
-            executable: f.proc.exe.as_deref(),
-            args: f.proc.args.as_deref(),
-            parent: f.proc.ppid.map(|pid| Parent { pid }),
-        },
-        user: IdField {
-            id: a.uid.to_string(),
-        },
-        group: IdField {
-            id: a.gid.to_string(),
-        },
-        source: a.source.map(|(ip, port)| Endpoint { ip, port }),
-        destination: Destination {
-            ip: dest_ip,
-            port: dest_port,
-            address: std::borrow::Cow::Borrowed(dest_text),
-        },
-        network: NetworkFields {
-            transport: a.transport,
-            net_type,
-        },
-        container,
-        tracer: TracerFields {
-            schema_version: SCHEMA_VERSION,
-            mode: f.mode.as_str(),
-            result: a.verdict.as_str(),
-            is_async: a.is_async,
-            errno: a.errno,
-            cgroup: CgroupFields {
-                id: a.cgroup_id,
-                path: cgroup.map(|c| c.path.as_str()),
-            },
-            unit: cgroup.and_then(|c| c.unit.as_deref()),
-            pod_uid: cgroup.and_then(|c| c.pod_uid.as_deref()),
-            proxy_env,
-            proxy: f.verdict,
-        },
     }
 }
 

@@ -1,14 +1,10 @@
-//! `tracer trace`: wire the stages together and run until told to stop.
+//! Everything after the ring buffer, for one record: decode -> enrich ->
+//! verdict -> sink. Also the lost-events record, which is described here,
+//! once, as serde structs.
 
-use std::{path::PathBuf, time::Duration};
+use std::path::PathBuf;
 
-use aya::maps::{MapData, RingBuf};
 use serde::Serialize;
-use thiserror::Error;
-use tokio::{
-    io::unix::AsyncFd,
-    signal::unix::{signal, SignalKind},
-};
 
 use crate::{
     cli::TraceArgs,
@@ -17,11 +13,12 @@ use crate::{
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
-    probe::{LostCounts, Mode, ProbeConfig, ProbeError, Probes},
+    probe::{LostCounts, Mode},
     sink::{
-        ecs::{self, Facts},
         ndjson::AttemptWriter,
-        text, Format, Sink, SinkError,
+        text,
+        words::{self, Facts},
+        Format, Sink, SinkError,
     },
     verdict::{
         judge, names_to_resolve,
@@ -29,20 +26,6 @@ use crate::{
         EndpointCache,
     },
 };
-
-#[derive(Debug, Error)]
-pub enum TraceError {
-    #[error(transparent)]
-    Probe(#[from] ProbeError),
-    #[error(transparent)]
-    Sink(#[from] SinkError),
-    #[error("{what}: {source}")]
-    Io {
-        what: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Everything after the ring buffer: decode, enrich, verdict, sink.
 pub struct Pipeline {
@@ -146,9 +129,7 @@ impl Pipeline {
                 self.sink.record(|out| writer.write(out, &facts, &proc));
             }
             Format::Text => {
-                let dest_text = ecs::destination_text(attempt);
-                let event = ecs::build(&facts, &dest_text);
-                let line = text::render(&event, attempt.verdict, self.sink.color);
+                let line = text::render(&facts, self.sink.color);
                 self.sink.line(&line);
             }
         }
@@ -158,7 +139,7 @@ impl Pipeline {
 
     /// A record of events lost in the kernel.
     pub fn lost_record(&mut self, lost: LostCounts, last: bool) -> Result<(), SinkError> {
-        let now = ecs::rfc3339(now_epoch_ns());
+        let now = words::rfc3339(now_epoch_ns());
         let message = format!(
             "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full",
             lost.total(),
@@ -168,8 +149,8 @@ impl Pipeline {
         match self.sink.format {
             Format::Json => self.sink.json(&LostRecord {
                 timestamp: now,
-                ecs: ecs::Ecs {
-                    version: ecs::ECS_VERSION,
+                ecs: LostEcs {
+                    version: words::ECS_VERSION,
                 },
                 event: LostEvent {
                     kind: "metric",
@@ -182,7 +163,7 @@ impl Pipeline {
                 },
                 message,
                 tracer: LostTracer {
-                    schema_version: ecs::SCHEMA_VERSION,
+                    schema_version: words::SCHEMA_VERSION,
                     lost: LostFields {
                         total: lost.total(),
                         ringbuf_full: lost.ringbuf_full,
@@ -199,10 +180,10 @@ impl Pipeline {
         self.sink.flush()
     }
 
-    /// Let the names just announced processes need be resolved, for at
-    /// most `LOOKUP_GRACE` (see `Resolver::settle`).
-    pub fn settle_lookups(&mut self) {
-        self.resolver.settle(LOOKUP_GRACE);
+    /// Let the names just-announced processes need be resolved, for at
+    /// most `grace` (see `Resolver::settle`).
+    pub fn settle_lookups(&mut self, grace: std::time::Duration) {
+        self.resolver.settle(grace);
     }
 }
 
@@ -218,10 +199,15 @@ fn root_of(pid: u32, proc: &ProcInfo) -> Root {
 struct LostRecord {
     #[serde(rename = "@timestamp")]
     timestamp: String,
-    ecs: ecs::Ecs,
+    ecs: LostEcs,
     event: LostEvent,
     message: String,
     tracer: LostTracer,
+}
+
+#[derive(Serialize)]
+struct LostEcs {
+    version: &'static str,
 }
 
 #[derive(Serialize)]
@@ -261,207 +247,6 @@ fn wall_offset_ns() -> i128 {
 
 fn now_epoch_ns() -> u64 {
     clock_ns(libc::CLOCK_REALTIME).max(0) as u64
-}
-
-/// Tell systemd (Type=notify) that we are ready.
-fn notify_ready() {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    use std::os::{linux::net::SocketAddrExt, unix::net::UnixDatagram};
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let result = match bytes.strip_prefix(b"@") {
-        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr)),
-        None => sock.send_to(b"READY=1", &path),
-    };
-    if let Err(e) = result {
-        log::warn!("cannot notify systemd at NOTIFY_SOCKET: {e}");
-    }
-}
-
-/// Register a ring buffer with the runtime's poller.
-fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, TraceError> {
-    // SAFETY: the AsyncFd owns the ring buffer (or the log reader that owns
-    // one), so its fd stays open for as long as it is registered.
-    unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| {
-        TraceError::Io {
-            what: "cannot poll the ring buffer",
-            source: std::io::Error::other(e.to_string()),
-        }
-    })
-}
-
-/// Drain every record currently in the ring buffer.
-fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
-    while let Some(item) = ring.next() {
-        pipeline.handle_bytes(&item)?;
-    }
-    Ok(())
-}
-
-/// How long to let records accumulate after a wakeup; bounds the added
-/// latency of an event. Measured on a 2-core VM during a loopback storm:
-/// 5 ms costs 1.3 us of tracer CPU per event, 20 ms 1.0 us, 50 ms 0.9 us
-/// (fewer wakeups, and the hot loop stays in cache). 20 ms is well below
-/// what a person or a log pipeline notices, and the ring buffer holds 65
-/// times that at full storm rate.
-const BATCH_DELAY: Duration = Duration::from_millis(20);
-
-/// How long a drain may wait for the first lookup of a proxy's host name,
-/// so that a process's first attempt gets its verdict. Paid once per name
-/// (per `RETRY` while DNS is dead), and only when a new name was asked.
-const LOOKUP_GRACE: Duration = Duration::from_millis(50);
-
-/// Run `tracer trace` until SIGINT/SIGTERM or until the reader goes away.
-pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
-    // Open the output before loading anything: a bad path fails fast and
-    // leaves the kernel untouched.
-    let sink = match &args.output {
-        Some(path) => Sink::file(path, args.format)?,
-        None => Sink::stdout(args.format),
-    };
-    let mut pipeline = Pipeline::new(&args, sink);
-
-    let config = ProbeConfig {
-        mode: args.mode,
-        pids: args.pid.clone(),
-        comms: args.comm.clone(),
-        failed_only: args.failed_only,
-        debug_ebpf: args.debug_ebpf,
-    };
-    let mut probes = Probes::attach(&config)?;
-    let mut ring = poll_ring(probes.take_events()?)?;
-    let mut procs = poll_ring(probes.take_procs()?)?;
-    // --debug-ebpf: the programs' diagnostics, polled like a ring buffer.
-    let mut ebpf_log = match probes.take_logger()? {
-        Some(logger) => Some(poll_ring(logger)?),
-        None => None,
-    };
-    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| TraceError::Io {
-        what: "cannot handle SIGINT",
-        source,
-    })?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| TraceError::Io {
-        what: "cannot handle SIGTERM",
-        source,
-    })?;
-    eprintln!(
-        "tracer: ready: all probes attached (mode {}, output {})",
-        args.mode.as_str(),
-        args.output
-            .as_ref()
-            .map_or_else(|| "stdout".to_string(), |p| p.display().to_string())
-    );
-    notify_ready();
-
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    let mut lost_reported = LostCounts::default();
-    let mut reader_gone = false;
-    let stop_reason = loop {
-        let result = tokio::select! {
-            guard = ring.readable_mut() => {
-                let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
-                // Announcements first: a process's announcement is written
-                // before its attempt's outcome, and carries the proxy
-                // environment of a process that may be gone by now.
-                let r = drain(procs.get_mut(), &mut pipeline)
-                    .map(|()| pipeline.settle_lookups())
-                    .and_then(|()| drain(guard.get_inner_mut(), &mut pipeline))
-                    .and_then(|()| pipeline.flush());
-                guard.clear_ready();
-                // Batch: the kernel wakes us for every record while we keep
-                // up, which at 50k connects/s costs more in wakeups and
-                // write(2) calls than the work itself. Waiting a moment lets
-                // records pile up (8 MiB of ring buffer holds 1.3 s of a
-                // storm), so one wakeup and one write carry a thousand.
-                tokio::time::sleep(BATCH_DELAY).await;
-                r
-            }
-            guard = procs.readable_mut() => {
-                // Unbatched: /proc must be read while the process lives.
-                let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
-                let r = drain(guard.get_inner_mut(), &mut pipeline);
-                guard.clear_ready();
-                r
-            }
-            guard = async { match ebpf_log.as_mut() {
-                Some(log) => log.readable_mut().await,
-                None => std::future::pending().await,
-            } } => {
-                let mut guard = guard.map_err(|source| TraceError::Io { what: "eBPF log ring poll failed", source })?;
-                guard.get_inner_mut().flush();
-                guard.clear_ready();
-                Ok(())
-            }
-            _ = sigint.recv() => break "SIGINT",
-            _ = sigterm.recv() => break "SIGTERM",
-            _ = tick.tick() => {
-                let lost = probes.lost()?;
-                if lost.total() > lost_reported.total() {
-                    lost_reported = lost;
-                    pipeline.lost_record(lost, false).and_then(|()| pipeline.flush())
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        match result {
-            Ok(()) => {}
-            Err(SinkError::Closed) => {
-                reader_gone = true;
-                break "the output reader went away";
-            }
-            Err(e) => return Err(e.into()),
-        }
-    };
-
-    // Shutdown: what is already in the ring buffer, then what is still in
-    // flight (as `pending`), then the final lost count.
-    let mut pending = 0u64;
-    let lost = probes.lost()?;
-    if !reader_gone {
-        match shutdown_flush([&mut procs, &mut ring], &probes, &mut pipeline, lost) {
-            Ok(n) => pending = n,
-            Err(TraceError::Sink(SinkError::Closed)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    eprintln!(
-        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {} events lost in the kernel (ring buffer full: {}, in-flight table full: {}), {} unreadable records",
-        pipeline.attempts,
-        lost.total(),
-        lost.ringbuf_full,
-        lost.inflight_full,
-        pipeline.decode_errors
-    );
-    Ok(())
-}
-
-/// Drain the ring buffer, then report what is still in flight as `pending`,
-/// then the final lost count. Returns the number of pending attempts.
-fn shutdown_flush(
-    rings: [&mut AsyncFd<RingBuf<MapData>>; 2],
-    probes: &Probes,
-    pipeline: &mut Pipeline,
-    lost: LostCounts,
-) -> Result<u64, TraceError> {
-    for ring in rings {
-        drain(ring.get_mut(), pipeline)?;
-    }
-    let mut pending = 0;
-    for (conn, path) in probes.in_flight()? {
-        let path = path.map(|p| decode::unix_path(&p));
-        let attempt = decode::attempt_from(&conn, path);
-        pipeline.handle_attempt(&attempt)?;
-        pending += 1;
-    }
-    pipeline.lost_record(lost, true)?;
-    pipeline.flush()?;
-    Ok(pending)
 }
 
 #[cfg(test)]
@@ -512,7 +297,7 @@ mod tests {
         ALLOCS.with(Cell::get)
     }
 
-    fn record(pid: u32, dport: u16, outcome: u8, errno: i32) -> Vec<u8> {
+    pub(super) fn record(pid: u32, dport: u16, outcome: u8, errno: i32) -> Vec<u8> {
         let mut c = Conn::zeroed();
         c.pid_tgid = (u64::from(pid) << 32) | u64::from(pid);
         c.family = AF_INET;
@@ -578,5 +363,62 @@ mod tests {
         let _ = child.wait();
         assert_eq!(pipeline.attempts, 64 * 5 * 11);
         assert_eq!(during, 0, "allocations while writing 3,200 events");
+    }
+}
+
+#[cfg(test)]
+mod timing {
+    //! Throwaway-style timing of the JSON path, ignored by default:
+    //! `cargo test --release -p tracer-user --lib json_path_timing -- --ignored --nocapture`
+
+    use super::{tests::record, *};
+    use crate::{cli::Cli, sink::Format};
+    use clap::Parser;
+    use tracer_common::outcome;
+
+    #[test]
+    #[ignore = "timing, not a check; run by hand in release mode"]
+    fn json_path_timing() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .env_clear()
+            .spawn()
+            .expect("spawn sleep");
+        let pid = child.id();
+        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
+        let sink = Sink::new(
+            Box::new(std::io::sink()),
+            "null".into(),
+            Format::Json,
+            false,
+        );
+        let mut pipeline = Pipeline::new(&args, sink);
+        let records: Vec<Vec<u8>> = (0..320u16)
+            .map(|i| match i % 3 {
+                0 => record(pid, 1000 + i, outcome::ERROR, libc::ECONNREFUSED),
+                1 => record(pid, 1000 + i, outcome::CONNECTED, 0),
+                _ => record(pid, 1000 + i, outcome::ERROR, libc::ETIMEDOUT),
+            })
+            .collect();
+        let batch = |pipeline: &mut Pipeline| {
+            for r in &records {
+                pipeline.handle_bytes(r).expect("handle");
+            }
+            pipeline.flush().expect("flush");
+        };
+        for _ in 0..100 {
+            batch(&mut pipeline);
+        }
+        let rounds = 3125; // 1,000,000 events
+        for _ in 0..5 {
+            let t = std::time::Instant::now();
+            for _ in 0..rounds {
+                batch(&mut pipeline);
+            }
+            let ns = t.elapsed().as_nanos() as f64 / (rounds * records.len()) as f64;
+            eprintln!("json path: {ns:.1} ns/event");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }

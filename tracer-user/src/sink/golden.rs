@@ -1,0 +1,303 @@
+//! Complete lines pinned byte for byte: log pipelines parse them, and
+//! schema/event.schema.json documents them. A change here is a change of
+//! the output format.
+
+use std::sync::Arc;
+
+use crate::{
+    decode::{comm_of, Attempt, Peer, Transport, Verdict},
+    enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
+    probe::Mode,
+    sink::{ndjson::AttemptWriter, text, words::Facts},
+    verdict::{
+        endpoints_of, judge,
+        resolve::{LookupResult, Resolver, Root},
+        ProxyVerdict,
+    },
+};
+
+const WALL: i128 = 1_764_250_000_000_000_000;
+
+fn attempt() -> Attempt {
+    Attempt {
+        start_ns: 1_000_000_123,
+        end_ns: 1_000_270_000,
+        pid: 812,
+        tid: 815,
+        uid: 1000,
+        gid: 5,
+        cgroup_id: 4242,
+        comm: comm_of(b"containerd"),
+        transport: Some(Transport::Tcp),
+        destination: Peer::Ip {
+            ip: "10.0.0.1".parse().expect("ip"),
+            port: 7897,
+        },
+        source: Some(("127.0.0.1".parse().expect("ip"), 40000)),
+        verdict: Verdict::Refused,
+        errno: Some(libc::ECONNREFUSED),
+        is_async: Some(true),
+    }
+}
+
+fn proc_info() -> ProcInfo {
+    let env = ProxyEnv::from_environ(b"HTTPS_PROXY=http://10.0.0.1:7897\0");
+    ProcInfo {
+        start_time: Some(77),
+        ppid: Some(1),
+        exe: Some("/usr/bin/containerd".into()),
+        args: Some(vec!["containerd".into(), "--say \"hi\"\\\n\u{1}".into()]),
+        cgroup: Some(parse_proc_cgroup(
+            "0::/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod12345678_1234_1234_1234_123456789abc.slice/cri-containerd-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef.scope\n",
+        )),
+        env: Some(EnvState::Read(env)),
+        ..ProcInfo::default()
+    }
+}
+
+/// The JSON line and the text line (plain and coloured) of one attempt.
+fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode) -> [String; 3] {
+    let proc = Arc::new(proc);
+    let facts = Facts {
+        attempt: a,
+        proc: &proc,
+        verdict,
+        mode,
+        wall_offset_ns: WALL,
+    };
+    let mut out = Vec::new();
+    AttemptWriter::new().write(&mut out, &facts, &proc);
+    let json = String::from_utf8(out).expect("utf8");
+    [
+        json,
+        text::render(&facts, false),
+        text::render(&facts, true),
+    ]
+}
+
+fn proxy_verdict(a: &Attempt, proc: &ProcInfo) -> Option<ProxyVerdict> {
+    let mut resolver = Resolver::new(std::path::Path::new("/nonexistent-root"));
+    let dest = match a.destination {
+        Peer::Ip { ip, port } => Some((ip, port)),
+        Peer::Unix(_) => None,
+    };
+    proc.proxy_env().and_then(|env| {
+        judge(
+            dest,
+            env,
+            &endpoints_of(env),
+            None,
+            &mut resolver,
+            Root::HOST,
+        )
+    })
+}
+
+/// (name, JSON line, text line, coloured text line) for each case.
+fn cases() -> Vec<(&'static str, [String; 3])> {
+    let base = attempt();
+    let mut out = vec![(
+        "refused_in_a_container",
+        lines(&base, proc_info(), None, Mode::Socket),
+    )];
+    let mut connected = base.clone();
+    connected.verdict = Verdict::Connected;
+    connected.errno = None;
+    connected.is_async = Some(false);
+    out.push((
+        "connected_syscall_mode",
+        lines(&connected, proc_info(), None, Mode::Syscall),
+    ));
+    let mut unknown = base.clone();
+    unknown.verdict = Verdict::Failed;
+    unknown.errno = Some(9999);
+    out.push((
+        "unknown_errno",
+        lines(&unknown, ProcInfo::default(), None, Mode::Syscall),
+    ));
+    let mut early = base.clone();
+    early.verdict = Verdict::Failed;
+    early.errno = None;
+    early.is_async = None;
+    out.push((
+        "failed_before_syn",
+        lines(&early, ProcInfo::default(), None, Mode::Socket),
+    ));
+    let mut v6 = base.clone();
+    v6.verdict = Verdict::TimedOut;
+    v6.errno = Some(libc::ETIMEDOUT);
+    v6.destination = Peer::Ip {
+        ip: "2001:db8::1".parse().expect("ip"),
+        port: 443,
+    };
+    v6.source = Some(("::ffff:10.1.2.3".parse().expect("ip"), 1));
+    out.push((
+        "timed_out_ipv6",
+        lines(&v6, ProcInfo::default(), None, Mode::Socket),
+    ));
+    let mut unix = base.clone();
+    unix.verdict = Verdict::Pending;
+    unix.errno = None;
+    unix.transport = Some(Transport::Unix);
+    unix.destination = Peer::Unix("/run/\"odd\"\\path\n.sock".into());
+    unix.source = None;
+    unix.is_async = None;
+    unix.end_ns = 0;
+    out.push((
+        "pending_unix",
+        lines(&unix, ProcInfo::default(), None, Mode::Socket),
+    ));
+    let mut udp = base.clone();
+    udp.transport = Some(Transport::Udp);
+    udp.verdict = Verdict::Aborted;
+    udp.errno = None;
+    udp.comm = comm_of(b"we\"ird\xff\\n");
+    udp.start_ns = 999_999_999;
+    out.push((
+        "aborted_udp_in_a_unit",
+        lines(
+            &udp,
+            ProcInfo {
+                env: Some(EnvState::Unavailable("process exited".into())),
+                cgroup: Some(parse_proc_cgroup("0::/system.slice/containerd.service\n")),
+                ..ProcInfo::default()
+            },
+            None,
+            Mode::Socket,
+        ),
+    ));
+    let proc = proc_info();
+    let verdict = proxy_verdict(&base, &proc);
+    assert!(
+        verdict.as_ref().is_some_and(|v| v.via == Some(true)),
+        "{verdict:?}"
+    );
+    out.push((
+        "refused_by_its_proxy",
+        lines(&base, proc, verdict.as_ref(), Mode::Socket),
+    ));
+    let mut direct = connected.clone();
+    direct.destination = Peer::Ip {
+        ip: "192.168.7.200".parse().expect("ip"),
+        port: 8080,
+    };
+    let proc = proc_info();
+    let verdict = proxy_verdict(&direct, &proc);
+    out.push((
+        "connected_past_its_proxy",
+        lines(&direct, proc, verdict.as_ref(), Mode::Syscall),
+    ));
+    // A proxy whose host name has no answer yet: via is null, and the
+    // verdict says why.
+    let env = ProxyEnv::from_environ(b"HTTPS_PROXY=http://proxy.corp.invalid:3128\0");
+    let proc = ProcInfo {
+        env: Some(EnvState::Read(env)),
+        ..ProcInfo::default()
+    };
+    let mut to_a_name = base.clone();
+    to_a_name.destination = Peer::Ip {
+        ip: "10.0.0.9".parse().expect("ip"),
+        port: 3128,
+    };
+    let verdict = unresolved_verdict(&to_a_name, &proc);
+    assert!(
+        verdict
+            .as_ref()
+            .is_some_and(|v| v.via.is_none() && v.unresolved.is_some()),
+        "{verdict:?}"
+    );
+    out.push((
+        "refused_while_its_proxy_is_unresolved",
+        lines(&to_a_name, proc, verdict.as_ref(), Mode::Socket),
+    ));
+    out
+}
+
+/// The verdict on the first attempt of a process whose proxy is a host
+/// name: the lookup has only been queued (and never answers here).
+fn unresolved_verdict(a: &Attempt, proc: &ProcInfo) -> Option<ProxyVerdict> {
+    let mut resolver = Resolver::with_lookup(
+        std::path::Path::new("/nonexistent-root"),
+        Arc::new(|_: &str| LookupResult::Temporary),
+    );
+    let dest = match a.destination {
+        Peer::Ip { ip, port } => Some((ip, port)),
+        Peer::Unix(_) => None,
+    };
+    proc.proxy_env().and_then(|env| {
+        judge(
+            dest,
+            env,
+            &endpoints_of(env),
+            None,
+            &mut resolver,
+            Root::HOST,
+        )
+    })
+}
+
+/// Prints the lines of every case, to pin a new one:
+/// `cargo test --release -p tracer-user --lib print_golden_lines -- --ignored --nocapture`
+#[test]
+#[ignore = "a generator, not a check"]
+fn print_golden_lines() {
+    for (name, [json, text, color]) in cases() {
+        println!("{json}");
+        println!(
+            "{}",
+            serde_json::to_string(&[name, text.as_str(), color.as_str()]).expect("json")
+        );
+    }
+}
+
+/// The JSON lines, one per case, in the order of `cases`.
+const JSON: &str = include_str!("golden.ndjson");
+/// `[name, text line, coloured text line]` per case.
+const TEXT: &str = include_str!("golden_text.json");
+
+#[test]
+fn json_lines_are_pinned() {
+    let cases = cases();
+    let pinned: Vec<&str> = JSON.lines().collect();
+    assert_eq!(pinned.len(), cases.len());
+    for ((name, [json, _, _]), want) in cases.iter().zip(pinned) {
+        assert_eq!(json, want, "{name}");
+    }
+}
+
+#[test]
+fn text_lines_are_pinned() {
+    let cases = cases();
+    let pinned: Vec<[String; 3]> = serde_json::from_str(TEXT).expect("golden_text.json");
+    assert_eq!(pinned.len(), cases.len());
+    for ((name, [_, text, color]), [want_name, want_text, want_color]) in cases.iter().zip(&pinned)
+    {
+        assert_eq!(name, want_name);
+        assert_eq!(text, want_text, "{name}");
+        assert_eq!(color, want_color, "{name} (coloured)");
+    }
+}
+
+#[test]
+fn the_cases_reach_every_optional_part_of_the_line() {
+    for part in [
+        r#""container":{"id":"0123456789abcdef"#,
+        r#""pod_uid":"12345678-1234"#,
+        r#""unit":"containerd.service""#,
+        r#""error":{"code":"E9999""#,
+        r#""error":{"message":"#,
+        r#""address":"/run/\"odd\"\\path\n.sock""#,
+        r#""ip":"2001:db8::1""#,
+        r#""proxy_env":"unavailable: process exited""#,
+        r#""async":true"#,
+        r#""async":false"#,
+        r#""end":"#,
+        r#""proxy":{"#,
+        r#""via":null,"unresolved":"#,
+    ] {
+        assert!(JSON.lines().any(|l| l.contains(part)), "no line has {part}");
+    }
+    for line in JSON.lines() {
+        serde_json::from_str::<serde_json::Value>(line).expect("valid JSON");
+    }
+}
