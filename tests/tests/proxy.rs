@@ -291,20 +291,35 @@ fn huge_and_non_utf8_environments() {
     );
 }
 
-/// Resolving the proxy host name the way the process would: /etc/hosts
-/// under the host root first.
+/// Resolving the proxy host name the way the process would: the hosts file
+/// under the process's own root. The client runs in a mount namespace of
+/// its own with its own /etc/hosts, as a container would; the host root the
+/// tracer is given says something else for the same name, and must lose.
+/// (Every name here is answered by a hosts file: no DNS query leaves.)
 #[test]
-fn proxy_host_names_resolve_through_the_hosts_file() {
+fn proxy_host_names_resolve_through_the_process_hosts_file() {
     let port = closed_port();
     let host_root = temp_dir("root");
     write(
         &host_root,
         "/etc/hosts",
+        "127.0.0.1 localhost\n127.0.0.8 corp-proxy.example\n",
+    );
+    let own = temp_dir("ownhosts");
+    write(
+        &own,
+        "/hosts",
         "127.0.0.1 localhost\n127.0.0.9 corp-proxy.example\n",
     );
     let tracer = Tracer::start(&["--host-root", &host_root.display().to_string()]);
+    let script = format!(
+        "mount --bind {}/hosts /etc/hosts || exit 97; exec \"$0\" \"$@\"",
+        own.display()
+    );
     let (pid, _) = connector_with(
-        std::process::Command::new(connector_bin())
+        std::process::Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .arg(connector_bin())
             .env_clear()
             .env("HTTPS_PROXY", format!("http://corp-proxy.example:{port}"))
             .args(["tcp", &format!("127.0.0.9:{port}"), "--linger-ms", "300"]),
