@@ -16,7 +16,7 @@
 //! Everything here is a pure string transformation: nothing is read from disk,
 //! and malformed input yields an empty or partial [`CgroupInfo`], never a panic.
 
-use procfs::{ProcessCGroup, ProcessCGroups};
+use procfs::ProcessCGroup;
 
 /// What a process's cgroup membership says about it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -104,7 +104,7 @@ pub fn cgroup_info(groups: &[ProcessCGroup]) -> CgroupInfo {
 /// says nothing. Tests describe memberships as text, the kernel's format.
 #[cfg(test)]
 pub(crate) fn parse_proc_cgroup(text: &str) -> CgroupInfo {
-    use procfs::FromBufRead;
+    use procfs::{FromBufRead, ProcessCGroups};
     match ProcessCGroups::from_buf_read(text.as_bytes()) {
         Ok(groups) => cgroup_info(&groups.0),
         Err(_) => CgroupInfo::default(),

@@ -119,26 +119,11 @@ pub fn raise_memlock() -> Memlock {
     }
 }
 
-/// The running kernel's (major, minor) from uname(2).
+/// The running kernel's version, from /proc/sys/kernel/osrelease.
 pub fn kernel_version() -> Option<(u32, u32)> {
-    // SAFETY: uname fills a zeroed struct; release is NUL-terminated.
-    let release = unsafe {
-        let mut uts: libc::utsname = std::mem::zeroed();
-        if libc::uname(&mut uts) != 0 {
-            return None;
-        }
-        std::ffi::CStr::from_ptr(uts.release.as_ptr())
-            .to_string_lossy()
-            .into_owned()
-    };
-    parse_release(&release)
-}
-
-fn parse_release(release: &str) -> Option<(u32, u32)> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let major = parts.next()?.parse().ok()?;
-    let minor = parts.next()?.parse().ok()?;
-    Some((major, minor))
+    procfs::KernelVersion::current()
+        .ok()
+        .map(|v| (u32::from(v.major), u32::from(v.minor)))
 }
 
 #[cfg(test)]
@@ -188,11 +173,8 @@ mod tests {
     }
 
     #[test]
-    fn kernel_releases_parse() {
-        assert_eq!(parse_release("6.18.44-fc-v769"), Some((6, 18)));
-        assert_eq!(parse_release("5.10.0-27-amd64"), Some((5, 10)));
-        assert_eq!(parse_release("4.19"), Some((4, 19)));
-        assert_eq!(parse_release("garbage"), None);
-        assert!(kernel_version().is_some());
+    fn the_kernel_version_is_read() {
+        let (major, _) = kernel_version().expect("osrelease");
+        assert!(major >= 5);
     }
 }
