@@ -373,6 +373,12 @@ fn main() {
         // seven such runs.
         (15, 20_000, 1_000_000)
     };
+    // `--rounds N`: fewer (or more) rounds of the full-size workload.
+    let rounds = std::env::args()
+        .skip_while(|a| a != "--rounds")
+        .nth(1)
+        .and_then(|n| n.parse::<usize>().ok())
+        .map_or(rounds, |n| n.clamp(1, 100));
     let dir = temp_dir("bench");
     let conds = [
         Cond::Untraced,
