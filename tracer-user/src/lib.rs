@@ -6,9 +6,11 @@
 //! `verdict` (proxy rules) -> `sink` (ECS JSON lines or text).
 
 pub mod cli;
+pub mod cri;
 pub mod decode;
 pub mod diag;
 pub mod enrich;
+pub mod preflight;
 pub mod probe;
 pub mod redact;
 pub mod sink;

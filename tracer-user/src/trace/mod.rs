@@ -40,7 +40,7 @@ pub enum TraceError {
 }
 
 /// Register a ring buffer with the runtime's poller.
-fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, TraceError> {
+pub(crate) fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, TraceError> {
     // SAFETY: the AsyncFd owns the ring buffer (or the log reader that owns
     // one), so its fd stays open for as long as it is registered.
     unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }.map_err(|e| {
@@ -52,7 +52,7 @@ fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, TraceError>
 }
 
 /// Drain every record currently in the ring buffer.
-fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
+pub(crate) fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
     while let Some(item) = ring.next() {
         pipeline.handle_bytes(&item)?;
     }
@@ -70,7 +70,7 @@ const BATCH_DELAY: Duration = Duration::from_millis(20);
 /// How long a drain may wait for the first lookup of a proxy's host name,
 /// so that a process's first attempt gets its verdict. Paid once per name
 /// (per `RETRY` while DNS is dead), and only when a new name was asked.
-const LOOKUP_GRACE: Duration = Duration::from_millis(50);
+pub(crate) const LOOKUP_GRACE: Duration = Duration::from_millis(50);
 
 /// Run `tracer trace` until SIGINT/SIGTERM or until the reader goes away.
 pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
@@ -192,7 +192,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
 
 /// Drain the ring buffer, then report what is still in flight as `pending`,
 /// then the final lost count. Returns the number of pending attempts.
-fn shutdown_flush(
+pub(crate) fn shutdown_flush(
     rings: [&mut AsyncFd<RingBuf<MapData>>; 2],
     probes: &Probes,
     pipeline: &mut Pipeline,

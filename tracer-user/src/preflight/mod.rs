@@ -1,0 +1,4 @@
+//! `tracer preflight` (being assembled; see the commit that adds the subcommand).
+
+pub mod explain;
+pub mod watch;
