@@ -10,6 +10,8 @@ pub mod text;
 pub mod words;
 
 #[cfg(test)]
+mod fixtures;
+#[cfg(test)]
 mod golden;
 
 use std::{

@@ -318,10 +318,11 @@ mod tests {
         })
     }
 
-    #[test]
-    fn the_json_path_does_not_allocate_per_event() {
-        // A real process with a known (empty) environment, read from /proc.
-        let mut child = std::process::Command::new("sleep")
+    /// A pipeline writing JSON into the void, and `n` records (refused,
+    /// connected, timed out in turn) of a real process with a known
+    /// (empty) environment, read from /proc. Kill the child when done.
+    pub(super) fn null_pipeline(n: u16) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
+        let child = std::process::Command::new("sleep")
             .arg("30")
             .env_clear()
             .spawn()
@@ -334,14 +335,20 @@ mod tests {
             Format::Json,
             false,
         );
-        let mut pipeline = Pipeline::new(&args, sink);
-        let records: Vec<Vec<u8>> = (0..64u16)
+        let pipeline = Pipeline::new(&args, sink);
+        let records = (0..n)
             .map(|i| match i % 3 {
                 0 => record(pid, 1000 + i, outcome::ERROR, libc::ECONNREFUSED),
                 1 => record(pid, 1000 + i, outcome::CONNECTED, 0),
                 _ => record(pid, 1000 + i, outcome::ERROR, libc::ETIMEDOUT),
             })
             .collect();
+        (child, pipeline, records)
+    }
+
+    #[test]
+    fn the_json_path_does_not_allocate_per_event() {
+        let (mut child, mut pipeline, records) = null_pipeline(64);
         // Batches of 320 events, as a drain of the ring buffer gives.
         let batch = |pipeline: &mut Pipeline| {
             for _ in 0..5 {
@@ -371,35 +378,12 @@ mod timing {
     //! Throwaway-style timing of the JSON path, ignored by default:
     //! `cargo test --release -p tracer-user --lib json_path_timing -- --ignored --nocapture`
 
-    use super::{tests::record, *};
-    use crate::{cli::Cli, sink::Format};
-    use clap::Parser;
-    use tracer_common::outcome;
+    use super::{tests::null_pipeline, Pipeline};
 
     #[test]
     #[ignore = "timing, not a check; run by hand in release mode"]
     fn json_path_timing() {
-        let mut child = std::process::Command::new("sleep")
-            .arg("30")
-            .env_clear()
-            .spawn()
-            .expect("spawn sleep");
-        let pid = child.id();
-        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
-        let sink = Sink::new(
-            Box::new(std::io::sink()),
-            "null".into(),
-            Format::Json,
-            false,
-        );
-        let mut pipeline = Pipeline::new(&args, sink);
-        let records: Vec<Vec<u8>> = (0..320u16)
-            .map(|i| match i % 3 {
-                0 => record(pid, 1000 + i, outcome::ERROR, libc::ECONNREFUSED),
-                1 => record(pid, 1000 + i, outcome::CONNECTED, 0),
-                _ => record(pid, 1000 + i, outcome::ERROR, libc::ETIMEDOUT),
-            })
-            .collect();
+        let (mut child, mut pipeline, records) = null_pipeline(320);
         let batch = |pipeline: &mut Pipeline| {
             for r in &records {
                 pipeline.handle_bytes(r).expect("handle");
