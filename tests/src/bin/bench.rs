@@ -43,6 +43,9 @@ enum Cond {
     Tracer,
     TracerSyscall,
     Bpftrace,
+    /// `--baseline BIN`: another build of the tracer (default mode), in the
+    /// same interleaved rounds, to compare two builds on one machine state.
+    Baseline,
 }
 
 impl Cond {
@@ -52,6 +55,7 @@ impl Cond {
             Cond::Tracer => "tracer",
             Cond::TracerSyscall => "tracer-syscall",
             Cond::Bpftrace => "bpftrace",
+            Cond::Baseline => "baseline",
         }
     }
 }
@@ -132,8 +136,13 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
     let began = Instant::now();
     let child = match cond {
         Cond::Untraced => return None,
-        Cond::Tracer | Cond::TracerSyscall => {
-            let mut cmd = Command::new(tracer_bin());
+        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline => {
+            let bin = if cond == Cond::Baseline {
+                baseline_bin().unwrap_or_else(tracer_bin)
+            } else {
+                tracer_bin()
+            };
+            let mut cmd = Command::new(bin);
             cmd.arg("trace").arg("--output").arg(&output);
             if cond == Cond::TracerSyscall {
                 cmd.args(["--mode", "syscall"]);
@@ -362,6 +371,14 @@ fn round(cond: Cond, dir: &Path, connects: u64, syscalls: u64) -> Sample {
     sample
 }
 
+/// `--baseline BIN`: the other tracer build to compare with.
+fn baseline_bin() -> Option<PathBuf> {
+    std::env::args()
+        .skip_while(|a| a != "--baseline")
+        .nth(1)
+        .map(PathBuf::from)
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, connects, syscalls) = if quick {
@@ -380,12 +397,15 @@ fn main() {
         .and_then(|n| n.parse::<usize>().ok())
         .map_or(rounds, |n| n.clamp(1, 100));
     let dir = temp_dir("bench");
-    let conds = [
+    let mut conds = vec![
         Cond::Untraced,
         Cond::Tracer,
         Cond::TracerSyscall,
         Cond::Bpftrace,
     ];
+    if baseline_bin().is_some() {
+        conds.push(Cond::Baseline);
+    }
     let mut samples: Vec<Vec<Sample>> = vec![Vec::new(); conds.len()];
     // For each traced sample, the untraced figures it is compared with.
     let mut bases: Vec<Vec<Sample>> = vec![Vec::new(); conds.len()];
