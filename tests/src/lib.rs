@@ -5,6 +5,7 @@
 //! shows where it happened.
 
 pub mod containerd;
+pub mod tinyproxy;
 
 use std::{
     io::{BufRead, BufReader},
