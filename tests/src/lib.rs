@@ -191,30 +191,47 @@ impl Drop for Tracer {
     }
 }
 
-/// The event schema (schema/event.schema.json), compiled once: the
-/// contract log pipelines build on.
-fn event_schema() -> &'static jsonschema::Validator {
-    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
-    SCHEMA.get_or_init(|| {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/event.schema.json");
+/// A schema of schema/, compiled once per test process: the contracts log
+/// pipelines and scripts build on.
+fn schema(name: &'static str) -> &'static jsonschema::Validator {
+    use std::{collections::HashMap, sync::Mutex, sync::OnceLock};
+    static SCHEMAS: OnceLock<Mutex<HashMap<&'static str, &'static jsonschema::Validator>>> =
+        OnceLock::new();
+    let mut schemas = SCHEMAS
+        .get_or_init(Default::default)
+        .lock()
+        .expect("schema cache");
+    schemas.entry(name).or_insert_with(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../schema")
+            .join(name);
         let text = std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
-        jsonschema::validator_for(&schema).expect("the schema compiles")
+        // Leaked once per schema file and test process: the validators live
+        // as long as the tests.
+        Box::leak(Box::new(
+            jsonschema::validator_for(&schema).expect("the schema compiles"),
+        ))
     })
 }
 
-/// Check one event against the schema; panics with every violation.
-pub fn assert_matches_schema(event: &Value) {
-    let errors: Vec<String> = event_schema()
-        .iter_errors(event)
+/// Check a document against schema/`name`; panics with every violation.
+pub fn assert_matches_schema_file(name: &'static str, document: &Value) {
+    let errors: Vec<String> = schema(name)
+        .iter_errors(document)
         .map(|e| format!("{} at {}", e, e.instance_path()))
         .collect();
     assert!(
         errors.is_empty(),
-        "event does not match schema/event.schema.json:\n  {}\nevent: {event}",
+        "document does not match schema/{name}:\n  {}\ndocument: {document}",
         errors.join("\n  ")
     );
+}
+
+/// Check one event against schema/event.schema.json.
+pub fn assert_matches_schema(event: &Value) {
+    assert_matches_schema_file("event.schema.json", event);
 }
 
 /// Parse a JSON-lines file; every line must be complete JSON, and valid
