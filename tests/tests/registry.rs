@@ -237,3 +237,50 @@ fn no_proxy_registry_down() {
     );
     eprintln!("no_proxy_registry_down: {:?}", t.elapsed());
 }
+
+/// The registry's certificate verifies for its IP (SAN), names
+/// `registry.test`, and the pushed manifest is served with its digest.
+#[test]
+fn registry_serves_the_image_with_a_verifiable_certificate() {
+    let registry = Registry::start(4);
+    registry.ns().assert_routed();
+    let manifest_url = format!(
+        "https://{}/v2/{}/manifests/{}",
+        registry.host(),
+        registry::REPOSITORY,
+        registry::TAG
+    );
+    let out = Command::new("curl")
+        .args(["-sS", "-f", "--noproxy", "*", "--max-time", "10", "-I"])
+        .arg("--cacert")
+        .arg(&registry.cert)
+        .args([
+            "-H",
+            "Accept: application/vnd.docker.distribution.manifest.v2+json",
+        ])
+        .arg(&manifest_url)
+        .output()
+        .expect("run curl");
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        head.contains(&format!(
+            "docker-content-digest: {}",
+            registry.manifest_digest
+        )),
+        "{head}"
+    );
+    let san = tracer_tests::sh(&format!(
+        "openssl x509 -noout -ext subjectAltName -in {}",
+        registry.cert.display()
+    ));
+    assert!(san.contains("DNS:registry.test"), "{san}");
+    assert!(
+        san.contains(&format!("IP Address:{}", registry.host())),
+        "{san}"
+    );
+}
