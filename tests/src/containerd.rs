@@ -15,8 +15,9 @@
 //!   `/sys/fs/cgroup` on a pure v2 host). So `/proc/<pid>/cgroup` of the
 //!   daemon reads like a real node's, from its very first instruction.
 //! * [`Containerd::cri_pull`] calls `ImageService/PullImage` over the daemon's
-//!   unix socket (tonic + prost, messages written by hand below: no `protoc`
-//!   needed). The pull, and so the proxy decision, happens inside the daemon.
+//!   unix socket with the library's CRI client (`tracer_user::cri`, the one
+//!   `tracer preflight` uses). The pull, and so the proxy decision, happens
+//!   inside the daemon.
 //!
 //! CRI API version: containerd 1.6.20 (Debian 12) serves **both**
 //! `runtime.v1` and `runtime.v1alpha2` (checked: `Version` answers on both,
@@ -45,13 +46,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tracer_user::cri;
+
 /// The unit's cgroup, relative to each hierarchy's root.
 pub const CGROUP_REL: &str = "system.slice/containerd.service";
 /// systemd's default `PATH` for services.
 const SYSTEMD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 const PULL_TIMEOUT: Duration = Duration::from_secs(30);
-const RPC_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_TAIL_LINES: usize = 40;
 
@@ -59,21 +61,7 @@ const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 /// Which CRI API the daemon answered on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CriApi {
-    V1,
-    V1alpha2,
-}
-
-impl CriApi {
-    /// The protobuf package, e.g. `runtime.v1`.
-    pub fn package(self) -> &'static str {
-        match self {
-            CriApi::V1 => "runtime.v1",
-            CriApi::V1alpha2 => "runtime.v1alpha2",
-        }
-    }
-}
+pub use tracer_user::cri::Api as CriApi;
 
 /// A running containerd daemon. Dropping it stops the daemon (SIGTERM, then
 /// SIGKILL), kills what is left of its own in its cgroup (processes whose
@@ -287,10 +275,14 @@ impl Containerd {
                     ));
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
-                match rt.block_on(async { tokio::time::timeout(left, version(&self.socket)).await })
-                {
+                let socket = self.socket.clone();
+                let call = async move {
+                    let client = cri::Client::connect(&socket).await?;
+                    client.version().await
+                };
+                match rt.block_on(async { tokio::time::timeout(left, call).await }) {
                     Ok(Ok((api, _version))) => return Ok(api),
-                    Ok(Err(e)) => last = e,
+                    Ok(Err(e)) => last = e.to_string(),
                     Err(_) => last = "CRI Version call timed out".into(),
                 }
             }
@@ -318,36 +310,20 @@ impl Containerd {
         check_pull_is_loopback_only(image, &self.env)?;
         let rt = runtime()?;
         let socket = self.socket.clone();
-        let first = self.cri_api;
         let image = image.to_string();
-        let image_name = image.clone();
-        let fut = async move {
-            let mut api = first;
-            loop {
-                let req = PullImageRequest {
-                    image: Some(ImageSpec {
-                        image: image.clone(),
-                    }),
-                };
-                let path = format!("/{}.ImageService/PullImage", api.package());
-                match unary::<_, PullImageResponse>(&socket, &path, req).await {
-                    Ok(_) => return Ok(()),
-                    Err(RpcError::Status(s))
-                        if s.code() == tonic::Code::Unimplemented && api == CriApi::V1 =>
-                    {
-                        api = CriApi::V1alpha2;
-                    }
-                    Err(RpcError::Status(s)) => return Err(s.message().to_string()),
-                    Err(RpcError::Transport(e)) => return Err(format!("CRI transport error: {e}")),
-                }
+        rt.block_on(async move {
+            let client = cri::Client::connect(&socket)
+                .await
+                .map_err(|e| format!("CRI transport error: {e}"))?;
+            match client.pull(&image, PULL_TIMEOUT).await {
+                Ok(_) => Ok(()),
+                Err(cri::CriError::Status { message, .. }) => Err(message),
+                Err(cri::CriError::Timeout(_)) => Err(format!(
+                    "CRI PullImage of {image} timed out after {PULL_TIMEOUT:?}"
+                )),
+                Err(e) => Err(format!("CRI transport error: {e}")),
             }
-        };
-        match rt.block_on(async move { tokio::time::timeout(PULL_TIMEOUT, fut).await }) {
-            Ok(r) => r,
-            Err(_) => Err(format!(
-                "CRI PullImage of {image_name} timed out after {PULL_TIMEOUT:?}"
-            )),
-        }
+        })
     }
 
     /// The last `n` lines of containerd's log.
@@ -738,117 +714,11 @@ fn check_pull(
     Ok(())
 }
 
-// ---------------------------------------------------------------------------
-// CRI over tonic, messages by hand (wire-identical in runtime.v1 and
-// runtime.v1alpha2; only the fields used here).
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct VersionRequest {
-    #[prost(string, tag = "1")]
-    version: String,
-}
-
-/// CRI `VersionResponse`.
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct VersionResponse {
-    #[prost(string, tag = "1")]
-    pub version: String,
-    #[prost(string, tag = "2")]
-    pub runtime_name: String,
-    #[prost(string, tag = "3")]
-    pub runtime_version: String,
-    #[prost(string, tag = "4")]
-    pub runtime_api_version: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct ImageSpec {
-    #[prost(string, tag = "1")]
-    image: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct PullImageRequest {
-    #[prost(message, optional, tag = "1")]
-    image: Option<ImageSpec>,
-    // auth = 2 and sandbox_config = 3 left unset.
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct PullImageResponse {
-    #[prost(string, tag = "1")]
-    image_ref: String,
-}
-
-enum RpcError {
-    Status(tonic::Status),
-    Transport(String),
-}
-
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("build tokio runtime: {e}"))
-}
-
-async fn channel(socket: &Path) -> Result<tonic::transport::Channel, String> {
-    let socket_name = socket.to_path_buf();
-    let socket = socket.to_path_buf();
-    // The URI is only a placeholder (it becomes :authority); the connector
-    // ignores it and dials the unix socket.
-    tonic::transport::Endpoint::from_static("http://localhost")
-        .connect_timeout(RPC_CONNECT_TIMEOUT)
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                let s = tokio::net::UnixStream::connect(socket).await?;
-                Ok::<_, io::Error>(hyper_util::rt::TokioIo::new(s))
-            }
-        }))
-        .await
-        .map_err(|e| format!("connect to {}: {e:?}", socket_name.display()))
-}
-
-async fn unary<Req, Resp>(socket: &Path, path: &str, req: Req) -> Result<Resp, RpcError>
-where
-    Req: prost::Message + Send + Sync + 'static,
-    Resp: prost::Message + Default + Send + Sync + 'static,
-{
-    let ch = channel(socket).await.map_err(RpcError::Transport)?;
-    let mut grpc = tonic::client::Grpc::new(ch);
-    grpc.ready()
-        .await
-        .map_err(|e| RpcError::Transport(format!("channel not ready: {e}")))?;
-    let path =
-        http::uri::PathAndQuery::try_from(path).map_err(|e| RpcError::Transport(e.to_string()))?;
-    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
-    grpc.unary(tonic::Request::new(req), path, codec)
-        .await
-        .map(|r| r.into_inner())
-        .map_err(RpcError::Status)
-}
-
-/// CRI `RuntimeService/Version`: v1 first, v1alpha2 if v1 is UNIMPLEMENTED.
-async fn version(socket: &Path) -> Result<(CriApi, VersionResponse), String> {
-    for api in [CriApi::V1, CriApi::V1alpha2] {
-        let path = format!("/{}.RuntimeService/Version", api.package());
-        let req = VersionRequest {
-            version: "v1".into(),
-        };
-        match unary::<_, VersionResponse>(socket, &path, req).await {
-            Ok(v) => return Ok((api, v)),
-            Err(RpcError::Status(s)) if s.code() == tonic::Code::Unimplemented => continue,
-            Err(RpcError::Status(s)) => {
-                return Err(format!("{}: {:?}: {}", path, s.code(), s.message()))
-            }
-            Err(RpcError::Transport(e)) => return Err(e),
-        }
-    }
-    Err(
-        "CRI Version is UNIMPLEMENTED on runtime.v1 and runtime.v1alpha2 (CRI plugin not loaded?)"
-            .into(),
-    )
 }
 
 #[cfg(test)]

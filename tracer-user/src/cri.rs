@@ -37,12 +37,31 @@ pub enum Api {
 }
 
 impl Api {
-    fn package(self) -> &'static str {
+    pub fn package(self) -> &'static str {
         match self {
             Api::V1 => "runtime.v1",
             Api::V1alpha2 => "runtime.v1alpha2",
         }
     }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct VersionRequest {
+    #[prost(string, tag = "1")]
+    version: String,
+}
+
+/// CRI `VersionResponse`: who the runtime is.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct VersionResponse {
+    #[prost(string, tag = "1")]
+    pub version: String,
+    #[prost(string, tag = "2")]
+    pub runtime_name: String,
+    #[prost(string, tag = "3")]
+    pub runtime_version: String,
+    #[prost(string, tag = "4")]
+    pub runtime_api_version: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -103,6 +122,28 @@ impl Client {
         Ok(Self {
             channel,
             socket: name,
+        })
+    }
+
+    /// CRI `RuntimeService/Version`, and the API that answered (v1 first,
+    /// v1alpha2 when v1 is UNIMPLEMENTED, as on older containerd).
+    pub async fn version(&self) -> Result<(Api, VersionResponse), CriError> {
+        for api in [Api::V1, Api::V1alpha2] {
+            let path = format!("/{}.RuntimeService/Version", api.package());
+            let request = VersionRequest {
+                version: "v1".into(),
+            };
+            match self.unary::<_, VersionResponse>(&path, request).await {
+                Err(CriError::Status {
+                    code: tonic::Code::Unimplemented,
+                    ..
+                }) => continue,
+                other => return other.map(|v| (api, v)),
+            }
+        }
+        Err(CriError::Status {
+            code: tonic::Code::Unimplemented,
+            message: "CRI Version is not implemented on runtime.v1 or runtime.v1alpha2 (CRI plugin not loaded?)".into(),
         })
     }
 
