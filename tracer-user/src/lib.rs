@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod decode;
 pub mod diag;
+pub mod diff;
+pub mod doctor;
 pub mod enrich;
 pub mod probe;
 pub mod redact;
@@ -26,6 +28,8 @@ mod tests {
         ("verdict", &["sink", "trace"]),
         ("sink", &["trace"]),
         ("redact.rs", &["enrich", "verdict", "sink", "trace"]),
+        ("doctor", &["sink", "trace", "diff"]),
+        ("diff.rs", &["sink", "trace"]),
     ];
 
     fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {
