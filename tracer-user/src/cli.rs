@@ -21,6 +21,70 @@ pub struct Cli {
 pub enum Command {
     /// Stream one record per connect attempt, written once its outcome is known.
     Trace(TraceArgs),
+    /// Which proxy each runtime daemon really uses, who set it, and whether
+    /// it works. No eBPF. Exit 0 healthy, 1 problems found, 2 usage error.
+    Doctor(DoctorArgs),
+    /// Compare two `tracer doctor --format json` reports (bad node against
+    /// good node). Exit 1 when a difference that matters is found.
+    Diff(DiffArgs),
+}
+
+/// Output of `doctor` and `diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Text for a person, or one JSON document (schema/doctor.schema.json).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Also examine processes with this comm (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Examine only this process, whatever its name (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// Open an HTTP CONNECT to HOST:PORT through each daemon's proxy, e.g. a
+    /// registry (repeatable).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_probe)]
+    pub probe: Vec<String>,
+    /// A cluster range NO_PROXY must cover (repeatable); the kubelet's
+    /// podCIDR and clusterDNS are added when its config file is found.
+    #[arg(long, value_name = "CIDR", value_parser = parse_cidr)]
+    pub no_proxy_expect: Vec<ipnet::IpNet>,
+    /// Bound on each connect, name lookup and proxy reply.
+    #[arg(long, value_name = "DURATION", default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Root of the host's filesystem, for unit files and /etc/default.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// The host's /proc (for a container whose own /proc is not the host's).
+    #[arg(long, value_name = "DIR", default_value = "/proc")]
+    pub proc_root: PathBuf,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DiffArgs {
+    /// Report of the node that fails.
+    pub a: PathBuf,
+    /// Report of a node that works.
+    pub b: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+}
+
+fn parse_probe(s: &str) -> Result<String, String> {
+    crate::doctor::reach::split_host_port(s)
+        .map(|_| s.to_string())
+        .ok_or_else(|| format!("{s:?} is not HOST:PORT"))
+}
+
+fn parse_cidr(s: &str) -> Result<ipnet::IpNet, String> {
+    crate::doctor::sources::parse_net(s)
+        .ok_or_else(|| format!("{s:?} is not a CIDR or an IP address"))
 }
 
 #[derive(Debug, Clone, clap::Args)]

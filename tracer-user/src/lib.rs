@@ -9,6 +9,8 @@ pub mod cli;
 pub mod cri;
 pub mod decode;
 pub mod diag;
+pub mod diff;
+pub mod doctor;
 pub mod enrich;
 pub mod preflight;
 pub mod probe;
@@ -28,6 +30,8 @@ mod tests {
         ("verdict", &["sink", "trace"]),
         ("sink", &["trace"]),
         ("redact.rs", &["enrich", "verdict", "sink", "trace"]),
+        ("doctor", &["sink", "trace", "diff"]),
+        ("diff.rs", &["sink", "trace"]),
     ];
 
     fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -10,7 +10,12 @@ use tracer_user::{
 fn main() -> std::process::ExitCode {
     // clap exits with status 2 and the usage on a bad flag.
     let cli = Cli::parse();
-    let Command::Trace(args) = cli.command;
+    let args = match cli.command {
+        Command::Trace(args) => args,
+        // Neither needs eBPF, the async runtime or SCHED_BATCH.
+        Command::Doctor(args) => return tracer_user::doctor::command(&args).into(),
+        Command::Diff(args) => return tracer_user::diff::command(&args).into(),
+    };
     tracer_user::diag::init();
     yield_to_workloads();
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -286,6 +286,34 @@ pub fn load_unit_environment(
     Ok(out)
 }
 
+/// The assignments of one environment file (the `EnvironmentFile=` syntax),
+/// read under `host_root`: `Ok(None)` when it does not exist. For files a
+/// program reads itself rather than through systemd, such as
+/// `/etc/default/k3s` when no unit names it. `via` is
+/// [`SourceKind::Environment`] since no unit directive delivered them.
+pub fn read_environment_file(
+    host_root: &Path,
+    host_path: &Path,
+) -> Result<Option<Vec<EnvSource>>, SystemdError> {
+    let host = HostFs { root: host_root };
+    let content = match host.read_file(host_path).map_err(io_error(host_path))? {
+        FileContent::Bytes(content) => content,
+        FileContent::Missing | FileContent::DevNull | FileContent::NotRegular => return Ok(None),
+    };
+    Ok(Some(
+        envfile::parse_env_file(&content)
+            .into_iter()
+            .map(|e| EnvSource {
+                variable: String::from_utf8_lossy(&e.key).into_owned(),
+                value: String::from_utf8_lossy(&e.value).into_owned(),
+                file: host_path.to_path_buf(),
+                line: e.line,
+                via: SourceKind::Environment,
+            })
+            .collect(),
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::test_support::{value, TempRoot, CONTAINERD_UNIT, INCIDENT_DROPIN};
