@@ -27,6 +27,36 @@ pub enum Command {
     /// Compare two `tracer doctor --format json` reports (bad node against
     /// good node). Exit 1 when a difference that matters is found.
     Diff(DiffArgs),
+    /// Pull an image the way kubelet would (CRI, by the runtime daemon),
+    /// trace the daemon's attempts meanwhile, and explain the outcome.
+    /// Exit 0 pulled, 1 failed.
+    Preflight(PreflightArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PreflightArgs {
+    /// The image to pull, e.g. quay.io/calico/cni:v3.31.3.
+    #[arg(long, value_name = "REF")]
+    pub image: String,
+    /// The runtime's CRI socket (a path or unix:// URL).
+    #[arg(
+        long,
+        value_name = "ENDPOINT",
+        default_value = "/run/containerd/containerd.sock"
+    )]
+    pub runtime_endpoint: String,
+    /// Text for a person, or one JSON document (schema/preflight.schema.json).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: ReportFormat,
+    /// Remove the image again after a successful pull.
+    #[arg(long)]
+    pub remove: bool,
+    /// How long the pull may take.
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: std::time::Duration,
+    /// Root of the host's filesystem, for unit files.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
 }
 
 /// Output of `doctor` and `diff`.

@@ -1,45 +1,66 @@
 //! `tracer` binary: parse arguments, run, map errors to exit codes.
 //! Everything else lives in the library (`tracer_user`).
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use tracer_user::{
     cli::{Cli, Command},
-    trace,
+    preflight, trace,
 };
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     // clap exits with status 2 and the usage on a bad flag.
     let cli = Cli::parse();
-    let args = match cli.command {
-        Command::Trace(args) => args,
-        // Neither needs eBPF, the async runtime or SCHED_BATCH.
-        Command::Doctor(args) => return tracer_user::doctor::command(&args).into(),
-        Command::Diff(args) => return tracer_user::diff::command(&args).into(),
-    };
     tracer_user::diag::init();
-    yield_to_workloads();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    match cli.command {
+        // Neither needs eBPF, the async runtime or SCHED_BATCH.
+        Command::Doctor(args) => tracer_user::doctor::command(&args).into(),
+        Command::Diff(args) => tracer_user::diff::command(&args).into(),
+        Command::Trace(args) => {
+            yield_to_workloads();
+            match block_on(trace::run(args)) {
+                Ok(Ok(())) => ExitCode::SUCCESS,
+                Ok(Err(e)) => report(&e),
+                Err(code) => code,
+            }
+        }
+        Command::Preflight(args) => match block_on(preflight::run(&args)) {
+            Ok(Ok(found)) => match preflight::print(&found, args.format) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => report(&e),
+            },
+            Ok(Err(e)) => report(&e),
+            Err(code) => code,
+        },
+    }
+}
+
+/// Run a future on a single-threaded runtime (the tracer drains its rings
+/// on one thread).
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
-        Ok(rt) => rt,
+        Ok(rt) => Ok(rt.block_on(future)),
         Err(e) => {
             eprintln!("tracer: error: cannot start the async runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(trace::run(args)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("tracer: error: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
-            std::process::ExitCode::FAILURE
+            Err(ExitCode::FAILURE)
         }
     }
+}
+
+/// An error and its causes on stderr; exit 1.
+fn report(e: &dyn std::error::Error) -> ExitCode {
+    eprintln!("tracer: error: {e}");
+    let mut source = e.source();
+    while let Some(s) = source {
+        eprintln!("  caused by: {s}");
+        source = s.source();
+    }
+    ExitCode::FAILURE
 }
 
 /// Run as SCHED_BATCH: the tracer wakes every 20 ms to drain a batch, and

@@ -328,7 +328,9 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = child.id();
-        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
+        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command else {
+            panic!("`tracer trace` parses as the trace command");
+        };
         let sink = Sink::new(
             Box::new(std::io::sink()),
             "null".into(),
