@@ -49,6 +49,22 @@ fn containerd(vars: &[(&str, &str)], registry: &Registry) -> Containerd {
     .unwrap_or_else(|e| panic!("containerd: {e}"))
 }
 
+/// The text report of a failing pull, printed (shown with --nocapture;
+/// the README's examples come from here).
+fn preflight_text(daemon: &Containerd, image: &str, root: &Path) -> String {
+    let out = Command::new(tracer_bin())
+        .args(["preflight", "--image", image, "--runtime-endpoint"])
+        .arg(&daemon.socket)
+        .arg("--host-root")
+        .arg(root)
+        .output()
+        .expect("text preflight");
+    assert_eq!(out.status.code(), Some(1), "the pull fails");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("{text}");
+    text
+}
+
 /// `tracer preflight` against the daemon; (exit code, JSON report).
 fn preflight(
     daemon: &Containerd,
@@ -148,21 +164,7 @@ fn the_incident_a_closed_proxy_port() {
         assert!(verdict.contains(part), "{part} missing: {verdict}");
     }
     // The text form, as an operator sees it (and the README shows).
-    let text = Command::new(tracer_bin())
-        .args([
-            "preflight",
-            "--image",
-            &registry.image(),
-            "--runtime-endpoint",
-        ])
-        .arg(&daemon.socket)
-        .arg("--host-root")
-        .arg(&root)
-        .output()
-        .expect("text preflight");
-    assert_eq!(text.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&text.stdout);
-    println!("{text}");
+    let text = preflight_text(&daemon, &registry.image(), &root);
     assert!(
         text.contains("FAILED") && text.contains("refused"),
         "{text}"
@@ -197,6 +199,8 @@ fn registry_down_behind_a_working_proxy_is_told_apart() {
     );
     assert!(verdict.contains("500"), "{verdict}");
     let _ = out;
+    let text = preflight_text(&daemon, &registry.image(), &root);
+    assert!(text.contains("proxy answered: CONNECT"), "{text}");
 }
 
 #[test]
@@ -213,6 +217,8 @@ fn a_proxy_demanding_credentials_the_variable_lacks() {
     assert!(verdict.contains("demands credentials"), "{verdict}");
     assert!(verdict.contains("HTTPS_PROXY has none"), "{verdict}");
     assert!(verdict.contains(&format!("{DROPIN}:3")), "{verdict}");
+    let text = preflight_text(&daemon, &registry.image(), &root);
+    assert!(text.contains("407"), "{text}");
 }
 
 #[test]

@@ -198,7 +198,7 @@ pub fn verdict(
     let direct: Vec<&AttemptSummary> = attempts.iter().filter(|a| !a.via_proxy).collect();
     if let Some(failed) = proxied.iter().find(|a| a.result != "connected") {
         return format!(
-            "{daemon} could not reach its proxy {} ({}): {}; {} {}. Fix or remove that setting and restart {daemon}",
+            "{daemon} could not reach its proxy {} ({}): {}; {} is {}. Fix or remove that setting and restart {daemon}",
             failed.destination,
             failed.variable.as_deref().unwrap_or("proxy"),
             result_words(&failed.result),

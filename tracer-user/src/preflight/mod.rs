@@ -267,14 +267,18 @@ pub fn render_text(report: &Report) -> String {
         .as_deref()
         .map(|u| format!(", {u}"))
         .unwrap_or_default();
+    let took = if report.duration_ms < 1000 {
+        format!("{} ms", report.duration_ms)
+    } else {
+        format!("{:.1} s", report.duration_ms as f64 / 1000.0)
+    };
     let _ = writeln!(
         out,
-        "preflight: {} {} by {} (pid {}{unit}) in {:.1} s",
+        "preflight: {} {} by {} (pid {}{unit}) in {took}",
         if report.healthy() { "PULLED" } else { "FAILED" },
         report.image,
         report.runtime.name,
         report.runtime.pid,
-        report.duration_ms as f64 / 1000.0
     );
     if let Some(error) = &report.runtime_error {
         let _ = writeln!(out, "runtime said: {error}");
