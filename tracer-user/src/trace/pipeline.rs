@@ -327,7 +327,9 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = child.id();
-        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
+        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command else {
+            unreachable!("parsed a trace command")
+        };
         let sink = Sink::new(
             Box::new(std::io::sink()),
             "null".into(),
@@ -385,7 +387,9 @@ mod timing {
             .spawn()
             .expect("spawn sleep");
         let pid = child.id();
-        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command;
+        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command else {
+            unreachable!("parsed a trace command")
+        };
         let sink = Sink::new(
             Box::new(std::io::sink()),
             "null".into(),
