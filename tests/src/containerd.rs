@@ -26,9 +26,14 @@
 //! here are wire-identical in both versions.
 //!
 //! Network safety: [`Containerd::cri_pull`] refuses to pull from a registry
-//! that is not on loopback unless the daemon's `HTTPS_PROXY` and `HTTP_PROXY`
-//! both point at a loopback address and `NO_PROXY` names nothing but
-//! loopback. The daemon then dials only that loopback proxy.
+//! that is not on loopback unless either
+//! * the daemon's `HTTPS_PROXY` and `HTTP_PROXY` both point at a loopback
+//!   address and `NO_PROXY` names nothing but loopback: the daemon then
+//!   dials only that loopback proxy; or
+//! * the registry is one of the tests' own hosts ([`crate::is_test_host`]:
+//!   an address in a test range that `ip route get` sends directly through
+//!   a veth named like [`crate::NetNs`]'s, never eth0), and any proxy set is
+//!   on loopback: the daemon then dials that host or the loopback proxy.
 
 use std::ffi::CString;
 use std::fs;
@@ -94,13 +99,33 @@ pub struct Containerd {
     child: Option<Child>,
 }
 
+/// Extra configuration for [`Containerd::start_with`].
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// Registries (host or host:port, as in the image reference) whose TLS
+    /// certificate is not verified: each adds
+    /// `[plugins."io.containerd.grpc.v1.cri".registry.configs."HOST".tls]`
+    /// `insecure_skip_verify = true` (e.g. a test registry with a
+    /// self-signed certificate).
+    pub insecure_registries: &'a [&'a str],
+}
+
 impl Containerd {
+    /// [`Containerd::start_with`] with default [`Options`].
+    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Result<Containerd, String> {
+        Self::start_with(dir, env, &Options::default())
+    }
+
     /// Start containerd as root under `dir` (a fresh folder; created if
     /// missing) with an empty environment plus `PATH` and `env`, inside the
     /// cgroup `system.slice/containerd.service`. Returns once the CRI
     /// `Version` call answers on the socket (at most 20 s), else an error
     /// that includes the tail of containerd's log.
-    pub fn start(dir: &Path, env: &[(&str, &str)]) -> Result<Containerd, String> {
+    pub fn start_with(
+        dir: &Path,
+        env: &[(&str, &str)],
+        options: &Options,
+    ) -> Result<Containerd, String> {
         if unsafe { libc::geteuid() } != 0 {
             return Err("containerd harness: must run as root".into());
         }
@@ -148,7 +173,8 @@ impl Containerd {
         }
         let default =
             String::from_utf8(out.stdout).map_err(|e| format!("config not UTF-8: {e}"))?;
-        let config_text = edit_config(&default, &dir)?;
+        let mut config_text = edit_config(&default, &dir)?;
+        config_text.push_str(&registry_tables(options)?);
         let config = dir.join("config.toml");
         fs::write(&config, config_text).map_err(|e| format!("write {}: {e}", config.display()))?;
 
@@ -286,7 +312,8 @@ impl Containerd {
     ///
     /// Refuses (network safety) unless the registry is on loopback, or the
     /// daemon's HTTPS_PROXY and HTTP_PROXY are loopback and NO_PROXY names only
-    /// loopback.
+    /// loopback, or the registry is a test host (see the module doc) and any
+    /// proxy set is on loopback.
     pub fn cri_pull(&self, image: &str) -> Result<(), String> {
         check_pull_is_loopback_only(image, &self.env)?;
         let rt = runtime()?;
@@ -453,6 +480,26 @@ fn edit_config(default: &str, dir: &Path) -> Result<String, String> {
         let (sec, key, _) = &edits[i];
         return Err(format!(
             "`containerd config default` has no `{key}` in [{sec}]: unknown config layout"
+        ));
+    }
+    Ok(out)
+}
+
+/// The tables [`Options`] adds at the end of the config (TOML lets a
+/// sub-table of `registry.configs` follow the rest of the file).
+fn registry_tables(options: &Options) -> Result<String, String> {
+    let mut out = String::new();
+    for host in options.insecure_registries {
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        {
+            return Err(format!("not a registry host: {host:?}"));
+        }
+        out.push_str(&format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{host}\".tls]\n  \
+             insecure_skip_verify = true\n"
         ));
     }
     Ok(out)
@@ -639,9 +686,31 @@ fn proxy_host(url: &str) -> &str {
 }
 
 fn check_pull_is_loopback_only(image: &str, env: &[(String, String)]) -> Result<(), String> {
+    check_pull(image, env, crate::is_test_host)
+}
+
+/// The check, with the test-host predicate as a parameter (unit tests).
+fn check_pull(
+    image: &str,
+    env: &[(String, String)],
+    is_test_host: impl Fn(&str) -> bool,
+) -> Result<(), String> {
     let reg = registry_host(image);
     if host_is_loopback(&reg) {
         return Ok(()); // Go never proxies loopback; the daemon dials loopback.
+    }
+    if is_test_host(&reg) {
+        // Direct dials reach our own namespace; a proxy must be loopback.
+        for name in ["HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy"] {
+            if let Some(p) = env_any(env, &[name]) {
+                if !host_is_loopback(proxy_host(p)) {
+                    return Err(format!(
+                        "refusing to pull {image} (network safety: {name}={p} is not loopback)"
+                    ));
+                }
+            }
+        }
+        return Ok(());
     }
     let refuse = |why: String| {
         Err(format!(
@@ -833,6 +902,50 @@ mod unit {
         ];
         assert!(check_pull_is_loopback_only(img, &env(&np)).is_err());
         assert!(check_pull_is_loopback_only("127.0.0.1:5000/x:1", &env(&[])).is_ok());
+    }
+
+    #[test]
+    fn pull_guard_test_hosts() {
+        let ours = |h: &str| h == "203.0.113.2";
+        let img = "203.0.113.2/acc/img:1";
+        let proxy = [
+            ("HTTPS_PROXY", "http://127.0.0.1:7897"),
+            ("HTTP_PROXY", "http://127.0.0.1:7897"),
+            ("NO_PROXY", "localhost,127.0.0.1"),
+        ];
+        assert!(check_pull(img, &env(&proxy), ours).is_ok());
+        assert!(check_pull(img, &env(&[("NO_PROXY", "203.0.113.2")]), ours).is_ok());
+        assert!(check_pull(img, &env(&[]), ours).is_ok());
+        let far = [("HTTPS_PROXY", "http://10.1.1.1:3128")];
+        assert!(check_pull(img, &env(&far), ours).is_err());
+        // Not one of ours: the loopback-only rule.
+        assert!(check_pull("203.0.113.6/acc/img:1", &env(&[]), ours).is_err());
+        assert!(check_pull("203.0.113.6/acc/img:1", &env(&proxy), ours).is_ok());
+        // Without a namespace, 203.0.113.2 routes via eth0's gateway: never
+        // a test host. (Skipped while some test's namespace holds it.)
+        let route = crate::sh("ip route get 203.0.113.2");
+        if route.contains(" via ") {
+            assert!(!crate::is_test_host("203.0.113.2"), "{route}");
+        }
+        assert!(!crate::is_test_host("192.0.2.1"));
+        assert!(!crate::is_test_host("127.0.0.1"));
+    }
+
+    #[test]
+    fn insecure_registry_tables() {
+        let t = registry_tables(&Options {
+            insecure_registries: &["203.0.113.2"],
+        })
+        .unwrap();
+        assert_eq!(
+            t,
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"203.0.113.2\".tls]\n  \
+             insecure_skip_verify = true\n"
+        );
+        assert!(registry_tables(&Options {
+            insecure_registries: &["a\"]\nx"],
+        })
+        .is_err());
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! shows where it happened.
 
 pub mod containerd;
+pub mod registry;
+pub mod tinyproxy;
 
 use std::{
     io::{BufRead, BufReader},
@@ -295,33 +297,77 @@ pub fn sh(cmd: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The documentation ranges test hosts live in (RFC 5737), never eth0's
+/// 192.0.2.0/24. Each test host gets a /30 of one of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TestNet {
+    /// 198.51.100.0/24 (TEST-NET-2): the tracer's connect tests.
+    Net2,
+    /// 203.0.113.0/24 (TEST-NET-3): registries (index 0 is 203.0.113.2).
+    Net3,
+}
+
+impl TestNet {
+    /// The first three octets.
+    pub fn prefix(self) -> &'static str {
+        match self {
+            TestNet::Net2 => "198.51.100",
+            TestNet::Net3 => "203.0.113",
+        }
+    }
+
+    /// The letter that keeps namespace and veth names of the ranges apart
+    /// (`t`: trt*/th*/tn*, `r`: trr*/rh*/rn*).
+    fn letter(self) -> char {
+        match self {
+            TestNet::Net2 => 't',
+            TestNet::Net3 => 'r',
+        }
+    }
+}
+
+/// Prefixes of the host-side veth names [`NetNs`] makes.
+pub const HOST_VETH_PREFIXES: [&str; 2] = ["th", "rh"];
+
 /// A test host: a network namespace joined to this one by a veth pair.
-/// Host side 198.51.100.1/30 + 2001:db8::1, namespace side 198.51.100.2 +
-/// 2001:db8::2 (documentation ranges, never eth0's 192.0.2.0/24). Removed
-/// on drop.
+/// [`NetNs::new`]: host side 198.51.100.1/30, namespace side 198.51.100.2
+/// (for index 0; index i uses the i-th /30). [`NetNs::new_in`] picks the
+/// range. Removed on drop.
 pub struct NetNs {
     pub name: String,
     pub host_veth: String,
+    /// The test host's address (namespace side).
     pub addr: String,
+    /// This side's address on the veth.
+    pub host_addr: String,
 }
 
 impl NetNs {
-    /// `index` keeps concurrently existing namespaces apart (0..=63).
+    /// A test host in 198.51.100.0/24. `index` keeps concurrently existing
+    /// namespaces apart (0..=63).
     pub fn new(index: u8) -> NetNs {
+        Self::new_in(TestNet::Net2, index)
+    }
+
+    /// A test host in `net`: the /30 number `index` (0..=63), e.g.
+    /// `new_in(TestNet::Net3, 0)` is 203.0.113.2 (this side 203.0.113.1).
+    pub fn new_in(net: TestNet, index: u8) -> NetNs {
+        let prefix = net.prefix();
+        let l = net.letter();
         let tag = format!("{}{}", std::process::id() % 100_000, index);
-        let name = format!("trt{tag}");
-        let host_veth = format!("th{tag}");
-        let ns_veth = format!("tn{tag}");
+        let name = format!("tr{l}{tag}");
+        let host_veth = format!("{l}h{tag}");
+        let ns_veth = format!("{l}n{tag}");
         let subnet = index.min(63) * 4;
-        let host_ip = format!("198.51.100.{}", subnet + 1);
-        let addr = format!("198.51.100.{}", subnet + 2);
+        let host_ip = format!("{prefix}.{}", subnet + 1);
+        let addr = format!("{prefix}.{}", subnet + 2);
         let _ = Command::new("ip")
             .args(["netns", "del", &name])
             .stderr(Stdio::null())
             .status();
         // A veth left behind by a killed earlier run would hold the same
         // subnet and steal the route: remove whatever holds it.
-        for line in sh(&format!("ip -o addr show to 198.51.100.{subnet}/30")).lines() {
+        for line in sh(&format!("ip -o addr show to {prefix}.{subnet}/30")).lines() {
             if let Some(dev) = line.split_whitespace().nth(1) {
                 let dev = dev.split('@').next().unwrap_or(dev);
                 let _ = Command::new("ip").args(["link", "del", dev]).status();
@@ -332,6 +378,7 @@ impl NetNs {
             name: name.clone(),
             host_veth: host_veth.clone(),
             addr: addr.clone(),
+            host_addr: host_ip.clone(),
         };
         sh(&format!(
             "ip link add {host_veth} type veth peer name {ns_veth}"
@@ -346,15 +393,24 @@ impl NetNs {
         ns
     }
 
+    /// `ip netns exec NAME PROGRAM`: a command that runs inside the test
+    /// host (`ip` execs PROGRAM, so the child's pid is PROGRAM's).
+    pub fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name, program]);
+        cmd
+    }
+
     /// Safety: traffic to the test host must leave through our veth, never
     /// through eth0.
     pub fn assert_routed(&self) {
-        let route = sh(&format!("ip route get {}", self.addr));
+        let dev = route_dev(&self.addr);
         assert!(
-            route.contains(&format!("dev {}", self.host_veth)),
-            "route to {} does not use {}: {route}",
+            dev.as_deref() == Some(self.host_veth.as_str()),
+            "route to {} does not use {} but {dev:?}: {}",
             self.addr,
-            self.host_veth
+            self.host_veth,
+            sh(&format!("ip route get {}", self.addr))
         );
     }
 
@@ -389,6 +445,58 @@ impl Drop for NetNs {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// The device `ip route get ADDR` sends a packet for `addr` through, if the
+/// route is direct (no gateway): None for a routed (`via`) address.
+pub fn route_dev(addr: &str) -> Option<String> {
+    let out = Command::new("ip")
+        .args(["route", "get", addr])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.contains(&"via") {
+        return None;
+    }
+    let i = words.iter().position(|w| *w == "dev")?;
+    words.get(i + 1).map(|d| d.to_string())
+}
+
+/// Whether `addr` is a test host made by [`NetNs`] in this run or another:
+/// in one of the [`TestNet`] ranges, and routed directly through a veth
+/// whose name [`NetNs`] gives (never eth0).
+pub fn is_test_host(addr: &str) -> bool {
+    let Ok(ip) = addr.parse::<std::net::Ipv4Addr>() else {
+        return false;
+    };
+    let in_range = [TestNet::Net2, TestNet::Net3].iter().any(|n| {
+        let o = ip.octets();
+        format!("{}.{}.{}", o[0], o[1], o[2]) == n.prefix()
+    });
+    if !in_range {
+        return false;
+    }
+    let Some(dev) = route_dev(addr) else {
+        return false;
+    };
+    let ours = HOST_VETH_PREFIXES.iter().any(|p| {
+        dev.strip_prefix(p)
+            .is_some_and(|rest| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit()))
+    });
+    // `ip -d link` names the link kind ("veth") among its details.
+    let details = Command::new("ip")
+        .args(["-d", "-o", "link", "show", "dev", &dev])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let is_veth = details
+        .split(|c: char| c.is_whitespace() || c == '\\')
+        .any(|w| w == "veth");
+    ours && is_veth && dev != "eth0"
 }
 
 /// A process placed in a systemd-like unit cgroup, in both the cgroup v2

@@ -126,6 +126,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("iproute2", "ip"),
     ("gcc", "gcc"),
     ("curl", "curl"),
+    ("tinyproxy", "tinyproxy"),
+    ("docker-registry", "docker-registry"),
+    ("openssl", "openssl"),
 ];
 
 fn setup(test_packages: bool) -> Result<()> {
