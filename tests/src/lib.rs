@@ -217,6 +217,32 @@ pub fn assert_matches_schema(event: &Value) {
     );
 }
 
+/// The doctor report schema (schema/doctor.schema.json), compiled once.
+fn doctor_schema() -> &'static jsonschema::Validator {
+    static SCHEMA: std::sync::OnceLock<jsonschema::Validator> = std::sync::OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/doctor.schema.json");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let schema: Value = serde_json::from_str(&text).expect("the schema is JSON");
+        jsonschema::validator_for(&schema).expect("the schema compiles")
+    })
+}
+
+/// Check one `tracer doctor --format json` report against its schema;
+/// panics with every violation.
+pub fn assert_matches_doctor_schema(report: &Value) {
+    let errors: Vec<String> = doctor_schema()
+        .iter_errors(report)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "report does not match schema/doctor.schema.json:\n  {}\nreport: {report:#}",
+        errors.join("\n  ")
+    );
+}
+
 /// Parse a JSON-lines file; every line must be complete JSON, and valid
 /// against schema/event.schema.json (every integration test reads its
 /// events through here, so every line they produce is checked).
