@@ -472,3 +472,53 @@ fn tracer_user_connect(proxy: &str, target: &str) -> String {
     let report = run.json();
     report["daemons"][0]["probes"][0]["tunnel"].to_string()
 }
+
+/// Without root or CAP_SYS_PTRACE another user's environment cannot be
+/// read: doctor says so, and what to do, and does not call the node healthy.
+#[test]
+fn without_privileges_it_says_so() {
+    let mut child = Command::new("sleep")
+        .arg("30")
+        .env_clear()
+        .env("HTTPS_PROXY", "http://127.0.0.1:1")
+        .spawn()
+        .expect("sleep");
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(tracer_bin())
+        .args([
+            "doctor",
+            "--pid",
+            &child.id().to_string(),
+            "--format",
+            "json",
+        ])
+        .output()
+        .expect("setpriv");
+    let _ = child.kill();
+    let _ = child.wait();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(&stdout).expect("JSON");
+    assert_matches_doctor_schema(&report);
+    assert_eq!(report["privileges"]["can_read_environ"], false);
+    let codes: Vec<&str> = findings(&report)
+        .iter()
+        .filter_map(|f| f["code"].as_str())
+        .collect();
+    assert!(
+        codes.contains(&"environ-unreadable") && codes.contains(&"no-privileges"),
+        "{report:#}"
+    );
+    assert!(stdout.contains("CAP_SYS_PTRACE"));
+}

@@ -188,7 +188,7 @@ mod tests {
     fn this_process_is_found_by_extra_comm() {
         let me = std::process::id();
         let comm = comm_of(Path::new("/proc"), me).unwrap();
-        let found = find_daemons(Path::new("/proc"), &[comm.clone()]).unwrap();
+        let found = find_daemons(Path::new("/proc"), std::slice::from_ref(&comm)).unwrap();
         assert!(found.contains(&(me, comm)));
         assert!(!own_network_namespace(Path::new("/proc"), me));
     }

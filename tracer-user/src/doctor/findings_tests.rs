@@ -331,3 +331,27 @@ fn containerd_and_kubelet_disagree() {
     same.name = "kubelet".into();
     assert!(node_findings(&[a, same]).is_empty());
 }
+
+/// The schema lists exactly the codes this module emits: a new code goes
+/// in both places.
+#[test]
+fn schema_lists_every_code() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/doctor.schema.json");
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut in_schema: Vec<&str> = schema["$defs"]["finding"]["properties"]["code"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    in_schema.sort_unstable();
+    let source = include_str!("findings.rs");
+    let mut in_code: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub const "))
+        .filter_map(|l| l.split('"').nth(1))
+        .collect();
+    in_code.sort_unstable();
+    assert_eq!(in_schema, in_code);
+}
