@@ -234,6 +234,11 @@ pub fn assert_matches_schema(event: &Value) {
     assert_matches_schema_file("event.schema.json", event);
 }
 
+/// Check one `tracer doctor --format json` report against its schema.
+pub fn assert_matches_doctor_schema(report: &Value) {
+    assert_matches_schema_file("doctor.schema.json", report);
+}
+
 /// Parse a JSON-lines file; every line must be complete JSON, and valid
 /// against schema/event.schema.json (every integration test reads its
 /// events through here, so every line they produce is checked).

@@ -126,11 +126,12 @@ impl Out<'_> {
         self.variable(name).and_then(|v| v.source.as_ref())
     }
 
-    /// " (set in FILE:LINE)" or " (not from any configuration found)".
-    fn where_set(&self, name: &str) -> String {
+    /// "HTTPS_PROXY is set in FILE:LINE" or "HTTPS_PROXY is not from any
+    /// configuration found".
+    fn set_clause(&self, name: &str) -> String {
         match self.source(name) {
-            Some(s) => format!(" (set in {})", s.location()),
-            None => " (not from any configuration found)".to_string(),
+            Some(s) => format!("{name} is set in {}", s.location()),
+            None => format!("{name} is not from any configuration found"),
         }
     }
 
@@ -245,12 +246,12 @@ fn unparsable(out: &mut Out<'_>) {
         .filter_map(|v| v.error.clone().map(|e| (v.name.clone(), e)))
         .collect();
     for (name, error) in errors {
-        let at = out.where_set(&name);
+        let set = out.set_clause(&name);
         out.push(
             Severity::Error,
             codes::UNPARSABLE_PROXY,
             Some(&name),
-            format!("{name} of {who}{at} is not a usable proxy URL: {error}"),
+            format!("{name} of {who} is not a usable proxy URL ({error}); {set}"),
         );
     }
 }
@@ -265,13 +266,13 @@ fn case_rules(out: &mut Out<'_>, env: &ProxyEnv) {
     ] {
         match (env.non_empty(upper), env.non_empty(lower)) {
             (Some(u), Some(l)) if u != l => {
-                let at = out.where_set(lower.name());
+                let set = out.set_clause(lower.name());
                 out.push(
                     Severity::Warning,
                     codes::CASE_CONFLICT,
                     Some(upper.name()),
                     format!(
-                        "{who} has both {upper} and {lower}{at} with different values: Go uses {upper}, curl and Python use {lower}; keep one"
+                        "{who} has both {upper} and {lower} with different values: Go uses {upper}, curl and Python use {lower}; keep one ({set})"
                     ),
                 )
             }
@@ -307,13 +308,25 @@ fn reachability(out: &mut Out<'_>) {
         }
         let detail = p.tcp.detail.as_deref().unwrap_or(p.tcp.result.as_str());
         for var in &p.variables {
-            let at = out.where_set(var);
+            // A proxy Go never uses (ignored lower case, ALL_PROXY) breaks
+            // only other clients in the same environment.
+            let used = out
+                .daemon
+                .selection
+                .iter()
+                .any(|s| s.variable.as_deref() == Some(var.as_str()));
+            let severity = if used {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            let set = out.set_clause(var);
             out.push(
-                Severity::Error,
+                severity,
                 codes::PROXY_UNREACHABLE,
                 Some(var),
                 format!(
-                    "{who} cannot reach its proxy {} ({var}{at}): {}: {detail}; start the proxy, or remove the setting and restart",
+                    "{who} cannot reach its proxy {}: {} ({detail}); {set}; start the proxy, or remove the setting and restart",
                     p.endpoint,
                     p.tcp.result.as_str()
                 ),
@@ -327,7 +340,9 @@ fn probes(out: &mut Out<'_>) {
     let probes = out.daemon.probes.clone();
     for p in &probes {
         let var = p.variable.as_deref();
-        let at = var.map(|v| out.where_set(v)).unwrap_or_default();
+        let set = var
+            .map(|v| format!("; {}", out.set_clause(v)))
+            .unwrap_or_default();
         let proxy = p.proxy.as_deref().unwrap_or_default();
         let has_credentials = proxy.contains("REDACTED@");
         match &p.tunnel {
@@ -338,7 +353,7 @@ fn probes(out: &mut Out<'_>) {
                     407 if !has_credentials => (
                         codes::PROXY_AUTH_REQUIRED,
                         format!(
-                            "the proxy {proxy} of {who} demands credentials ({status}) for {}, but {}{at} has none; put user:password in the URL",
+                            "the proxy {proxy} of {who} demands credentials ({status}) for {}, but {} has none{set}; put user:password in the URL",
                             p.target,
                             var.unwrap_or("the variable")
                         ),
@@ -346,7 +361,7 @@ fn probes(out: &mut Out<'_>) {
                     407 => (
                         codes::PROXY_AUTH_REJECTED,
                         format!(
-                            "the proxy {proxy} of {who} rejects the credentials in {}{at} ({status})",
+                            "the proxy {proxy} of {who} rejects the credentials in {} ({status}){set}",
                             var.unwrap_or("the variable")
                         ),
                     ),
@@ -421,13 +436,13 @@ fn loopback_in_other_netns(out: &mut Out<'_>, env: &ProxyEnv) {
             continue;
         };
         if is_loopback_host(&url.host) {
-            let at = out.where_set(var.name());
+            let set = out.set_clause(var.name());
             out.push(
                 Severity::Error,
                 codes::LOOPBACK_PROXY_OTHER_NETNS,
                 Some(var.name()),
                 format!(
-                    "{who} runs in its own network namespace, so its proxy {}{at} is its own loopback, not the node's (and the reachability shown was measured from the node's)",
+                    "{who} runs in its own network namespace, so its proxy {} is its own loopback, not the node's (reachability was measured from the node's); {set}",
                     url.redacted()
                 ),
             );
