@@ -63,6 +63,9 @@ pub mod kind {
     /// /proc entry now, while it is still alive. The record is a
     /// `ProcEvent`, carrying the proxy variables of the environment.
     pub const PROCESS: u32 = 2;
+    /// An announced process exited (its last thread): userspace may forget
+    /// it once its last attempts are drained. A `ConnEvent` with pid_tgid.
+    pub const EXIT: u32 = 3;
 }
 
 /// Bytes of proxy variables a `ProcEvent` carries at most, as `KEY=VALUE\0`
@@ -106,7 +109,11 @@ pub mod lost {
     pub const RINGBUF_FULL: u32 = 0;
     /// The in-flight map was full, so an attempt could not be tracked.
     pub const INFLIGHT_FULL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// A process announcement or exit record did not fit in the PROCS ring.
+    /// No attempt is lost with it: userspace reads /proc when the attempt
+    /// comes (and the proxy environment may then be unknown).
+    pub const ANNOUNCE_FULL: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// One connect attempt, as tracked in the kernel.

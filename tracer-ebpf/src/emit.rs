@@ -86,7 +86,27 @@ pub fn announce_process<C: EbpfContext>(ctx: &C, pid_tgid: u64, comm: &[u8; COMM
         ev.env_flags = envcap::NOT_CURRENT;
     }
     if PROCS.output::<ProcEvent>(&*ev, 0).is_err() {
-        count_lost(lost::RINGBUF_FULL);
+        count_lost(lost::ANNOUNCE_FULL);
+    }
+}
+
+/// Tell userspace that an announced process is gone, so it can forget its
+/// cached state (after draining its last attempts).
+#[inline(always)]
+pub fn announce_exit(pid_tgid: u64) {
+    match PROCS.reserve::<ConnEvent>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points to a reserved, exclusively owned record.
+            unsafe {
+                (*ev).kind = kind::EXIT;
+                (*ev).path_len = 0;
+                (*ev).conn = Conn::zeroed();
+                (*ev).conn.pid_tgid = pid_tgid;
+            }
+            entry.submit(0);
+        }
+        None => count_lost(lost::ANNOUNCE_FULL),
     }
 }
 

@@ -121,6 +121,10 @@ pub enum Record {
         /// environment block at that connect.
         env: KernelEnv,
     },
+    /// An announced process exited.
+    Exit {
+        pid: u32,
+    },
 }
 
 /// The proxy part of an environment as the kernel read it (`ProcEvent`):
@@ -174,6 +178,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::PROCESS => Ok(Record::Process {
             pid: (head.conn.pid_tgid >> 32) as u32,
             env: kernel_env_of(bytes)?,
+        }),
+        kind::EXIT => Ok(Record::Exit {
+            pid: (head.conn.pid_tgid >> 32) as u32,
         }),
         kind::CONNECT => {
             let path = if head.conn.family == AF_UNIX {

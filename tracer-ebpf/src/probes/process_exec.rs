@@ -23,7 +23,9 @@
 //! An exec keeps the pid but replaces the environment and the command line;
 //! an exit frees the pid for reuse by an unrelated process. In both cases
 //! the process must be announced to userspace again at its next connect,
-//! so userspace re-reads /proc instead of trusting its cache.
+//! so userspace re-reads /proc instead of trusting its cache. An exit of an
+//! announced process is also reported (`kind::EXIT`), so userspace can
+//! evict its cached state and a long-running tracer's memory stays flat.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel},
@@ -31,7 +33,7 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
-use crate::{config, maps::SEEN};
+use crate::{config, emit::announce_exit, maps::SEEN};
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
@@ -50,8 +52,13 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     }
     // do_exit() runs in the exiting task's own context, so the helper gives
     // the tgid even when the last thread is not the group leader.
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let _ = SEEN.remove(tgid);
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // Only processes that were announced (they connected) are reported, so
+    // the node's other exits cost one failed map delete.
+    if SEEN.remove(tgid).is_ok() {
+        announce_exit(pid_tgid);
+    }
     0
 }
 

@@ -176,13 +176,23 @@ pub type PidMap<V> = foldhash::HashMap<u32, V>;
 pub struct ProcCache {
     proc_root: PathBuf,
     entries: PidMap<Arc<ProcInfo>>,
+    /// Processes the kernel reported gone, oldest first, with the snapshot
+    /// they had: evicted once `EXIT_GRACE` has passed, so their last
+    /// attempts (still in the batched ring) find them.
+    exited: std::collections::VecDeque<(std::time::Instant, u32, Arc<ProcInfo>)>,
 }
+
+/// How long an exited process's snapshot is kept for attempts still in the
+/// ring buffer: far longer than the 20 ms batching, short enough that a
+/// node with churning processes holds only a few seconds of them.
+pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl ProcCache {
     pub fn new(proc_root: PathBuf) -> Self {
         Self {
             proc_root,
             entries: PidMap::default(),
+            exited: std::collections::VecDeque::new(),
         }
     }
 
@@ -210,6 +220,46 @@ impl ProcCache {
         }
         let info = read_proc(&self.proc_root, pid, None);
         self.insert(pid, info)
+    }
+
+    /// The kernel says `pid` exited: forget it after `EXIT_GRACE`.
+    pub fn exited(&mut self, pid: u32, now: std::time::Instant) {
+        if let Some(info) = self.entries.get(&pid) {
+            self.exited.push_back((now, pid, Arc::clone(info)));
+        }
+    }
+
+    /// Evict the processes that exited more than `EXIT_GRACE` before `now`
+    /// (unless the pid has a new snapshot since: reused by a new process).
+    /// Returns the evicted snapshots, for the caches keyed by them.
+    pub fn sweep(&mut self, now: std::time::Instant) -> Vec<(u32, Arc<ProcInfo>)> {
+        let mut evicted = Vec::new();
+        while let Some((at, _, _)) = self.exited.front() {
+            if now.duration_since(*at) < EXIT_GRACE {
+                break;
+            }
+            let Some((_, pid, info)) = self.exited.pop_front() else {
+                break;
+            };
+            if self
+                .entries
+                .get(&pid)
+                .is_some_and(|current| Arc::ptr_eq(current, &info))
+            {
+                self.entries.remove(&pid);
+                evicted.push((pid, info));
+            }
+        }
+        evicted
+    }
+
+    /// Processes cached now.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     fn insert(&mut self, pid: u32, info: ProcInfo) -> Arc<ProcInfo> {
@@ -291,6 +341,32 @@ mod tests {
         let info = read_proc(Path::new("/proc"), std::process::id(), Some(&kernel));
         let env = info.proxy_env().expect("read");
         assert_eq!(env.get("http_proxy"), Some("http://127.0.0.1:8"));
+    }
+
+    #[test]
+    fn exited_processes_are_evicted_after_the_grace() {
+        let mut cache = ProcCache::new(PathBuf::from("/proc"));
+        let me = std::process::id();
+        let first = cache.get(me);
+        let t0 = std::time::Instant::now();
+        cache.exited(me, t0);
+        assert!(cache.sweep(t0).is_empty(), "kept during the grace");
+        assert!(Arc::ptr_eq(&cache.get(me), &first));
+        let evicted = cache.sweep(t0 + EXIT_GRACE);
+        assert_eq!(evicted.len(), 1);
+        assert!(cache.is_empty());
+        // A pid reused (a new snapshot) before the sweep is kept.
+        let _ = cache.get(me);
+        cache.exited(me, t0);
+        cache.refresh(
+            me,
+            &KernelEnv {
+                entries: Vec::new(),
+                flags: envcap::COMPLETE,
+            },
+        );
+        assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

@@ -280,6 +280,7 @@ impl Probes {
         Ok(LostCounts {
             ringbuf_full: sum(lost::RINGBUF_FULL)?,
             inflight_full: sum(lost::INFLIGHT_FULL)?,
+            announcements_full: sum(lost::ANNOUNCE_FULL)?,
         })
     }
 
@@ -334,8 +335,13 @@ pub type InFlight = (Conn, Option<Vec<u8>>);
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LostCounts {
+    /// Finished attempts the EVENTS ring could not take.
     pub ringbuf_full: u64,
+    /// Attempts never tracked: the in-flight table was full.
     pub inflight_full: u64,
+    /// Process announcements or exits the PROCS ring could not take. No
+    /// attempt is lost with them, so they are not in `total`.
+    pub announcements_full: u64,
 }
 
 impl LostCounts {

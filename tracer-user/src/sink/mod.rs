@@ -121,6 +121,11 @@ impl Sink {
         self.written += 1;
     }
 
+    /// Bytes queued and not written yet.
+    pub fn pending(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Write out everything queued.
     pub fn flush(&mut self) -> Result<(), SinkError> {
         if self.buf.is_empty() {

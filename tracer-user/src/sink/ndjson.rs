@@ -305,6 +305,24 @@ impl AttemptWriter {
     }
 }
 
+impl AttemptWriter {
+    /// Forget `pid`'s fragments if they are of this (evicted) snapshot.
+    pub fn forget(&mut self, pid: u32, proc: &Arc<ProcInfo>) {
+        if self
+            .fragments
+            .get(&pid)
+            .is_some_and(|(seen, _)| Arc::ptr_eq(seen, proc))
+        {
+            self.fragments.remove(&pid);
+        }
+    }
+
+    /// Process snapshots with escaped fragments.
+    pub fn cached(&self) -> usize {
+        self.fragments.len()
+    }
+}
+
 /// The fragments of this process snapshot, escaped on first use. A new
 /// snapshot (after exec or pid reuse) is a new `Arc`, so pointer
 /// identity tells when to redo them.

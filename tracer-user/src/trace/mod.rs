@@ -55,6 +55,10 @@ pub(crate) fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, 
 pub(crate) fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
     while let Some(item) = ring.next() {
         pipeline.handle_bytes(&item)?;
+        // Dropping `item` hands its space back to the kernel; write out a
+        // full buffer before taking more (see `Pipeline::flush_if_full`).
+        drop(item);
+        pipeline.flush_if_full()?;
     }
     Ok(())
 }
@@ -105,6 +109,12 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         what: "cannot handle SIGTERM",
         source,
     })?;
+    // SIGUSR1: one line of cache sizes and losses on stderr (the soak
+    // watches these; an operator can too).
+    let mut sigusr1 = signal(SignalKind::user_defined1()).map_err(|source| TraceError::Io {
+        what: "cannot handle SIGUSR1",
+        source,
+    })?;
     ready::announce(&args);
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -148,9 +158,23 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
             }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
-            _ = tick.tick() => {
+            _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
-                if lost.total() > lost_reported.total() {
+                eprintln!(
+                    "tracer: stats: {} attempts written, {}, lost {} (ring buffer full {}, in-flight table full {}, announcements {})",
+                    pipeline.attempts,
+                    pipeline.stats(),
+                    lost.total(),
+                    lost.ringbuf_full,
+                    lost.inflight_full,
+                    lost.announcements_full
+                );
+                Ok(())
+            }
+            _ = tick.tick() => {
+                pipeline.sweep();
+                let lost = probes.lost()?;
+                if lost != lost_reported {
                     lost_reported = lost;
                     pipeline.lost_record(lost, false).and_then(|()| pipeline.flush())
                 } else {

@@ -27,6 +27,11 @@ use crate::{
     },
 };
 
+/// Output bytes held at most before they are written (about 1,000 events):
+/// large enough that a storm still costs one write(2) per thousand events,
+/// small enough to bound the tracer's memory while the reader is slow.
+pub const OUTPUT_BUFFER: usize = 1024 * 1024;
+
 /// Everything after the ring buffer: decode, enrich, verdict, sink.
 pub struct Pipeline {
     procs: ProcCache,
@@ -71,6 +76,10 @@ impl Pipeline {
                 for name in names_to_resolve(self.endpoints.of(pid, &proc)) {
                     self.resolver.prefetch(name, root);
                 }
+                Ok(())
+            }
+            Ok(Record::Exit { pid }) => {
+                self.procs.exited(pid, std::time::Instant::now());
                 Ok(())
             }
             Ok(Record::Attempt(attempt)) => self.handle_attempt(&attempt),
@@ -141,10 +150,11 @@ impl Pipeline {
     pub fn lost_record(&mut self, lost: LostCounts, last: bool) -> Result<(), SinkError> {
         let now = words::rfc3339(now_epoch_ns());
         let message = format!(
-            "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full",
+            "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full ({} process announcements lost: their proxy environment may be unknown, no attempt lost)",
             lost.total(),
             lost.ringbuf_full,
-            lost.inflight_full
+            lost.inflight_full,
+            lost.announcements_full
         );
         match self.sink.format {
             Format::Json => self.sink.json(&LostRecord {
@@ -168,6 +178,7 @@ impl Pipeline {
                         total: lost.total(),
                         ringbuf_full: lost.ringbuf_full,
                         inflight_full: lost.inflight_full,
+                        announcements_full: lost.announcements_full,
                     },
                 },
             })?,
@@ -178,6 +189,38 @@ impl Pipeline {
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.sink.flush()
+    }
+
+    /// Write the batch out once it holds `OUTPUT_BUFFER` bytes, so a slow
+    /// reader holds the drain back instead of making the tracer buffer:
+    /// the backpressure lands on the kernel ring buffer, whose overflow is
+    /// counted (`ringbuf_full`), and the tracer's memory stays bounded.
+    pub fn flush_if_full(&mut self) -> Result<(), SinkError> {
+        if self.sink.pending() >= OUTPUT_BUFFER {
+            self.sink.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Forget the processes that exited a while ago (`EXIT_GRACE`), in every
+    /// cache keyed by their snapshot, so memory follows the node's live
+    /// processes rather than every process it ever ran.
+    pub fn sweep(&mut self) {
+        for (pid, snapshot) in self.procs.sweep(std::time::Instant::now()) {
+            self.endpoints.forget(pid, &snapshot);
+            self.writer.forget(pid, &snapshot);
+        }
+    }
+
+    /// Cache sizes, for `SIGUSR1` and the shutdown summary.
+    pub fn stats(&self) -> String {
+        format!(
+            "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}",
+            self.procs.len(),
+            self.endpoints.len(),
+            self.writer.cached(),
+            self.resolver.names()
+        )
     }
 
     /// Let the names just-announced processes need be resolved, for at
@@ -228,6 +271,7 @@ struct LostFields {
     total: u64,
     ringbuf_full: u64,
     inflight_full: u64,
+    announcements_full: u64,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {

@@ -140,6 +140,25 @@ impl EndpointCache {
         Self::default()
     }
 
+    /// Forget `pid` if its entry is for this (evicted) snapshot.
+    pub fn forget(&mut self, pid: u32, proc: &Arc<ProcInfo>) {
+        if self
+            .entries
+            .get(&pid)
+            .is_some_and(|(seen, _)| Arc::ptr_eq(seen, proc))
+        {
+            self.entries.remove(&pid);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
     /// The proxies `proc` (the snapshot of `pid`) would use; empty when its
     /// environment is unknown or names none. Runs for every event, so it
     /// allocates only the first time a snapshot with proxy variables is

@@ -304,6 +304,11 @@ impl Resolver {
         }
     }
 
+    /// Names cached (each with one entry per root it was asked from).
+    pub fn names(&self) -> usize {
+        self.names.len()
+    }
+
     /// Start resolving `name` now, ahead of the first attempt that needs it.
     pub fn prefetch(&mut self, name: &str, root: Root) {
         let _ = self.lookup(name, root);
