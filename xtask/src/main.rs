@@ -6,6 +6,8 @@
 //! - `build`: `target/release/tracer` (build.rs builds the eBPF object).
 //! - `run -- ARGS`: set up, build, run the tracer with ARGS.
 //! - `test`: set up, then unit tests and the privileged integration tests.
+//! - `soak --minutes N`: a mixed workload against the tracer (exactly once,
+//!   no loss, flat memory, bounded fds and caches).
 //! - `bench`: set up, then the overhead benchmark.
 
 use std::{
@@ -40,6 +42,12 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// A mixed workload against the tracer for N minutes (default 10):
+    /// exactly-once, no loss, flat memory, bounded fds and caches.
+    Soak {
+        #[arg(long, default_value_t = 10)]
+        minutes: u64,
+    },
     /// Measure overhead against an untraced run and bpftrace.
     Bench {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -69,6 +77,11 @@ fn main() -> Result<()> {
         Cmd::Test { args } => {
             setup(true)?;
             test(&root, &args)
+        }
+        Cmd::Soak { minutes } => {
+            setup(true)?;
+            build(&root)?;
+            soak(&root, minutes)
         }
         Cmd::Bench { args } => {
             setup(true)?;
@@ -290,6 +303,27 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
             "--",
         ])
         .args(args))
+}
+
+fn soak(root: &Path, minutes: u64) -> Result<()> {
+    if effective_uid() != 0 {
+        bail!("the soak needs root (it loads eBPF programs and creates network namespaces)");
+    }
+    let tracer = root.join("target/release/tracer");
+    run(Command::new("cargo")
+        .current_dir(root)
+        .env("TRACER_BIN", &tracer)
+        .args([
+            "run",
+            "--release",
+            "--package",
+            "tracer-tests",
+            "--bin",
+            "soak",
+            "--",
+            "--minutes",
+            &minutes.to_string(),
+        ]))
 }
 
 fn effective_uid() -> u32 {
