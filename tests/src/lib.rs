@@ -257,6 +257,16 @@ pub fn read_events(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// A process's resident memory, in KiB (0 when it is gone).
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Connect-attempt events of one process.
 pub fn attempts_of(events: &[Value], pid: u32) -> Vec<&Value> {
     events

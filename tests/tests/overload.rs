@@ -14,17 +14,7 @@ use std::{
 };
 
 use serde_json::Value;
-use tracer_tests::{assert_matches_schema, connector_bin, temp_dir, tracer_bin};
-
-/// The tracer's resident memory, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
+use tracer_tests::{assert_matches_schema, connector_bin, rss_kib, temp_dir, tracer_bin};
 
 /// Three parallel storms (90,000 connects), the tracer frozen with SIGSTOP
 /// for 3 s in the middle, and a reader of its stdout that takes 16 KiB

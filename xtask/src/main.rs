@@ -288,7 +288,9 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
         .args(args))
 }
 
-fn bench(root: &Path, args: &[OsString]) -> Result<()> {
+/// Run one of the test crate's programs (`bench`, `soak`) against the
+/// release tracer.
+fn run_harness(root: &Path, program: &str, args: &[OsString]) -> Result<()> {
     let tracer = root.join("target/release/tracer");
     run(Command::new("cargo")
         .current_dir(root)
@@ -299,31 +301,25 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
             "--package",
             "tracer-tests",
             "--bin",
-            "bench",
+            program,
             "--",
         ])
         .args(args))
+}
+
+fn bench(root: &Path, args: &[OsString]) -> Result<()> {
+    run_harness(root, "bench", args)
 }
 
 fn soak(root: &Path, minutes: u64) -> Result<()> {
     if effective_uid() != 0 {
         bail!("the soak needs root (it loads eBPF programs and creates network namespaces)");
     }
-    let tracer = root.join("target/release/tracer");
-    run(Command::new("cargo")
-        .current_dir(root)
-        .env("TRACER_BIN", &tracer)
-        .args([
-            "run",
-            "--release",
-            "--package",
-            "tracer-tests",
-            "--bin",
-            "soak",
-            "--",
-            "--minutes",
-            &minutes.to_string(),
-        ]))
+    run_harness(
+        root,
+        "soak",
+        &["--minutes".into(), minutes.to_string().into()],
+    )
 }
 
 fn effective_uid() -> u32 {

@@ -28,21 +28,12 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    closed_port, connector_bin, connector_with, containerd::Containerd, temp_dir, NetNs, Tracer,
-    UnitCgroup,
+    closed_port, connector_bin, connector_with, containerd::Containerd, rss_kib, temp_dir, NetNs,
+    Tracer, UnitCgroup,
 };
 
 const UNIT: &str = "soak-proxy.service";
 const DROPIN: &str = "etc/systemd/system/soak-proxy.service.d/proxy.conf";
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
 
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
