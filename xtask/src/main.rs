@@ -129,6 +129,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tinyproxy", "tinyproxy"),
     ("docker-registry", "docker-registry"),
     ("openssl", "openssl"),
+    ("bpftool", "bpftool"),
 ];
 
 fn setup(test_packages: bool) -> Result<()> {
