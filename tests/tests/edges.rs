@@ -231,9 +231,9 @@ fn socket_passed_with_scm_rights_is_attributed_to_the_caller() {
 /// closes the close-on-exec socket; the new image then makes a refused
 /// attempt. The pid stays the same throughout.
 /// Expected: two events for the pid: `aborted` (the first attempt, ended by
-/// the exec after about 0.3 s) and `refused` (the new image's attempt,
-/// whose process details come from the new image: its args, not the old
-/// ones).
+/// the exec after about 0.3 s, with the old image's args `exec-race ...`)
+/// and `refused` (the new image's attempt, with the new image's args, not
+/// the old ones).
 #[test]
 fn thread_connects_while_another_execs() {
     let ns = NetNs::new(12);
@@ -260,6 +260,11 @@ fn thread_connects_while_another_execs() {
     assert_eq!(aborted["tracer"]["result"], "aborted");
     let d = duration_s(aborted);
     assert!((0.2..1.5).contains(&d), "ended by the exec: {d} s");
+    let args = aborted["process"]["args"].to_string();
+    assert!(
+        args.contains("exec-race"),
+        "the old image's attempt keeps the old image's details: {args}"
+    );
     let refused = mine
         .iter()
         .find(|e| e["destination"]["port"] == port)

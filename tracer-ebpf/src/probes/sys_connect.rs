@@ -128,7 +128,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
             inflight.event.path_len = len as u32;
         }
     }
-    announce_process(ctx, task.pid_tgid, &task.comm);
+    announce_process(ctx, task.pid_tgid, &task.comm, inflight.event.conn.start_ns);
     if let Err(e) = INFLIGHT.insert(task.pid_tgid, inflight, 0) {
         count_lost(lost::INFLIGHT_FULL);
         diag!(ctx, "INFLIGHT insert failed ({}): connect() not tracked", e);
