@@ -202,6 +202,43 @@ fn second_nonblocking_connect_only_polls() {
     }
 }
 
+/// A non-blocking attempt whose result is learnt by calling connect() again
+/// after poll() says writable (Ruby's connect_nonblock), not SO_ERROR: the
+/// second call returns the attempt's errno (`sock_error()`) or 0, and
+/// starts nothing.
+/// Expected: one `refused` event and one `connected` event, in both modes.
+#[test]
+fn result_learnt_by_a_second_connect() {
+    for mode in ["socket", "syscall"] {
+        let port = closed_port();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let open = listener.local_addr().expect("addr").port();
+        let tracer = Tracer::start(&["--mode", mode]);
+        let (failed, e1) = connector(&[
+            "tcp",
+            &format!("127.0.0.1:{port}"),
+            "--nonblock",
+            "--connect-poll",
+        ]);
+        assert_eq!(e1, vec![libc::ECONNREFUSED]);
+        let (ok, e2) = connector(&[
+            "tcp",
+            &format!("127.0.0.1:{open}"),
+            "--nonblock",
+            "--connect-poll",
+        ]);
+        assert_eq!(e2, vec![0]);
+        let out = tracer.stop();
+        assert_clean(&out);
+        let ev = only(&out.events, failed);
+        assert_eq!(ev["tracer"]["result"], "refused", "{mode}");
+        assert_eq!(ev["tracer"]["async"], true, "{mode}");
+        let ev = only(&out.events, ok);
+        assert_eq!(ev["tracer"]["result"], "connected", "{mode}");
+        drop(listener);
+    }
+}
+
 /// A TCP socket created by one process and passed with SCM_RIGHTS to a
 /// forked child, which connects it (the parent closed its copy).
 /// Expected: one `refused` event with the child's pid (the caller of

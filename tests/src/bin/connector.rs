@@ -19,7 +19,9 @@
 //! success) and prints both errnos; --syncnt N sets TCP_SYNCNT (SYN
 //! retransmissions before the kernel gives up with ETIMEDOUT). --print-pid
 //! prints `pid N` (the pid as the process sees it, e.g. 1 in a pid
-//! namespace).
+//! namespace). --connect-poll (with --nonblock) learns the result the way
+//! Ruby's connect_nonblock does: poll for writability, then connect() again
+//! (0 once connected, the attempt's errno once failed), not SO_ERROR.
 //!
 //! --linger-ms N keeps the process alive N ms after its attempts, as a real
 //! client does while it reports its error; a process that exits within
@@ -97,6 +99,8 @@ struct Opts {
     reconnect: bool,
     /// TCP_SYNCNT, when set.
     syncnt: Option<i32>,
+    /// Learn a non-blocking result by calling connect() again.
+    connect_poll: bool,
 }
 
 fn inet(kind: i32, addr: &SocketAddr, nonblock: bool, wait: Duration, close: Close) -> i32 {
@@ -171,6 +175,23 @@ fn inet_with(
                 &n as *const i32 as *const libc::c_void,
                 std::mem::size_of::<i32>() as libc::socklen_t,
             );
+        }
+        if opts.connect_poll {
+            let (sa, len) = sockaddr(addr);
+            let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
+            let mut result = if rc == 0 { 0 } else { errno() };
+            if result == libc::EINPROGRESS {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                libc::poll(&mut pfd, 1, wait.as_millis() as i32);
+                let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
+                result = if rc == 0 { 0 } else { errno() };
+            }
+            libc::close(fd);
+            return vec![result];
         }
         let mut results = vec![connect_fd(fd, addr, wait)];
         if opts.reconnect {
@@ -465,6 +486,7 @@ fn main() {
     let opts = Opts {
         reconnect: args.iter().any(|a| a == "--reconnect"),
         syncnt: arg_after(&args, "--syncnt").and_then(|v| v.parse().ok()),
+        connect_poll: args.iter().any(|a| a == "--connect-poll"),
     };
     for _ in 0..count {
         let results = match kind.as_str() {
