@@ -47,7 +47,16 @@ pub fn traced_task() -> Option<Task> {
 /// Must run in the context of the task `pid_tgid` names: the connect hooks
 /// and the CLOSE -> SYN_SENT transition do.
 #[inline(always)]
-pub fn announce_process<C: EbpfContext>(ctx: &C, pid_tgid: u64, comm: &[u8; COMM_LEN]) {
+///
+/// `since_ns` is the start of the attempt that triggers the announcement,
+/// the first of this image: userspace keeps the previous snapshot for
+/// attempts that started earlier (see `ProcCache::get`).
+pub fn announce_process<C: EbpfContext>(
+    ctx: &C,
+    pid_tgid: u64,
+    comm: &[u8; COMM_LEN],
+    since_ns: u64,
+) {
     let tgid = (pid_tgid >> 32) as u32;
     if unsafe { SEEN.get(tgid) }.is_some() {
         return;
@@ -69,6 +78,7 @@ pub fn announce_process<C: EbpfContext>(ctx: &C, pid_tgid: u64, comm: &[u8; COMM
     ev.conn = Conn::zeroed();
     ev.conn.pid_tgid = pid_tgid;
     ev.conn.comm = *comm;
+    ev.conn.start_ns = since_ns;
     if bpf_get_current_pid_tgid() >> 32 == pid_tgid >> 32 {
         environ::capture(ev, &mut scratch.head);
         if ev.env_flags & envcap::NO_ENV != 0 {

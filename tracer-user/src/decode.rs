@@ -117,6 +117,9 @@ pub enum Record {
     /// First connect of this tgid since exec: snapshot /proc now.
     Process {
         pid: u32,
+        /// Start (kernel ns) of the attempt that made the kernel announce
+        /// the process: the first of this exec, 0 when unknown.
+        since_ns: u64,
         /// The proxy variables the kernel read from the process's
         /// environment block at that connect.
         env: KernelEnv,
@@ -177,6 +180,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     match head.kind {
         kind::PROCESS => Ok(Record::Process {
             pid: (head.conn.pid_tgid >> 32) as u32,
+            since_ns: head.conn.start_ns,
             env: kernel_env_of(bytes)?,
         }),
         kind::EXIT => Ok(Record::Exit {
@@ -658,7 +662,7 @@ mod tests {
                 size_of::<ProcEvent>(),
             )
         };
-        let Ok(Record::Process { pid, env }) = decode(bytes) else {
+        let Ok(Record::Process { pid, env, .. }) = decode(bytes) else {
             panic!("not a process record");
         };
         assert_eq!(pid, 4242);

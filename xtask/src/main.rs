@@ -142,6 +142,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("tinyproxy", "tinyproxy"),
     ("docker-registry", "docker-registry"),
     ("openssl", "openssl"),
+    ("bpftool", "bpftool"),
 ];
 
 fn setup(test_packages: bool) -> Result<()> {

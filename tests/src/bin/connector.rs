@@ -7,6 +7,21 @@
 //! connector storm --count N
 //! connector self      (a TCP socket connecting to its own address: a
 //!                      simultaneous open, SYN_SENT -> SYN_RECV)
+//! connector passfd ADDR  (creates a TCP socket, passes it with SCM_RIGHTS
+//!                      to a forked child, which connects it; prints
+//!                      `child PID` and the child's `errno N`)
+//! connector exec-race HANG_ADDR ADDR  (a thread makes a blocking connect to
+//!                      HANG_ADDR, whose SYNs go unanswered; 300 ms later the
+//!                      main thread execs `connector tcp ADDR --linger-ms 300`)
+//!
+//! tcp options: --reconnect calls connect() a second time on the same socket
+//! after the first result (a second attempt after a failure; EISCONN after a
+//! success) and prints both errnos; --syncnt N sets TCP_SYNCNT (SYN
+//! retransmissions before the kernel gives up with ETIMEDOUT). --print-pid
+//! prints `pid N` (the pid as the process sees it, e.g. 1 in a pid
+//! namespace). --connect-poll (with --nonblock) learns the result the way
+//! Ruby's connect_nonblock does: poll for writability, then connect() again
+//! (0 once connected, the attempt's errno once failed), not SO_ERROR.
 //!
 //! --linger-ms N keeps the process alive N ms after its attempts, as a real
 //! client does while it reports its error; a process that exits within
@@ -50,7 +65,7 @@ fn sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
                 sin6_addr: libc::in6_addr {
                     s6_addr: a.ip().octets(),
                 },
-                sin6_scope_id: 0,
+                sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sockaddr_storage is larger than sockaddr_in6.
             unsafe { std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in6, sin6) };
@@ -77,7 +92,69 @@ enum Close {
     Reset,
 }
 
+/// Options of one inet attempt.
+#[derive(Clone, Copy, Default)]
+struct Opts {
+    /// connect() again on the same socket after the first result.
+    reconnect: bool,
+    /// TCP_SYNCNT, when set.
+    syncnt: Option<i32>,
+    /// Learn a non-blocking result by calling connect() again.
+    connect_poll: bool,
+}
+
 fn inet(kind: i32, addr: &SocketAddr, nonblock: bool, wait: Duration, close: Close) -> i32 {
+    inet_with(kind, addr, nonblock, wait, close, Opts::default())[0]
+}
+
+/// Wait for a non-blocking attempt and read its result, like Go's dialer.
+///
+/// SAFETY: `fd` is a socket we own.
+unsafe fn wait_result(fd: i32, wait: Duration) -> i32 {
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    let n = libc::poll(&mut pfd, 1, wait.as_millis() as i32);
+    if n == 1 {
+        let mut err: i32 = 0;
+        let mut elen = std::mem::size_of::<i32>() as libc::socklen_t;
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_ERROR,
+            &mut err as *mut i32 as *mut libc::c_void,
+            &mut elen,
+        );
+        err
+    } else {
+        libc::ETIMEDOUT // gave up, like a Go dial timeout
+    }
+}
+
+/// connect() on `fd` to `addr`, waiting for a non-blocking result.
+///
+/// SAFETY: `fd` is a socket we own.
+unsafe fn connect_fd(fd: i32, addr: &SocketAddr, wait: Duration) -> i32 {
+    let (sa, len) = sockaddr(addr);
+    let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
+    let result = if rc == 0 { 0 } else { errno() };
+    if result == libc::EINPROGRESS {
+        wait_result(fd, wait)
+    } else {
+        result
+    }
+}
+
+fn inet_with(
+    kind: i32,
+    addr: &SocketAddr,
+    nonblock: bool,
+    wait: Duration,
+    close: Close,
+    opts: Opts,
+) -> Vec<i32> {
     let family = if addr.is_ipv4() {
         libc::AF_INET
     } else {
@@ -88,32 +165,37 @@ fn inet(kind: i32, addr: &SocketAddr, nonblock: bool, wait: Duration, close: Clo
     unsafe {
         let fd = libc::socket(family, kind | flags | libc::SOCK_CLOEXEC, 0);
         if fd < 0 {
-            return errno();
+            return vec![errno()];
         }
-        let (sa, len) = sockaddr(addr);
-        let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
-        let mut result = if rc == 0 { 0 } else { errno() };
-        if result == libc::EINPROGRESS {
-            let mut pfd = libc::pollfd {
+        if let Some(n) = opts.syncnt {
+            libc::setsockopt(
                 fd,
-                events: libc::POLLOUT,
-                revents: 0,
-            };
-            let n = libc::poll(&mut pfd, 1, wait.as_millis() as i32);
-            if n == 1 {
-                let mut err: i32 = 0;
-                let mut elen = std::mem::size_of::<i32>() as libc::socklen_t;
-                libc::getsockopt(
+                libc::IPPROTO_TCP,
+                libc::TCP_SYNCNT,
+                &n as *const i32 as *const libc::c_void,
+                std::mem::size_of::<i32>() as libc::socklen_t,
+            );
+        }
+        if opts.connect_poll {
+            let (sa, len) = sockaddr(addr);
+            let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
+            let mut result = if rc == 0 { 0 } else { errno() };
+            if result == libc::EINPROGRESS {
+                let mut pfd = libc::pollfd {
                     fd,
-                    libc::SOL_SOCKET,
-                    libc::SO_ERROR,
-                    &mut err as *mut i32 as *mut libc::c_void,
-                    &mut elen,
-                );
-                result = err;
-            } else {
-                result = libc::ETIMEDOUT; // gave up, like a Go dial timeout
+                    events: libc::POLLOUT,
+                    revents: 0,
+                };
+                libc::poll(&mut pfd, 1, wait.as_millis() as i32);
+                let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, len);
+                result = if rc == 0 { 0 } else { errno() };
             }
+            libc::close(fd);
+            return vec![result];
+        }
+        let mut results = vec![connect_fd(fd, addr, wait)];
+        if opts.reconnect {
+            results.push(connect_fd(fd, addr, wait));
         }
         if close == Close::Reset {
             let linger = libc::linger {
@@ -129,8 +211,120 @@ fn inet(kind: i32, addr: &SocketAddr, nonblock: bool, wait: Duration, close: Clo
             );
         }
         libc::close(fd);
-        result
+        results
     }
+}
+
+/// Create a TCP socket, fork, pass the socket to the child over a unix
+/// socketpair with SCM_RIGHTS, close it here; the child connects it.
+fn passfd(addr: &SocketAddr) {
+    // SAFETY: plain syscalls; the process is single-threaded at fork.
+    unsafe {
+        let family = if addr.is_ipv4() {
+            libc::AF_INET
+        } else {
+            libc::AF_INET6
+        };
+        let mut pair = [0i32; 2];
+        if libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, pair.as_mut_ptr()) != 0 {
+            eprintln!("socketpair: {}", std::io::Error::last_os_error());
+            std::process::exit(1);
+        }
+        let child = libc::fork();
+        if child == 0 {
+            libc::close(pair[0]);
+            let fd = recv_fd(pair[1]);
+            let result = if fd < 0 {
+                -1
+            } else {
+                connect_fd(fd, addr, Duration::from_millis(3000))
+            };
+            use std::io::Write;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "child {}\nerrno {result}", libc::getpid());
+            let _ = out.flush();
+            std::thread::sleep(Duration::from_millis(300));
+            libc::_exit(0);
+        }
+        libc::close(pair[1]);
+        let fd = libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        send_fd(pair[0], fd);
+        libc::close(fd);
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+    }
+}
+
+/// SAFETY: `over` is a connected unix socket, `fd` an open descriptor.
+unsafe fn send_fd(over: i32, fd: i32) {
+    let mut byte = [b'x'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+    let mut control = vec![0u8; space];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+    (*cmsg).cmsg_level = libc::SOL_SOCKET;
+    (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+    (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<i32>() as u32) as usize;
+    std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>(), fd);
+    if libc::sendmsg(over, &msg, 0) != 1 {
+        eprintln!("sendmsg: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+}
+
+/// SAFETY: `over` is a connected unix socket.
+unsafe fn recv_fd(over: i32) -> i32 {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let space = libc::CMSG_SPACE(std::mem::size_of::<i32>() as u32) as usize;
+    let mut control = vec![0u8; space];
+    let mut msg: libc::msghdr = std::mem::zeroed();
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    if libc::recvmsg(over, &mut msg, 0) != 1 {
+        return -1;
+    }
+    let cmsg = libc::CMSG_FIRSTHDR(&msg);
+    if cmsg.is_null() || (*cmsg).cmsg_type != libc::SCM_RIGHTS {
+        return -1;
+    }
+    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<i32>())
+}
+
+/// A thread connects to `hang` (SYNs unanswered) while the main thread
+/// execs a plain `connector tcp ADDR`: exec kills the other thread
+/// (de_thread) and closes the close-on-exec socket mid-attempt.
+fn exec_race(hang: SocketAddr, addr: &str) {
+    std::thread::spawn(move || {
+        inet(
+            libc::SOCK_STREAM,
+            &hang,
+            false,
+            Duration::from_millis(0),
+            Close::Graceful,
+        );
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let exe = std::env::current_exe().unwrap_or_else(|_| "/proc/self/exe".into());
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(exe)
+        .args(["tcp", addr, "--linger-ms", "300"])
+        .exec();
+    eprintln!("exec: {err}");
+    std::process::exit(1);
 }
 
 fn unix(path: &str) -> i32 {
@@ -247,6 +441,27 @@ fn main() {
         println!("errno {}", self_connect());
         return;
     }
+    if args.iter().any(|a| a == "--print-pid") {
+        println!("pid {}", std::process::id());
+    }
+    let parse = |i: usize| -> SocketAddr {
+        match args.get(i).and_then(|a| a.parse().ok()) {
+            Some(a) => a,
+            None => {
+                eprintln!("bad or missing address {:?}", args.get(i));
+                std::process::exit(2);
+            }
+        }
+    };
+    if args.get(1).map(String::as_str) == Some("passfd") {
+        passfd(&parse(2));
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("exec-race") {
+        let addr = args.get(3).cloned().unwrap_or_default();
+        exec_race(parse(2), &addr);
+        return;
+    }
     if args.get(1).map(String::as_str) == Some("storm") {
         let count = arg_after(&args, "--count")
             .and_then(|v| v.parse().ok())
@@ -268,9 +483,14 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
         .min(100_000);
+    let opts = Opts {
+        reconnect: args.iter().any(|a| a == "--reconnect"),
+        syncnt: arg_after(&args, "--syncnt").and_then(|v| v.parse().ok()),
+        connect_poll: args.iter().any(|a| a == "--connect-poll"),
+    };
     for _ in 0..count {
-        let result = match kind.as_str() {
-            "unix" => unix(target),
+        let results = match kind.as_str() {
+            "unix" => vec![unix(target)],
             "tcp" | "udp" => {
                 let Ok(addr) = target.parse::<SocketAddr>() else {
                     eprintln!("bad address {target}");
@@ -281,14 +501,16 @@ fn main() {
                 } else {
                     libc::SOCK_DGRAM
                 };
-                inet(ty, &addr, nonblock, wait, Close::Graceful)
+                inet_with(ty, &addr, nonblock, wait, Close::Graceful, opts)
             }
             other => {
                 eprintln!("unknown kind {other}");
                 std::process::exit(2);
             }
         };
-        println!("errno {result}");
+        for result in results {
+            println!("errno {result}");
+        }
     }
     if let Some(ms) = arg_after(&args, "--linger-ms").and_then(|v| v.parse::<u64>().ok()) {
         std::thread::sleep(Duration::from_millis(ms.min(10_000)));

@@ -77,7 +77,7 @@ fn on_set_state(ctx: &RawTracePointContext) {
             // connect() call, so the current task is the caller: the one
             // moment its environment can be read for sure, however soon it
             // exits afterwards. Once per process per exec.
-            announce_process(ctx, conn.pid_tgid, &conn.comm);
+            announce_process(ctx, conn.pid_tgid, &conn.comm, conn.start_ns);
         }
         (TCP_SYN_SENT | TCP_SYN_RECV, TCP_ESTABLISHED) => {
             read_source(sk, conn, &config::offsets());

@@ -43,7 +43,14 @@ const OFF_ADDRLEN: usize = 32;
 const OFF_RET: usize = 16;
 
 /// errno values, include/uapi/asm-generic/errno*.h and linux/errno.h.
+const EPERM: i64 = 1;
 const EINTR: i64 = 4;
+const EBADF: i64 = 9;
+const EACCES: i64 = 13;
+const EFAULT: i64 = 14;
+const EINVAL: i64 = 22;
+const ENOTSOCK: i64 = 88;
+const EAFNOSUPPORT: i64 = 97;
 const EISCONN: i64 = 106;
 const EALREADY: i64 = 114;
 const EINPROGRESS: i64 = 115;
@@ -121,7 +128,7 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
             inflight.event.path_len = len as u32;
         }
     }
-    announce_process(ctx, task.pid_tgid, &task.comm);
+    announce_process(ctx, task.pid_tgid, &task.comm, inflight.event.conn.start_ns);
     if let Err(e) = INFLIGHT.insert(task.pid_tgid, inflight, 0) {
         count_lost(lost::INFLIGHT_FULL);
         diag!(ctx, "INFLIGHT insert failed ({}): connect() not tracked", e);
@@ -185,10 +192,22 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
 
     let family = inflight.event.conn.family;
     let inet = family == AF_INET || family == AF_INET6;
-    // No cgroup hook ran for an inet socket: connect() polled an attempt
-    // already in progress or done (EALREADY, EISCONN). That is not a new
-    // attempt, and reporting it would count one attempt twice.
-    if inet && inflight.sk == 0 && (ret == -EALREADY || ret == -EISCONN || ret == -EINPROGRESS) {
+    // No cgroup hook ran for an inet socket: connect() did not start an
+    // attempt. `__inet_stream_connect()` (net/ipv4/af_inet.c) runs the hook
+    // (via pre_connect) only for an SS_UNCONNECTED socket; on an
+    // SS_CONNECTING one (a non-blocking attempt, polled by calling
+    // connect() again) it returns EALREADY while the SYN is out, 0 once
+    // the handshake is done (it only marks the socket SS_CONNECTED),
+    // and, once the attempt failed, `sock_error()`: the attempt's errno
+    // (ECONNREFUSED, ...) if SO_ERROR was not read yet, else ECONNABORTED.
+    // On SS_CONNECTED it returns EISCONN. None of these is a new attempt:
+    // the attempt was reported by its own socket events, so reporting the
+    // poll would count one attempt twice (seen: ECONNREFUSED then a second
+    // "ECONNABORTED" event for one refused attempt; and two "connected").
+    // Only errors raised before the hook are a failed connect() of their
+    // own: a bad address length or family, a bad descriptor or buffer, or
+    // a denial by an LSM or another cgroup program that ran before ours.
+    if inet && inflight.sk == 0 && !raised_before_hook(ret) {
         let _ = INFLIGHT.remove(pid_tgid);
         return Ok(());
     }
@@ -205,4 +224,16 @@ fn try_exit(ctx: &TracePointContext) -> Result<(), i32> {
     emit_event(&inflight.event);
     let _ = INFLIGHT.remove(pid_tgid);
     Ok(())
+}
+
+/// Whether an inet connect() that ran no cgroup hook failed on its own
+/// (argument checks in `__sys_connect()`/`__inet_stream_connect()`, the
+/// LSM's `security_socket_connect()`, or `tcp_v4_pre_connect()`'s length
+/// check), rather than returning the state of an earlier attempt.
+#[inline(always)]
+fn raised_before_hook(ret: i64) -> bool {
+    matches!(
+        -ret,
+        EPERM | EBADF | EACCES | EFAULT | EINVAL | ENOTSOCK | EAFNOSUPPORT
+    )
 }

@@ -175,11 +175,29 @@ pub type PidMap<V> = foldhash::HashMap<u32, V>;
 /// pid -> what we know, valid until the kernel announces the pid again.
 pub struct ProcCache {
     proc_root: PathBuf,
-    entries: PidMap<Arc<ProcInfo>>,
+    entries: PidMap<Entry>,
     /// Processes the kernel reported gone, oldest first, with the snapshot
     /// they had: evicted once `EXIT_GRACE` has passed, so their last
     /// attempts (still in the batched ring) find them.
     exited: std::collections::VecDeque<(std::time::Instant, u32, Arc<ProcInfo>)>,
+}
+
+/// The snapshot of a pid's current image, and of the one before.
+///
+/// An attempt of the old image can be reported after the new image was
+/// announced: when one thread is in connect() and another calls execve,
+/// exec closes the close-on-exec socket (`begin_new_exec()` ->
+/// `do_close_on_exec()`, fs/exec.c) and the attempt ends `aborted` before
+/// the new image connects; both records then reach userspace in one batch,
+/// and announcements are handled first. Such an attempt started before the
+/// new image's first attempt (`since_ns`), so it gets the old snapshot
+/// instead of the new image's command line. The same holds for a late
+/// outcome of a dead process whose pid was reused.
+struct Entry {
+    current: Arc<ProcInfo>,
+    /// Start of the attempt that announced `current`; 0 when unknown.
+    since_ns: u64,
+    previous: Option<Arc<ProcInfo>>,
 }
 
 /// How long an exited process's snapshot is kept for attempts still in the
@@ -197,35 +215,48 @@ impl ProcCache {
     }
 
     /// The kernel says `pid` connects for the first time since exec (or is
-    /// a new process reusing the pid): read it now, while it is alive.
-    /// Returns the snapshot now cached for `pid`.
-    pub fn refresh(&mut self, pid: u32, kernel_env: &KernelEnv) -> Arc<ProcInfo> {
+    /// a new process reusing the pid), with an attempt that started at
+    /// `since_ns`: read it now, while it is alive. Returns the snapshot now
+    /// cached for `pid`.
+    pub fn refresh(&mut self, pid: u32, since_ns: u64, kernel_env: &KernelEnv) -> Arc<ProcInfo> {
         let fresh = read_proc(&self.proc_root, pid, Some(kernel_env));
         if let Some(old) = self.entries.get(&pid) {
             // Announced again (the kernel forgot it) but already gone, and
             // the kernel could not read its environment either: the older
             // snapshot is all there is.
-            if fresh.start_time.is_none() && old.start_time.is_some() && !kernel_env.is_complete() {
-                return Arc::clone(old);
+            if fresh.start_time.is_none()
+                && old.current.start_time.is_some()
+                && !kernel_env.is_complete()
+            {
+                return Arc::clone(&old.current);
             }
         }
-        self.insert(pid, fresh)
+        let previous = self.entries.get(&pid).map(|e| Arc::clone(&e.current));
+        self.insert(pid, fresh, since_ns, previous)
     }
 
-    /// Cached info, read now on a miss (the tracer started after the
-    /// process's first connect, or the announcement was lost).
-    pub fn get(&mut self, pid: u32) -> Arc<ProcInfo> {
-        if let Some(info) = self.entries.get(&pid) {
-            return Arc::clone(info);
+    /// The snapshot for an attempt of `pid` that started at `start_ns`:
+    /// the image before the latest announcement when the attempt started
+    /// before it (see [`Entry`]). Read now on a miss (the tracer started
+    /// after the process's first connect, or the announcement was lost).
+    pub fn get(&mut self, pid: u32, start_ns: u64) -> Arc<ProcInfo> {
+        if let Some(e) = self.entries.get(&pid) {
+            if let Some(previous) = &e.previous {
+                if start_ns != 0 && start_ns < e.since_ns {
+                    return Arc::clone(previous);
+                }
+            }
+            return Arc::clone(&e.current);
         }
         let info = read_proc(&self.proc_root, pid, None);
-        self.insert(pid, info)
+        self.insert(pid, info, 0, None)
     }
 
     /// The kernel says `pid` exited: forget it after `EXIT_GRACE`.
     pub fn exited(&mut self, pid: u32, now: std::time::Instant) {
-        if let Some(info) = self.entries.get(&pid) {
-            self.exited.push_back((now, pid, Arc::clone(info)));
+        if let Some(entry) = self.entries.get(&pid) {
+            self.exited
+                .push_back((now, pid, Arc::clone(&entry.current)));
         }
     }
 
@@ -244,9 +275,11 @@ impl ProcCache {
             if self
                 .entries
                 .get(&pid)
-                .is_some_and(|current| Arc::ptr_eq(current, &info))
+                .is_some_and(|entry| Arc::ptr_eq(&entry.current, &info))
             {
-                self.entries.remove(&pid);
+                if let Some(entry) = self.entries.remove(&pid) {
+                    evicted.extend(entry.previous.map(|previous| (pid, previous)));
+                }
                 evicted.push((pid, info));
             }
         }
@@ -262,12 +295,25 @@ impl ProcCache {
         self.entries.is_empty()
     }
 
-    fn insert(&mut self, pid: u32, info: ProcInfo) -> Arc<ProcInfo> {
+    fn insert(
+        &mut self,
+        pid: u32,
+        info: ProcInfo,
+        since_ns: u64,
+        previous: Option<Arc<ProcInfo>>,
+    ) -> Arc<ProcInfo> {
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }
         let info = Arc::new(info);
-        self.entries.insert(pid, Arc::clone(&info));
+        self.entries.insert(
+            pid,
+            Entry {
+                current: Arc::clone(&info),
+                since_ns,
+                previous,
+            },
+        );
         info
     }
 }
@@ -284,6 +330,27 @@ mod tests {
         assert!(info.args.as_ref().is_some_and(|a| !a.is_empty()));
         assert!(matches!(info.env, Some(EnvState::Read(_))));
         assert!(info.mnt_ns.is_some_and(|ns| ns > 0));
+    }
+
+    /// An attempt that started before the latest announcement of its pid
+    /// (an old image's attempt ended by exec, reported after the new image
+    /// announced itself) gets the old snapshot; the announcing attempt and
+    /// later ones get the new one.
+    #[test]
+    fn attempts_before_a_new_announcement_keep_the_old_snapshot() {
+        let me = std::process::id();
+        let env = KernelEnv {
+            entries: b"HTTPS_PROXY=http://127.0.0.1:1\0".to_vec(),
+            flags: envcap::COMPLETE,
+        };
+        let mut cache = ProcCache::new(PathBuf::from("/proc"));
+        let old = cache.refresh(me, 1_000, &env);
+        let new = cache.refresh(me, 5_000, &env);
+        assert!(Arc::ptr_eq(&cache.get(me, 4_999), &old));
+        assert!(Arc::ptr_eq(&cache.get(me, 5_000), &new));
+        assert!(Arc::ptr_eq(&cache.get(me, 9_000), &new));
+        // Unknown start time: the current snapshot.
+        assert!(Arc::ptr_eq(&cache.get(me, 0), &new));
     }
 
     #[test]
@@ -347,19 +414,20 @@ mod tests {
     fn exited_processes_are_evicted_after_the_grace() {
         let mut cache = ProcCache::new(PathBuf::from("/proc"));
         let me = std::process::id();
-        let first = cache.get(me);
+        let first = cache.get(me, 0);
         let t0 = std::time::Instant::now();
         cache.exited(me, t0);
         assert!(cache.sweep(t0).is_empty(), "kept during the grace");
-        assert!(Arc::ptr_eq(&cache.get(me), &first));
+        assert!(Arc::ptr_eq(&cache.get(me, 0), &first));
         let evicted = cache.sweep(t0 + EXIT_GRACE);
         assert_eq!(evicted.len(), 1);
         assert!(cache.is_empty());
         // A pid reused (a new snapshot) before the sweep is kept.
-        let _ = cache.get(me);
+        let _ = cache.get(me, 0);
         cache.exited(me, t0);
         cache.refresh(
             me,
+            0,
             &KernelEnv {
                 entries: Vec::new(),
                 flags: envcap::COMPLETE,

@@ -67,8 +67,8 @@ impl Pipeline {
     /// One ring-buffer record.
     pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         match decode::decode(bytes) {
-            Ok(Record::Process { pid, env }) => {
-                let proc = self.procs.refresh(pid, &env);
+            Ok(Record::Process { pid, since_ns, env }) => {
+                let proc = self.procs.refresh(pid, since_ns, &env);
                 // Resolve the proxies' names now, ahead of the attempt's
                 // outcome: by the time it is drained the answer is usually
                 // in.
@@ -94,7 +94,7 @@ impl Pipeline {
     }
 
     pub fn handle_attempt(&mut self, attempt: &Attempt) -> Result<(), SinkError> {
-        let proc = self.procs.get(attempt.pid);
+        let proc = self.procs.get(attempt.pid, attempt.start_ns);
         let dest = match &attempt.destination {
             Peer::Ip { ip, port } => Some((*ip, *port)),
             Peer::Unix(_) => None,
