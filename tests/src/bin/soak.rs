@@ -8,6 +8,7 @@
 //!   after 300 ms (aborted);
 //! - a client in `system.slice/soak-proxy.service` dialling its proxy,
 //!   while that unit's drop-in is rewritten (drift both ways);
+//!
 //! and every 15 s a containerd is started, asked to pull through a dead
 //! proxy, and stopped.
 //!
