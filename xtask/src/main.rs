@@ -424,13 +424,13 @@ fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
             .filter_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
             .filter_map(|n| n.trim().parse().ok())
             .next_back();
-        // libFuzzer: "Test unit written to ./artifacts/<target>/crash-<sha1>",
-        // relative to the fuzz directory.
+        // libFuzzer: "Test unit written to tests/fuzz/artifacts/<target>/crash-<sha1>",
+        // relative to the workspace root (cargo fuzz runs it from there).
         let crash = text
             .lines()
             .filter_map(|l| l.split_once("Test unit written to ").map(|(_, p)| p.trim()))
             .next_back()
-            .map(|p| root.join("tests/fuzz").join(p).display().to_string());
+            .map(|p| root.join(p).display().to_string());
         if !out.status.success() {
             let tail: Vec<&str> = text.lines().rev().take(40).collect();
             for line in tail.into_iter().rev() {

@@ -9,10 +9,13 @@ fuzz_target!(|data: &[u8]| {
     let newlines = data.iter().filter(|&&b| b == b'\n').count();
     let mut last_line = 0;
     for (key, _value, line) in &entries {
-        // Invariants: a key is never empty and never contains '=' or a
-        // newline; lines are in order and within the file.
+        // Invariants: a key is never empty and never holds a line end; it
+        // holds '=' only as its first byte (env-file.c starts a key at any
+        // non-blank, '=' included: "=A=b" sets "=A", which the caller drops
+        // as an invalid name); lines are in order and within the file.
         assert!(!key.is_empty());
-        assert!(!key.contains(&b'=') && !key.contains(&b'\n'));
+        assert!(!key.contains(&b'\n') && !key.contains(&b'\r'));
+        assert!(!key[1..].contains(&b'='));
         assert!(*line >= 1 && (*line as usize) <= newlines + 1);
         assert!(*line >= last_line);
         last_line = *line;

@@ -13,7 +13,11 @@ fuzz_target!(|data: &[u8]| {
     for rules in [Rules::Go, Rules::Curl, Rules::Python] {
         let np = NoProxy::parse_for(value, rules);
         let star = NoProxy::parse_for("*", rules);
-        for line in hosts.iter().copied().chain(["localhost", "10.0.0.1", "[::1]"]) {
+        for line in hosts
+            .iter()
+            .copied()
+            .chain(["localhost", "10.0.0.1", "[::1]"])
+        {
             let (host, port) = match line.rsplit_once(':') {
                 Some((h, p)) if !h.ends_with(':') => (h, p.parse().unwrap_or(443)),
                 _ => (line, 443),
