@@ -14,13 +14,18 @@ const REDACTED: &str = "REDACTED";
 /// it between `://` (or the start) and the last `@`.
 ///
 /// The last `@` is used because Go, curl and Python all split the authority
-/// at the last `@`, and a password may itself contain `@`, `/` or `#`.
+/// at the last `@`, and a password may itself contain `@`, `/` or `#`. A
+/// `://` counts as the scheme's only before the first `@`: one after it
+/// belongs to a scheme-less value's host or path (`u:pw@h/?x=http://a@b`),
+/// and the credentials then start at the beginning.
 pub fn redact_value(value: &str) -> String {
     let Some(at) = value.rfind('@') else {
         return value.to_owned();
     };
+    let first_at = value.find('@').unwrap_or(at);
     let start = match value.find("://") {
-        Some(i) if i + 3 <= at => i + 3,
+        // "://" has no '@', so it also ends before `at`.
+        Some(i) if i < first_at => i + 3,
         _ => 0,
     };
     format!("{}{REDACTED}{}", &value[..start], &value[at..])
@@ -115,5 +120,30 @@ mod tests {
         );
         assert_eq!(redact("'u:p@h'"), "'REDACTED@h'");
         assert_eq!(redact(""), "");
+    }
+
+    #[test]
+    fn redact_proxy_values() {
+        assert_eq!(redact_value("http://u:p@h:1"), "http://REDACTED@h:1");
+        assert_eq!(redact_value("http://u:p@s@h:1"), "http://REDACTED@h:1");
+        assert_eq!(redact_value("http://u:a://b@h:1"), "http://REDACTED@h:1");
+        assert_eq!(redact_value("u:p@h:1"), "REDACTED@h:1");
+        assert_eq!(redact_value("http://h:1"), "http://h:1");
+    }
+
+    /// From the proxy_url fuzz target (tests/fuzz/corpus/proxy_url/
+    /// scheme_after_password): a scheme-less value with a `://` after its
+    /// credentials kept the password, since only the text after that `://`
+    /// was redacted.
+    #[test]
+    fn fuzz_regression_scheme_separator_after_credentials() {
+        assert_eq!(
+            redact_value("user:Pwys:5ht!@prox://2RE:/;p28/h]:@>108h"),
+            "REDACTED@>108h"
+        );
+        assert_eq!(
+            redact_value("u:secret@proxy:3128/?next=http://a@b"),
+            "REDACTED@b"
+        );
     }
 }

@@ -9,6 +9,8 @@
 //! - `soak --minutes N`: a mixed workload against the tracer (exactly once,
 //!   no loss, flat memory, bounded fds and caches).
 //! - `bench`: set up, then the overhead benchmark.
+//! - `fuzz [--seconds N]`: install cargo-fuzz if missing, then run every
+//!   fuzz target in `tests/fuzz` for N seconds each.
 
 use std::{
     ffi::OsString,
@@ -53,6 +55,14 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Run every fuzz target (tests/fuzz, libFuzzer, nightly) for a while.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -87,6 +97,11 @@ fn main() -> Result<()> {
             setup(true)?;
             build(&root)?;
             bench(&root, &args)
+        }
+        Cmd::Fuzz { seconds, targets } => {
+            // The eBPF toolchain only: tracer-user's build script needs it.
+            setup(false)?;
+            fuzz(&root, seconds, &targets)
         }
     }
 }
@@ -329,4 +344,160 @@ fn effective_uid() -> u32 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(u32::MAX)
+}
+
+/// The fuzz targets in tests/fuzz/fuzz_targets, one per parser of node
+/// input.
+const FUZZ_TARGETS: &[&str] = &[
+    "environ",
+    "unit_file",
+    "env_file",
+    "proxy_url",
+    "no_proxy",
+    "cgroup",
+    "hosts",
+    "decode",
+];
+
+/// Install cargo-fuzz unless it is on PATH (about 1-2 minutes, once).
+fn install_cargo_fuzz() -> Result<()> {
+    if have("cargo-fuzz") {
+        return Ok(());
+    }
+    eprintln!("xtask: installing cargo-fuzz (about 1-2 minutes, once)");
+    let started = std::time::Instant::now();
+    run(Command::new("cargo").args(["install", "cargo-fuzz", "--locked"]))?;
+    eprintln!(
+        "xtask: cargo-fuzz installed in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+    if !have("cargo-fuzz") {
+        bail!("cargo-fuzz was installed but is not on PATH; is ~/.cargo/bin on PATH?");
+    }
+    Ok(())
+}
+
+/// `cargo +nightly fuzz ARGS` on the fuzz crate, with debug assertions (an
+/// overflow is a finding too).
+fn cargo_fuzz(root: &Path, subcommand: &str) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
+        "+nightly",
+        "fuzz",
+        subcommand,
+        "--fuzz-dir",
+        "tests/fuzz",
+        "--debug-assertions",
+    ]);
+    cmd
+}
+
+struct FuzzResult {
+    target: &'static str,
+    executions: Option<u64>,
+    crash: Option<String>,
+    ok: bool,
+}
+
+fn fuzz(root: &Path, seconds: u64, only: &[String]) -> Result<()> {
+    for name in only {
+        if !FUZZ_TARGETS.contains(&name.as_str()) {
+            bail!(
+                "no fuzz target {name:?}; targets: {}",
+                FUZZ_TARGETS.join(", ")
+            );
+        }
+    }
+    let targets: Vec<&'static str> = FUZZ_TARGETS
+        .iter()
+        .copied()
+        .filter(|t| only.is_empty() || only.iter().any(|o| o == t))
+        .collect();
+    install_cargo_fuzz()?;
+    let started = std::time::Instant::now();
+    run(&mut cargo_fuzz(root, "build"))?;
+    eprintln!(
+        "xtask: fuzz targets built in {:.0} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The committed corpus is the seeds only: libFuzzer writes what it finds
+    // into the first directory, a scratch one under target/.
+    let scratch = root.join("target/fuzz");
+    let mut results = Vec::new();
+    for &target in &targets {
+        let grown = scratch.join("corpus").join(target);
+        std::fs::create_dir_all(&grown)
+            .with_context(|| format!("cannot create {}", grown.display()))?;
+        let seeds = root.join("tests/fuzz/corpus").join(target);
+        let log = scratch.join(format!("{target}.log"));
+        eprintln!(
+            "xtask: fuzzing {target} for {seconds} s (log: {})",
+            log.display()
+        );
+        let out = cargo_fuzz(root, "run")
+            .arg(target)
+            .arg(&grown)
+            .arg(&seeds)
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .args(["-print_final_stats=1", "-timeout=10"])
+            .output()
+            .with_context(|| format!("cannot run cargo fuzz run {target}"))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::fs::write(&log, &text).with_context(|| format!("cannot write {}", log.display()))?;
+        let executions = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
+            .filter_map(|n| n.trim().parse().ok())
+            .next_back();
+        // libFuzzer: "Test unit written to tests/fuzz/artifacts/<target>/crash-<sha1>",
+        // relative to the workspace root (cargo fuzz runs it from there).
+        let crash = text
+            .lines()
+            .filter_map(|l| l.split_once("Test unit written to ").map(|(_, p)| p.trim()))
+            .next_back()
+            .map(|p| root.join(p).display().to_string());
+        if !out.status.success() {
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            for line in tail.into_iter().rev() {
+                eprintln!("  {line}");
+            }
+        }
+        results.push(FuzzResult {
+            target,
+            executions,
+            crash,
+            ok: out.status.success(),
+        });
+    }
+
+    println!(
+        "\n{:<10} {:>14} {:>10}  result",
+        "target", "executions", "exec/s"
+    );
+    for r in &results {
+        let execs = r.executions.map_or("?".to_string(), |n| n.to_string());
+        let rate = r
+            .executions
+            .map_or("?".to_string(), |n| (n / seconds.max(1)).to_string());
+        let result = match (&r.crash, r.ok) {
+            (Some(path), _) => format!("CRASH: {path}"),
+            (None, true) => "ok".to_string(),
+            (None, false) => "FAILED (see its log)".to_string(),
+        };
+        println!("{:<10} {execs:>14} {rate:>10}  {result}", r.target);
+    }
+    let failed: Vec<&str> = results.iter().filter(|r| !r.ok).map(|r| r.target).collect();
+    if !failed.is_empty() {
+        bail!(
+            "fuzz targets failed: {} (reproduce: cargo +nightly fuzz run --fuzz-dir tests/fuzz -a <target> <crash file>)",
+            failed.join(", ")
+        );
+    }
+    Ok(())
 }

@@ -101,9 +101,9 @@ pub fn cgroup_info(groups: &[ProcessCGroup]) -> CgroupInfo {
 /// The same from the text of `/proc/<pid>/cgroup`, parsed by procfs (which
 /// splits each line at its first two colons only: containerd's
 /// `slice:prefix:name` paths contain more). A file that does not parse
-/// says nothing. Tests describe memberships as text, the kernel's format.
-#[cfg(test)]
-pub(crate) fn parse_proc_cgroup(text: &str) -> CgroupInfo {
+/// says nothing. Tests and the fuzz target describe memberships as text,
+/// the kernel's format.
+pub fn parse_proc_cgroup(text: &str) -> CgroupInfo {
     use procfs::{FromBufRead, ProcessCGroups};
     match ProcessCGroups::from_buf_read(text.as_bytes()) {
         Ok(groups) => cgroup_info(&groups.0),

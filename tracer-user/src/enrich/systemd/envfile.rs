@@ -350,6 +350,19 @@ mod tests {
     use crate::enrich::systemd::test_support::{value, TempRoot};
     use crate::enrich::systemd::SourceKind;
 
+    /// From the env_file fuzz target (tests/fuzz/corpus/env_file/
+    /// leading_equals): like env-file.c, any non-blank starts a key, '='
+    /// included, so "=A=b" sets "=A" (dropped later as an invalid name).
+    #[test]
+    fn fuzz_regression_line_starting_with_equals() {
+        let entries = parse_env_file(b"=A=b\n=\"# x\"\nB=c");
+        let got: Vec<_> = entries
+            .iter()
+            .map(|e| (e.key.as_slice(), e.value.as_slice(), e.line))
+            .collect();
+        assert_eq!(got, [(&b"=A"[..], &b"b"[..], 1), (&b"B"[..], &b"c"[..], 3)]);
+    }
+
     #[test]
     fn environment_file_syntax() {
         let root = TempRoot::new("envfile-syntax");

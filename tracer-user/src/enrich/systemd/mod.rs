@@ -314,6 +314,44 @@ pub fn read_environment_file(
     ))
 }
 
+/// The pure parsers of this module, for the fuzz targets in `tests/fuzz`:
+/// no file system access, only bytes in and parsed values out.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::path::Path;
+
+    /// The `Key=value` assignments (key, value, line) of section `wanted`
+    /// in unit file text, with the warnings systemd would log; each value
+    /// also goes through the word splitting and C unescaping that
+    /// `Environment=` values get, and the words are returned.
+    #[allow(clippy::type_complexity)]
+    pub fn parse_unit_file(
+        content: &[u8],
+        wanted: &str,
+    ) -> (Vec<(String, String, u32)>, Vec<Vec<Vec<u8>>>, Vec<String>) {
+        let mut warnings = Vec::new();
+        let directives =
+            super::syntax::parse_unit_file(content, wanted, Path::new("fuzz.conf"), &mut warnings);
+        let words = directives
+            .iter()
+            .map(|d| super::words::split_words(&d.value).0)
+            .collect();
+        let directives = directives
+            .into_iter()
+            .map(|d| (d.key, d.value, d.line))
+            .collect();
+        (directives, words, warnings)
+    }
+
+    /// The assignments (key, value, line) of `EnvironmentFile=` text.
+    pub fn parse_env_file(content: &[u8]) -> Vec<(Vec<u8>, Vec<u8>, u32)> {
+        super::envfile::parse_env_file(content)
+            .into_iter()
+            .map(|e| (e.key, e.value, e.line))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::test_support::{value, TempRoot, CONTAINERD_UNIT, INCIDENT_DROPIN};

@@ -619,6 +619,24 @@ mod tests {
         parse_proxy_url(value, rules).unwrap()
     }
 
+    /// From the proxy_url fuzz target (tests/fuzz/corpus/proxy_url/
+    /// password_proxy): credentials and no host. Its "leak" was the word
+    /// "proxy" of the message itself; the stored value is redacted.
+    #[test]
+    fn fuzz_regression_credentials_without_host() {
+        for value in ["http://user:proxy@", "user:proxy@", "socks5h://proxy@"] {
+            for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+                match parse_proxy_url(value, rules) {
+                    Ok(u) => assert!(!u.redacted().contains("proxy"), "{value} {rules}"),
+                    Err(e) => {
+                        assert!(e.redacted_value().contains("REDACTED@"), "{value} {rules}");
+                        assert!(!e.redacted_value().contains("proxy"), "{value} {rules}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn scheme_less_value_is_http() {
         for rules in [Rules::Go, Rules::Curl, Rules::Python] {
