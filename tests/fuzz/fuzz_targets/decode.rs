@@ -23,6 +23,9 @@ fuzz_target!(|data: &[u8]| {
             // What the tracer does with the kernel's capture.
             let _ = ProxyEnv::from_environ(&env.entries);
         }
+        Ok(Record::Exit { pid }) => {
+            let _ = pid;
+        }
         Err(e) => {
             let _ = e.to_string();
         }
