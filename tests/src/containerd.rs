@@ -333,12 +333,7 @@ impl Containerd {
 
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pid = child.id() as libc::pid_t;
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-            if !wait_bounded(&mut child, STOP_GRACE) {
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                wait_bounded(&mut child, Duration::from_secs(5));
-            }
+            crate::terminate(&mut child, STOP_GRACE);
         }
         // Anything of ours left in the unit's cgroup: shims (if a test ran a
         // container) carry `-address <our socket>` on their command line.
@@ -579,17 +574,6 @@ fn unescape_mount(s: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn wait_bounded(child: &mut Child, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        match child.try_wait() {
-            Ok(Some(_)) | Err(_) => return true,
-            Ok(None) if Instant::now() >= deadline => return false,
-            Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
 }
 
 fn tail(path: &Path, n: usize) -> String {

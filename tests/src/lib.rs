@@ -257,6 +257,27 @@ pub fn read_events(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Stop a child of ours: SIGTERM, then SIGKILL if it has not exited
+/// within `grace`. Bounded either way.
+pub fn terminate(child: &mut Child, grace: Duration) {
+    let wait = |child: &mut Child, limit: Duration| {
+        let deadline = Instant::now() + limit;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => return true,
+                Ok(None) if Instant::now() >= deadline => return false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+    };
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    if !wait(child, grace) {
+        let _ = child.kill();
+        wait(child, Duration::from_secs(5));
+    }
+}
+
 /// A process's resident memory, in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
