@@ -151,4 +151,60 @@ pub struct TraceArgs {
     /// inserts, BTF offsets that look wrong. Off, they cost nothing.
     #[arg(long)]
     pub debug_ebpf: bool,
+    /// Serve Prometheus metrics on ADDR (`/metrics`; `/healthz` is the
+    /// readiness probe). A bare PORT or :PORT binds to 127.0.0.1. The only
+    /// listening socket the tracer opens.
+    #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// all: an event per attempt. notable: only failed attempts and proxy
+    /// dials; the rest are counted in the metrics only.
+    #[arg(long, value_enum, default_value = "all")]
+    pub events: Events,
+    /// At most N connect events per process per second (N/s); the excess is
+    /// dropped, counted, and reported in one "rate-limited" line per
+    /// process and second.
+    #[arg(long, value_name = "N/s", value_parser = parse_rate)]
+    pub rate_limit: Option<u32>,
+    /// With --metrics-addr: repeat `tracer doctor` this often and publish
+    /// it as tracer_doctor_* metrics (0s: never).
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub doctor_interval: std::time::Duration,
+    /// With --metrics-addr: the periodic doctor also examines processes
+    /// with this comm (repeatable), like `tracer doctor --comm`.
+    #[arg(long, value_name = "NAME")]
+    pub doctor_comm: Vec<String>,
+}
+
+/// Which attempts become events (`--events`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Events {
+    /// Every attempt.
+    All,
+    /// Failed attempts and proxy dials.
+    Notable,
+}
+
+/// `N/s` (or a bare `N`): events per process per second, N >= 1.
+pub fn parse_rate(s: &str) -> Result<u32, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.trim().parse::<u32>() {
+        Ok(0) => Err("the rate limit must be at least 1/s".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!(
+            "{s:?} is not a rate: expected N/s, e.g. 100/s (events per process per second)"
+        )),
+    }
+}
+
+/// `HOST:PORT`, or `PORT` / `:PORT` on loopback.
+pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    let port = s.strip_prefix(':').unwrap_or(s);
+    if let Ok(port) = port.parse::<u16>() {
+        return Ok(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    s.parse().map_err(|_| {
+        format!(
+            "{s:?} is not an address to listen on: expected IP:PORT (e.g. 127.0.0.1:9464) or PORT"
+        )
+    })
 }

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod diff;
 pub mod doctor;
 pub mod enrich;
+pub mod metrics;
 pub mod preflight;
 pub mod probe;
 pub mod redact;
@@ -32,6 +33,7 @@ mod tests {
         ("redact.rs", &["enrich", "verdict", "sink", "trace"]),
         ("doctor", &["sink", "trace", "diff"]),
         ("diff.rs", &["sink", "trace"]),
+        ("metrics", &["sink", "trace"]),
     ];
 
     fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -59,6 +59,11 @@ impl Watch {
             mode: Mode::Socket,
             host_root: host_root.to_path_buf(),
             debug_ebpf: false,
+            metrics_addr: None,
+            events: crate::cli::Events::All,
+            rate_limit: None,
+            doctor_interval: std::time::Duration::ZERO,
+            doctor_comm: Vec::new(),
         };
         let lines = Lines::default();
         let sink = Sink::new(

@@ -5,6 +5,7 @@
 //! one record is `pipeline`; telling the world we are up is `ready`.
 
 mod pipeline;
+mod ratelimit;
 mod ready;
 
 use std::time::Duration;
@@ -20,7 +21,8 @@ pub use pipeline::Pipeline;
 
 use crate::{
     cli::TraceArgs,
-    decode,
+    decode, doctor,
+    metrics::{self, server::ServerError},
     probe::{LostCounts, ProbeConfig, ProbeError, Probes},
     sink::{Sink, SinkError},
 };
@@ -31,6 +33,8 @@ pub enum TraceError {
     Probe(#[from] ProbeError),
     #[error(transparent)]
     Sink(#[from] SinkError),
+    #[error(transparent)]
+    Metrics(#[from] ServerError),
     #[error("{what}: {source}")]
     Io {
         what: &'static str,
@@ -85,6 +89,31 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         None => Sink::stdout(args.format),
     };
     let mut pipeline = Pipeline::new(&args, sink);
+    // The metrics endpoint binds before anything is loaded, like the
+    // output: a taken port fails fast.
+    let server = match args.metrics_addr {
+        Some(addr) => {
+            let m = metrics::Metrics::new();
+            let server = metrics::server::Server::start(addr, m.registry)?;
+            eprintln!("tracer: metrics on http://{}/metrics", server.addr);
+            if !args.doctor_interval.is_zero() {
+                let opts = doctor::DoctorOptions {
+                    host_root: args.host_root.clone(),
+                    extra_comms: args.doctor_comm.clone(),
+                    ..doctor::DoctorOptions::default()
+                };
+                metrics::doctor::spawn(m.doctor, opts, args.doctor_interval).map_err(|source| {
+                    TraceError::Io {
+                        what: "cannot start the doctor thread",
+                        source,
+                    }
+                })?;
+            }
+            pipeline = pipeline.with_metrics(m.counters);
+            Some(server)
+        }
+        None => None,
+    };
 
     let config = ProbeConfig {
         mode: args.mode,
@@ -116,6 +145,9 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         source,
     })?;
     ready::announce(&args);
+    if let Some(server) = &server {
+        server.set_ready();
+    }
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut lost_reported = LostCounts::default();
@@ -131,6 +163,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                     .map(|()| pipeline.settle_lookups(LOOKUP_GRACE))
                     .and_then(|()| drain(guard.get_inner_mut(), &mut pipeline))
                     .and_then(|()| pipeline.flush());
+                pipeline.ring_drained();
                 guard.clear_ready();
                 // Batch: the kernel wakes us for every record while we keep
                 // up, which at 50k connects/s costs more in wakeups and
@@ -174,11 +207,15 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
             _ = tick.tick() => {
                 pipeline.sweep();
                 let lost = probes.lost()?;
+                pipeline.update_metrics(lost);
+                let summaries = pipeline.rate_limited_records();
                 if lost != lost_reported {
                     lost_reported = lost;
-                    pipeline.lost_record(lost, false).and_then(|()| pipeline.flush())
+                    summaries
+                        .and_then(|()| pipeline.lost_record(lost, false))
+                        .and_then(|()| pipeline.flush())
                 } else {
-                    Ok(())
+                    summaries.and_then(|()| pipeline.flush())
                 }
             }
         };
@@ -239,6 +276,7 @@ pub(crate) fn shutdown_flush(
         pipeline.handle_attempt(&attempt)?;
         pending += 1;
     }
+    pipeline.rate_limited_records()?;
     pipeline.lost_record(lost, true)?;
     pipeline.flush()?;
     Ok(pending)

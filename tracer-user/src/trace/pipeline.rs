@@ -6,13 +6,15 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use super::ratelimit::{Dropped, RateLimitedRecord, RateLimiter};
 use crate::{
-    cli::TraceArgs,
+    cli::{Events, TraceArgs},
     decode::{self, Attempt, Peer, Record},
     enrich::{
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
+    metrics::Counters,
     probe::{LostCounts, Mode},
     sink::{
         ndjson::AttemptWriter,
@@ -45,7 +47,22 @@ pub struct Pipeline {
     wall_offset_ns: i128,
     pub attempts: u64,
     pub decode_errors: u64,
+    /// `--events notable`: write failures and proxy dials only.
+    notable_only: bool,
+    limiter: Option<RateLimiter>,
+    /// Reused for the rate-limited summaries of one tick.
+    dropped: Vec<Dropped>,
+    /// `--metrics-addr`: what the pipeline counts into.
+    metrics: Option<Counters>,
+    /// Bytes of attempt records drained since the last `ring_drained`.
+    ring_bytes: usize,
 }
+
+/// Size of the EVENTS ring buffer (tracer-ebpf/src/maps.rs), for the fill
+/// ratio.
+const EVENTS_RING_BYTES: f64 = (8 * 1024 * 1024) as f64;
+/// Each ring-buffer record carries an 8-byte header and is padded to 8.
+const RING_RECORD_OVERHEAD: usize = 8;
 
 impl Pipeline {
     pub fn new(args: &TraceArgs, sink: Sink) -> Self {
@@ -61,7 +78,18 @@ impl Pipeline {
             wall_offset_ns: wall_offset_ns(),
             attempts: 0,
             decode_errors: 0,
+            notable_only: args.events == Events::Notable,
+            limiter: args.rate_limit.map(RateLimiter::new),
+            dropped: Vec::new(),
+            metrics: None,
+            ring_bytes: 0,
         }
+    }
+
+    /// Count into these metrics from now on.
+    pub fn with_metrics(mut self, counters: Counters) -> Self {
+        self.metrics = Some(counters);
+        self
     }
 
     /// One ring-buffer record.
@@ -82,7 +110,10 @@ impl Pipeline {
                 self.procs.exited(pid, std::time::Instant::now());
                 Ok(())
             }
-            Ok(Record::Attempt(attempt)) => self.handle_attempt(&attempt),
+            Ok(Record::Attempt(attempt)) => {
+                self.ring_bytes += (bytes.len() + RING_RECORD_OVERHEAD).next_multiple_of(8);
+                self.handle_attempt(&attempt)
+            }
             Err(e) => {
                 // A record we cannot read is counted, not fatal: the
                 // summary reports it.
@@ -121,8 +152,26 @@ impl Pipeline {
             }
             _ => None,
         };
+        // Every attempt is counted, whatever is written.
+        if let Some(m) = self.metrics.as_mut() {
+            m.attempt(attempt, &proc, verdict.as_ref(), std::time::Instant::now());
+        }
         if self.proxy_only && verdict.is_none() {
             return Ok(());
+        }
+        if self.notable_only
+            && !attempt.verdict.is_failure()
+            && verdict.as_ref().and_then(|v| v.via) != Some(true)
+        {
+            return Ok(());
+        }
+        if let Some(limiter) = self.limiter.as_mut() {
+            if !limiter.admit(attempt) {
+                if let Some(m) = &self.metrics {
+                    m.rate_limited.inc();
+                }
+                return Ok(());
+            }
         }
         let facts = Facts {
             attempt,
@@ -189,6 +238,67 @@ impl Pipeline {
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
         self.sink.flush()
+    }
+
+    /// One "rate-limited" line per process that had events dropped since
+    /// the last call (`--rate-limit`).
+    pub fn rate_limited_records(&mut self) -> Result<(), SinkError> {
+        let Some(limiter) = self.limiter.as_mut() else {
+            return Ok(());
+        };
+        let limit = limiter.per_second();
+        limiter.take(&mut self.dropped);
+        if self.dropped.is_empty() {
+            return Ok(());
+        }
+        let now = words::rfc3339(now_epoch_ns());
+        for d in self.dropped.drain(..) {
+            let record = RateLimitedRecord::new(&now, &d, limit);
+            match self.sink.format {
+                Format::Json => self.sink.json(&record)?,
+                Format::Text => self.sink.line(&format!("-- {}", record.message)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Bring the metrics' losses, cache sizes and series up to date (once
+    /// a second).
+    pub fn update_metrics(&mut self, lost: LostCounts) {
+        let Some(m) = self.metrics.as_mut() else {
+            return;
+        };
+        m.losses(
+            [
+                lost.ringbuf_full,
+                lost.inflight_full,
+                lost.announcements_full,
+            ],
+            self.decode_errors,
+        );
+        m.process_cache
+            .set(i64::try_from(self.procs.len()).unwrap_or(i64::MAX));
+        m.resolver_names
+            .set(i64::try_from(self.resolver.names()).unwrap_or(i64::MAX));
+        m.resolver_queue
+            .set(i64::try_from(self.resolver.outstanding()).unwrap_or(i64::MAX));
+        m.dials.sweep(std::time::Instant::now());
+    }
+
+    /// After a drain of the events ring: how full it was.
+    pub fn ring_drained(&mut self) {
+        if let Some(m) = &self.metrics {
+            m.ring_fill
+                .set((self.ring_bytes as f64 / EVENTS_RING_BYTES).min(1.0));
+        }
+        self.ring_bytes = 0;
+    }
+
+    /// The counter of events the output could not write, for the writer
+    /// to add to (`tracer_events_lost_total{cause="output"}`); None without
+    /// --metrics-addr.
+    pub fn output_lost_counter(&self) -> Option<prometheus_client::metrics::counter::Counter> {
+        self.metrics.as_ref().map(Counters::output_lost)
     }
 
     /// Write the batch out once it holds `OUTPUT_BUFFER` bytes, so a slow

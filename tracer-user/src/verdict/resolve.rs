@@ -310,6 +310,11 @@ impl Resolver {
     }
 
     /// Start resolving `name` now, ahead of the first attempt that needs it.
+    /// Lookups sent to the workers and not answered yet (metrics).
+    pub fn outstanding(&self) -> usize {
+        self.outstanding
+    }
+
     pub fn prefetch(&mut self, name: &str, root: Root) {
         let _ = self.lookup(name, root);
     }

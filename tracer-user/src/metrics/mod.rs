@@ -1,0 +1,470 @@
+//! Prometheus metrics (`tracer trace --metrics-addr ADDR`).
+//!
+//! The pipeline counts into atomics ([`Counters`]); a thread of its own
+//! ([`server`]) encodes them when Prometheus scrapes; another
+//! ([`doctor`]) repeats `tracer doctor` every minute and publishes what it
+//! found. Nothing here blocks or slows the drain: a scrape reads atomics
+//! and takes the families' read locks, which the drain only takes to
+//! create a series.
+//!
+//! Cardinality is bounded by design (README, "Metrics"):
+//! - attempts: result (7) x transport (4) x via_proxy (3), all created at
+//!   start, so the per-event update is an array index and an atomic add;
+//! - proxy dials: unit (at most [`MAX_UNITS`], the rest `other`) x variable
+//!   (8 names) x proxy (at most [`MAX_PROXIES`], the rest `other`) x result
+//!   (7); a series not counted for [`IDLE`] is dropped. Destinations are
+//!   never a label, except proxies, which are few on a node;
+//! - losses: one series per cause; internals: one series each;
+//! - doctor: one series per runtime daemon, variable and proxy.
+
+pub mod doctor;
+pub mod server;
+
+use std::time::{Duration, Instant};
+
+use prometheus_client::{
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+    registry::Registry,
+};
+
+use crate::{
+    decode::{Attempt, Transport, Verdict},
+    enrich::proc::ProcInfo,
+    verdict::ProxyVerdict,
+};
+
+/// Units (or containers) with series of their own in the proxy-dial
+/// family; dials of further ones are counted under `unit="other"`.
+pub const MAX_UNITS: usize = 64;
+/// Distinct proxies (host:port) with series of their own; the rest are
+/// `proxy="other"`.
+pub const MAX_PROXIES: usize = 32;
+/// A proxy-dial series not counted for this long is dropped, so series of
+/// a unit that has gone do not pile up. Long enough for an alert over a
+/// 5 minute window to see the last failure.
+pub const IDLE: Duration = Duration::from_secs(15 * 60);
+
+const RESULTS: [Verdict; 7] = [
+    Verdict::Connected,
+    Verdict::Refused,
+    Verdict::TimedOut,
+    Verdict::Unreachable,
+    Verdict::Aborted,
+    Verdict::Failed,
+    Verdict::Pending,
+];
+const TRANSPORTS: [&str; 4] = ["tcp", "udp", "unix", "unknown"];
+const VIA: [&str; 3] = ["true", "false", "unknown"];
+
+/// The causes of `tracer_events_lost_total`.
+pub const LOST_CAUSES: [&str; 5] = [
+    "ringbuf_full",
+    "inflight_full",
+    "announcements_full",
+    "unreadable",
+    "output",
+];
+
+type Labels3 = [(&'static str, &'static str); 3];
+type DialLabels = [(&'static str, String); 4];
+type LostLabels = [(&'static str, &'static str); 1];
+
+/// The registry (for the server) and the handles the pipeline and the
+/// doctor worker count into.
+pub struct Metrics {
+    pub counters: Counters,
+    pub doctor: doctor::DoctorMetrics,
+    pub registry: Registry,
+}
+
+/// What the pipeline updates. Each handle is an `Arc` around an atomic.
+pub struct Counters {
+    /// Indexed by [`attempt_index`].
+    attempts: Vec<Counter>,
+    pub dials: ProxyDials,
+    lost: Vec<Counter>,
+    /// Last cumulative kernel counts seen, to add the difference.
+    lost_seen: [u64; 4],
+    pub rate_limited: Counter,
+    pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub process_cache: Gauge,
+    pub resolver_names: Gauge,
+    pub resolver_queue: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("tracer");
+
+        let attempt_family = Family::<Labels3, Counter>::default();
+        registry.register(
+            "connect_attempts",
+            "Connect attempts by outcome (result), transport and whether they dialled the process's proxy (via_proxy: true, false, unknown while the proxy's name is being resolved). Counted whether or not --events or --rate-limit let the event through",
+            attempt_family.clone(),
+        );
+        let mut attempts = Vec::with_capacity(RESULTS.len() * TRANSPORTS.len() * VIA.len());
+        for result in RESULTS {
+            for transport in TRANSPORTS {
+                for via in VIA {
+                    attempts.push(attempt_family.get_or_create_owned(&[
+                        ("result", result.as_str()),
+                        ("transport", transport),
+                        ("via_proxy", via),
+                    ]));
+                }
+            }
+        }
+
+        let dial_family = Family::<DialLabels, Counter>::default();
+        registry.register(
+            "proxy_dials",
+            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
+            dial_family.clone(),
+        );
+
+        let lost_family = Family::<LostLabels, Counter>::default();
+        registry.register(
+            "events_lost",
+            "Events lost, by cause: ringbuf_full and inflight_full (attempts lost in the kernel), announcements_full (process announcements lost; no attempt lost), unreadable (ring records that could not be decoded), output (events the output could not write)",
+            lost_family.clone(),
+        );
+        let lost = LOST_CAUSES
+            .iter()
+            .map(|cause| lost_family.get_or_create_owned(&[("cause", *cause)]))
+            .collect();
+
+        let rate_limited = Counter::default();
+        registry.register(
+            "events_rate_limited",
+            "Connect events not written because their process exceeded --rate-limit (each is still counted in tracer_connect_attempts_total, and reported in a rate-limited summary line)",
+            rate_limited.clone(),
+        );
+        let ring_fill = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        registry.register(
+            "ringbuf_fill_ratio",
+            "How full the events ring buffer was at the last drain (bytes drained / ring size); near 1, events are about to be lost",
+            ring_fill.clone(),
+        );
+        let process_cache = Gauge::default();
+        registry.register(
+            "process_cache_entries",
+            "Processes in the enrichment cache",
+            process_cache.clone(),
+        );
+        let resolver_names = Gauge::default();
+        registry.register(
+            "resolver_names",
+            "Proxy host names in the resolver's cache",
+            resolver_names.clone(),
+        );
+        let resolver_queue = Gauge::default();
+        registry.register(
+            "resolver_queue",
+            "Name lookups asked of the resolver's workers and not answered yet",
+            resolver_queue.clone(),
+        );
+        // A gauge at 1 rather than an OpenMetrics info metric: the classic
+        // text parser (promtool check metrics, older scrapers) knows no
+        // `info` type.
+        let build = Family::<LostLabels, Gauge>::default();
+        build
+            .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
+            .set(1);
+        registry.register("build_info", "The tracer's version", build);
+
+        let doctor = doctor::DoctorMetrics::register(&mut registry);
+        Self {
+            counters: Counters {
+                attempts,
+                dials: ProxyDials::new(dial_family),
+                lost,
+                lost_seen: [0; 4],
+                rate_limited,
+                ring_fill,
+                process_cache,
+                resolver_names,
+                resolver_queue,
+            },
+            doctor,
+            registry,
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Position of an attempt's series in `Counters::attempts`.
+fn attempt_index(attempt: &Attempt, verdict: Option<&ProxyVerdict>) -> usize {
+    let result = RESULTS
+        .iter()
+        .position(|r| *r == attempt.verdict)
+        .unwrap_or(RESULTS.len() - 1);
+    let transport = match attempt.transport {
+        Some(Transport::Tcp) => 0,
+        Some(Transport::Udp) => 1,
+        Some(Transport::Unix) => 2,
+        None => 3,
+    };
+    let via = match verdict.map(|v| v.via) {
+        Some(Some(true)) => 0,
+        None | Some(Some(false)) => 1,
+        Some(None) => 2,
+    };
+    (result * TRANSPORTS.len() + transport) * VIA.len() + via
+}
+
+impl Counters {
+    /// Count one attempt (and its proxy dial). No allocation once the
+    /// dial's series exists.
+    pub fn attempt(
+        &mut self,
+        attempt: &Attempt,
+        proc: &ProcInfo,
+        verdict: Option<&ProxyVerdict>,
+        now: Instant,
+    ) {
+        if let Some(c) = self.attempts.get(attempt_index(attempt, verdict)) {
+            c.inc();
+        }
+        if let Some(v) = verdict.filter(|v| v.via == Some(true)) {
+            let cgroup = proc.cgroup.as_ref();
+            let unit = cgroup
+                .and_then(|c| c.unit.as_deref())
+                .or_else(|| cgroup.and_then(|c| c.container_id.as_deref()))
+                .unwrap_or("none");
+            self.dials
+                .count(unit, v.variable, &v.endpoint, attempt.verdict.as_str(), now);
+        }
+    }
+
+    /// Add what the kernel's cumulative loss counts and the decoder's
+    /// unreadable count grew by since the last call.
+    pub fn losses(&mut self, kernel: [u64; 3], unreadable: u64) {
+        let now = [kernel[0], kernel[1], kernel[2], unreadable];
+        for (i, (seen, now)) in self.lost_seen.iter_mut().zip(now).enumerate() {
+            if now > *seen {
+                if let Some(c) = self.lost.get(i) {
+                    c.inc_by(now - *seen);
+                }
+                *seen = now;
+            }
+        }
+    }
+
+    /// The counter for events the output could not write: the writer holds
+    /// a clone and adds to it.
+    pub fn output_lost(&self) -> Counter {
+        self.lost.get(4).cloned().unwrap_or_default()
+    }
+
+    /// Total of `tracer_events_lost_total{cause=...}` (tests).
+    pub fn lost(&self, cause: &str) -> Option<u64> {
+        let i = LOST_CAUSES.iter().position(|c| *c == cause)?;
+        self.lost.get(i).map(Counter::get)
+    }
+}
+
+/// One proxy-dial series and when it was last counted.
+struct Dial {
+    unit: String,
+    variable: &'static str,
+    proxy: String,
+    result: &'static str,
+    counter: Counter,
+    last: Instant,
+}
+
+/// The proxy-dial family and the handles of its live series: found by a
+/// scan (few series on a node) without allocating; created, capped and
+/// dropped here.
+pub struct ProxyDials {
+    family: Family<DialLabels, Counter>,
+    series: Vec<Dial>,
+}
+
+impl ProxyDials {
+    fn new(family: Family<DialLabels, Counter>) -> Self {
+        Self {
+            family,
+            series: Vec::new(),
+        }
+    }
+
+    fn count(
+        &mut self,
+        unit: &str,
+        variable: &'static str,
+        proxy: &str,
+        result: &'static str,
+        now: Instant,
+    ) {
+        let unit = self.bounded(unit, |d| &d.unit, MAX_UNITS);
+        let proxy = self.bounded(proxy, |d| &d.proxy, MAX_PROXIES);
+        if let Some(d) = self.series.iter_mut().find(|d| {
+            d.variable == variable && d.result == result && d.unit == unit && d.proxy == proxy
+        }) {
+            d.counter.inc();
+            d.last = now;
+            return;
+        }
+        let (unit, proxy) = (unit.to_string(), proxy.to_string());
+        let counter = self
+            .family
+            .get_or_create_owned(&Self::labels(&unit, variable, &proxy, result));
+        counter.inc();
+        self.series.push(Dial {
+            unit,
+            variable,
+            proxy,
+            result,
+            counter,
+            last: now,
+        });
+    }
+
+    /// `value` when it already has series or there is room for one more
+    /// distinct value of that label, else `"other"`.
+    fn bounded<'a>(&self, value: &'a str, label: fn(&Dial) -> &String, cap: usize) -> &'a str {
+        if self.series.iter().any(|d| label(d) == value) {
+            return value;
+        }
+        let mut distinct = 0;
+        for (i, d) in self.series.iter().enumerate() {
+            // Count each distinct value once: at its first series.
+            if label(d) != "other" && !self.series[..i].iter().any(|e| label(e) == label(d)) {
+                distinct += 1;
+            }
+        }
+        if distinct < cap {
+            value
+        } else {
+            "other"
+        }
+    }
+
+    fn labels(unit: &str, variable: &str, proxy: &str, result: &str) -> DialLabels {
+        [
+            ("unit", unit.to_string()),
+            ("variable", variable.to_string()),
+            ("proxy", proxy.to_string()),
+            ("result", result.to_string()),
+        ]
+    }
+
+    /// Drop the series not counted for `IDLE`.
+    pub fn sweep(&mut self, now: Instant) {
+        let family = &self.family;
+        self.series.retain(|d| {
+            let keep = now.saturating_duration_since(d.last) < IDLE;
+            if !keep {
+                family.remove(&Self::labels(&d.unit, d.variable, &d.proxy, d.result));
+            }
+            keep
+        });
+    }
+
+    /// Live series (tests, SIGUSR1).
+    pub fn len(&self) -> usize {
+        self.series.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.series.is_empty()
+    }
+}
+
+/// The text exposition of everything registered.
+pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    prometheus_client::encoding::text::encode(&mut out, registry)?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_attempt_series_exists_from_the_start() {
+        let m = Metrics::new();
+        let text = encode(&m.registry).expect("encode");
+        let n = text
+            .lines()
+            .filter(|l| l.starts_with("tracer_connect_attempts_total{"))
+            .count();
+        assert_eq!(n, 7 * 4 * 3);
+        for cause in LOST_CAUSES {
+            assert!(
+                text.contains(&format!("tracer_events_lost_total{{cause=\"{cause}\"}} 0")),
+                "{cause}: {text}"
+            );
+        }
+        assert!(text.contains("tracer_build_info{version=\""), "{text}");
+    }
+
+    #[test]
+    fn units_and_proxies_are_capped_and_idle_series_dropped() {
+        let mut m = Metrics::new();
+        let t0 = Instant::now();
+        let dials = &mut m.counters.dials;
+        for i in 0..(MAX_UNITS + 10) {
+            dials.count(
+                &format!("u{i}.service"),
+                "HTTPS_PROXY",
+                "10.0.0.1:3128",
+                "refused",
+                t0,
+            );
+        }
+        assert_eq!(dials.len(), MAX_UNITS + 1, "64 units and `other`");
+        let text = encode(&m.registry).expect("encode");
+        assert!(
+            text.contains(r#"tracer_proxy_dials_total{unit="other",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
+            "{text}"
+        );
+        let dials = &mut m.counters.dials;
+        for i in 0..(MAX_PROXIES + 3) {
+            dials.count(
+                "a.service",
+                "HTTP_PROXY",
+                &format!("p{i}:1"),
+                "connected",
+                t0,
+            );
+        }
+        let text = encode(&m.registry).expect("encode");
+        assert!(
+            text.contains(r#"proxy="other",result="connected"} "#),
+            "{text}"
+        );
+        // Fresh counts keep a series; idle ones go.
+        let later = t0 + IDLE + Duration::from_secs(1);
+        let dials = &mut m.counters.dials;
+        dials.count("a.service", "HTTP_PROXY", "p0:1", "connected", later);
+        dials.sweep(later);
+        assert_eq!(dials.len(), 1);
+        let text = encode(&m.registry).expect("encode");
+        assert_eq!(
+            text.matches("tracer_proxy_dials_total{").count(),
+            1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn kernel_losses_are_added_as_differences() {
+        let mut m = Metrics::new();
+        m.counters.losses([3, 0, 1], 0);
+        m.counters.losses([5, 2, 1], 4);
+        m.counters.output_lost().inc_by(7);
+        assert_eq!(m.counters.lost("ringbuf_full"), Some(5));
+        assert_eq!(m.counters.lost("inflight_full"), Some(2));
+        assert_eq!(m.counters.lost("announcements_full"), Some(1));
+        assert_eq!(m.counters.lost("unreadable"), Some(4));
+        assert_eq!(m.counters.lost("output"), Some(7));
+    }
+}
