@@ -158,6 +158,9 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("openssl", "openssl"),
     ("bpftool", "bpftool"),
+    // The metrics tests: a real Prometheus server, and promtool (check
+    // metrics, check rules, test rules), which the package carries.
+    ("prometheus", "promtool"),
 ];
 
 fn setup(test_packages: bool) -> Result<()> {

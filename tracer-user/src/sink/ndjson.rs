@@ -6,6 +6,10 @@
 //! schema/event.schema.json, which documents every field (the golden lines
 //! in sink/golden.ndjson pin the bytes). The words it writes (timestamps,
 //! failures, the destination, the message) come from `sink::words`.
+//! The other lines of the stream are summaries, not attempts, each
+//! described once as serde structs: lost events (`trace/pipeline.rs`) and
+//! `--rate-limit` drops (`trace/ratelimit.rs`, `event.action:
+//! "rate-limited"`).
 //!
 //! It is hand-written because in a connect storm the tracer spends its
 //! time here (a serde description of the same record measured ~3x slower):

@@ -476,13 +476,18 @@ mod tests {
     /// connected, timed out in turn) of a real process with a known
     /// (empty) environment, read from /proc. Kill the child when done.
     pub(super) fn null_pipeline(n: u16) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
+        null_pipeline_with(n, &["tracer", "trace"])
+    }
+
+    /// The same, with these command-line arguments.
+    fn null_pipeline_with(n: u16, argv: &[&str]) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
         let child = std::process::Command::new("sleep")
             .arg("30")
             .env_clear()
             .spawn()
             .expect("spawn sleep");
         let pid = child.id();
-        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command else {
+        let crate::cli::Command::Trace(args) = Cli::parse_from(argv).command else {
             panic!("`tracer trace` parses as the trace command");
         };
         let sink = Sink::new(
@@ -500,6 +505,51 @@ mod tests {
             })
             .collect();
         (child, pipeline, records)
+    }
+
+    /// The same with everything of `--metrics-addr`, `--events notable`
+    /// and `--rate-limit` on the per-event path: counting, filtering and
+    /// the per-process budget allocate nothing once warm either.
+    #[test]
+    fn metrics_and_rate_limit_do_not_allocate_per_event() {
+        let (mut child, pipeline, records) = null_pipeline_with(
+            64,
+            &[
+                "tracer",
+                "trace",
+                "--events",
+                "notable",
+                "--rate-limit",
+                "1000000/s",
+            ],
+        );
+        let metrics = crate::metrics::Metrics::new();
+        let mut pipeline = pipeline.with_metrics(metrics.counters);
+        let batch = |pipeline: &mut Pipeline| {
+            for _ in 0..5 {
+                for r in &records {
+                    pipeline.handle_bytes(r).expect("handle");
+                }
+            }
+            pipeline.ring_drained();
+            pipeline.flush().expect("flush");
+        };
+        batch(&mut pipeline);
+        let before = allocations();
+        for _ in 0..10 {
+            batch(&mut pipeline);
+        }
+        let during = allocations() - before;
+        let _ = child.kill();
+        let _ = child.wait();
+        // notable: the refused and timed-out two thirds are written.
+        assert_eq!(pipeline.attempts, (22 + 21) * 5 * 11);
+        let text = crate::metrics::encode(&metrics.registry).expect("encode");
+        assert!(
+            text.contains(r#"tracer_connect_attempts_total{result="connected",transport="tcp",via_proxy="false"} 1155"#),
+            "every attempt is counted: {text}"
+        );
+        assert_eq!(during, 0, "allocations while handling 3,200 events");
     }
 
     #[test]

@@ -218,6 +218,27 @@ mod tests {
         assert!(out.is_empty(), "drops are reported once");
     }
 
+    /// The summary line, pinned (schema/event.schema.json,
+    /// `$defs/rate_limited`; the integration tests validate real ones).
+    #[test]
+    fn the_summary_line_is_pinned() {
+        let d = Dropped {
+            pid: 4242,
+            comm: comm_of(b"retry-loop"),
+            dropped: 980,
+        };
+        let line = serde_json::to_string(&RateLimitedRecord::new(
+            "2026-11-28T12:00:01.000000000Z",
+            &d,
+            20,
+        ))
+        .expect("json");
+        assert_eq!(
+            line,
+            r#"{"@timestamp":"2026-11-28T12:00:01.000000000Z","ecs":{"version":"8.11.0"},"event":{"kind":"metric","category":["network"],"action":"rate-limited"},"message":"980 connect events of retry-loop (pid 4242) not written: over the limit of 20 per second (--rate-limit)","process":{"pid":4242,"name":"retry-loop"},"tracer":{"schema_version":1,"rate_limited":{"dropped":980,"limit_per_second":20}}}"#
+        );
+    }
+
     #[test]
     fn rates_parse_or_say_why_not() {
         assert_eq!(parse_rate("100/s"), Ok(100));
