@@ -220,13 +220,7 @@ fn attempt_index(attempt: &Attempt, verdict: Option<&ProxyVerdict>) -> usize {
 impl Counters {
     /// Count one attempt (and its proxy dial). No allocation once the
     /// dial's series exists.
-    pub fn attempt(
-        &mut self,
-        attempt: &Attempt,
-        proc: &ProcInfo,
-        verdict: Option<&ProxyVerdict>,
-        now: Instant,
-    ) {
+    pub fn attempt(&mut self, attempt: &Attempt, proc: &ProcInfo, verdict: Option<&ProxyVerdict>) {
         if let Some(c) = self.attempts.get(attempt_index(attempt, verdict)) {
             c.inc();
         }
@@ -236,6 +230,8 @@ impl Counters {
                 .and_then(|c| c.unit.as_deref())
                 .or_else(|| cgroup.and_then(|c| c.container_id.as_deref()))
                 .unwrap_or("none");
+            // The clock is read for proxy dials only (idle-series sweep).
+            let now = Instant::now();
             self.dials
                 .count(unit, v.variable, &v.endpoint, attempt.verdict.as_str(), now);
         }

@@ -154,7 +154,7 @@ impl Pipeline {
         };
         // Every attempt is counted, whatever is written.
         if let Some(m) = self.metrics.as_mut() {
-            m.attempt(attempt, &proc, verdict.as_ref(), std::time::Instant::now());
+            m.attempt(attempt, &proc, verdict.as_ref());
         }
         if self.proxy_only && verdict.is_none() {
             return Ok(());
@@ -480,7 +480,10 @@ mod tests {
     }
 
     /// The same, with these command-line arguments.
-    fn null_pipeline_with(n: u16, argv: &[&str]) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
+    pub(super) fn null_pipeline_with(
+        n: u16,
+        argv: &[&str],
+    ) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
         let child = std::process::Command::new("sleep")
             .arg("30")
             .env_clear()
@@ -589,7 +592,31 @@ mod timing {
     #[test]
     #[ignore = "timing, not a check; run by hand in release mode"]
     fn json_path_timing() {
-        let (mut child, mut pipeline, records) = null_pipeline(320);
+        time_json_path(false);
+    }
+
+    /// The same with --metrics-addr's counting and --rate-limit's budget
+    /// (a limit no process reaches, so every event is still written).
+    #[test]
+    #[ignore = "timing, not a check; run by hand in release mode"]
+    fn json_path_timing_with_metrics() {
+        time_json_path(true);
+    }
+
+    fn time_json_path(metrics: bool) {
+        let (mut child, pipeline, records) = if metrics {
+            super::tests::null_pipeline_with(
+                320,
+                &["tracer", "trace", "--rate-limit", "4000000000/s"],
+            )
+        } else {
+            null_pipeline(320)
+        };
+        let mut pipeline = if metrics {
+            pipeline.with_metrics(crate::metrics::Metrics::new().counters)
+        } else {
+            pipeline
+        };
         let batch = |pipeline: &mut Pipeline| {
             for r in &records {
                 pipeline.handle_bytes(r).expect("handle");
