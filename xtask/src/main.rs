@@ -11,6 +11,10 @@
 //! - `bench`: set up, then the overhead benchmark.
 //! - `fuzz [--seconds N]`: install cargo-fuzz if missing, then run every
 //!   fuzz target in `tests/fuzz` for N seconds each.
+//! - `image`: an OCI image of the tracer, from scratch, offline
+//!   (`target/tracer-image.tar`; see `image.rs`).
+
+mod image;
 
 use std::{
     ffi::OsString,
@@ -63,6 +67,8 @@ enum Cmd {
         /// Only these targets (default: all).
         targets: Vec<String>,
     },
+    /// Build the OCI image (target/tracer-image.tar) from scratch, offline.
+    Image,
 }
 
 fn main() -> Result<()> {
@@ -102,6 +108,11 @@ fn main() -> Result<()> {
             // The eBPF toolchain only: tracer-user's build script needs it.
             setup(false)?;
             fuzz(&root, seconds, &targets)
+        }
+        Cmd::Image => {
+            setup(false)?;
+            image_tools()?;
+            image::build_image(&root).map(|_| ())
         }
     }
 }
@@ -161,7 +172,16 @@ const PACKAGES: &[(&str, &str)] = &[
     // The metrics tests: a real Prometheus server, and promtool (check
     // metrics, check rules, test rules), which the package carries.
     ("prometheus", "promtool"),
+    // The container image (`cargo xtask image`) and its test.
+    ("buildah", "buildah"),
+    ("podman", "podman"),
+    ("runc", "runc"),
+    ("binutils", "strip"),
 ];
+
+/// The PyPI package that validates deploy/kubernetes/tracer.yaml against
+/// the Kubernetes schemas, offline, and the module that shows it is there.
+const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
 fn setup(test_packages: bool) -> Result<()> {
     // 1. rust-src for nightly: -Z build-std=core needs it.
@@ -200,6 +220,42 @@ fn setup(test_packages: bool) -> Result<()> {
                 .args(&missing)
                 .env("DEBIAN_FRONTEND", "noninteractive"))?;
         }
+        // 4. PyPI: kubernetes-validate, run by tests/tests/image.rs as
+        //    `python3 -m kubernetes_validate`, so the same interpreter.
+        let installed = Command::new("python3")
+            .args(["-m", "kubernetes_validate", "--version"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !installed {
+            eprintln!("xtask: installing {KUBERNETES_VALIDATE} from PyPI");
+            run(Command::new("python3").args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                KUBERNETES_VALIDATE,
+            ]))?;
+        }
+    }
+    Ok(())
+}
+
+/// What `cargo xtask image` needs beyond the eBPF toolchain (buildah and
+/// strip), without the test packages.
+fn image_tools() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(pkg, bin)| matches!(*pkg, "buildah" | "binutils") && !have(bin))
+        .map(|(pkg, _)| *pkg)
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("xtask: installing Debian packages: {}", missing.join(" "));
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
     }
     Ok(())
 }
@@ -274,6 +330,9 @@ fn build(root: &Path) -> Result<()> {
 
 fn test(root: &Path, args: &[OsString]) -> Result<()> {
     build(root)?;
+    // The image, for tests/tests/image.rs (one static release build,
+    // incremental after the first).
+    let image = image::build_image(root)?;
     // Unit tests of every crate (pure logic, plus the parts that read this
     // machine's /proc and BTF).
     run(Command::new("cargo").current_dir(root).args([
@@ -295,6 +354,7 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
     run(Command::new("cargo")
         .current_dir(root)
         .env("TRACER_BIN", &tracer)
+        .env("TRACER_IMAGE", &image)
         .args([
             "test",
             "--release",

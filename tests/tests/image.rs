@@ -1,0 +1,627 @@
+//! The container image and the DaemonSet, end to end: the manifest
+//! validates against the Kubernetes schemas, and a real podman runs the
+//! image (`cargo xtask image`) with the DaemonSet's own settings, read from
+//! deploy/kubernetes/tracer.yaml, so the manifest and what is tested cannot
+//! drift apart. The tracer inside must become ready and trace a host
+//! process of `containerd.service` whose proxy a drop-in under the host's
+//! /etc/systemd/system sets, with the drop-in's file:line read through
+//! `/host`.
+//! Run by `cargo xtask test` as root with --test-threads=1.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde::Deserialize as _;
+use serde_json::Value;
+use tracer_tests::{
+    attempts_of, closed_port, connector_bin, connector_with, read_events, temp_dir, UnitCgroup,
+};
+
+fn manifest_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/kubernetes/tracer.yaml")
+}
+
+/// Every document of the manifest, as JSON values.
+fn manifest() -> Vec<Value> {
+    let path = manifest_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
+        .filter(|doc| !doc.is_null())
+        .collect()
+}
+
+fn daemonset() -> Value {
+    manifest()
+        .into_iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("the manifest holds a DaemonSet")
+}
+
+/// The DaemonSet's pod spec and its one container.
+fn pod_and_container() -> (Value, Value) {
+    let ds = daemonset();
+    let pod = ds["spec"]["template"]["spec"].clone();
+    let containers = pod["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1, "one container: the tracer");
+    let container = containers[0].clone();
+    (pod, container)
+}
+
+fn kubernetes_validate(path: &Path) -> std::process::Output {
+    Command::new("python3")
+        .args(["-m", "kubernetes_validate", "--strict", "-k", "1.33.0"])
+        .arg(path)
+        .output()
+        .expect("python3 (kubernetes-validate is installed by `cargo xtask setup`)")
+}
+
+/// The manifest is valid Kubernetes 1.33 with no unknown field, and the
+/// validator is strict enough to notice one (a misspelt field in a copy).
+#[test]
+fn the_manifest_validates_against_kubernetes_1_33() {
+    let out = kubernetes_validate(&manifest_path());
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "kubernetes-validate: {text}");
+    for kind in [
+        "namespace/tracer",
+        "serviceaccount/tracer",
+        "daemonset/tracer",
+    ] {
+        assert!(
+            text.contains(&format!("passed for resource {kind}")),
+            "{kind} checked: {text}"
+        );
+    }
+
+    let original = std::fs::read_to_string(manifest_path()).expect("manifest");
+    let broken = original.replacen("hostPID: true", "hostPid: true", 1);
+    assert_ne!(broken, original);
+    let dir = temp_dir("k8s");
+    let copy = dir.join("tracer.yaml");
+    std::fs::write(&copy, broken).expect("write copy");
+    let out = kubernetes_validate(&copy);
+    assert!(
+        !out.status.success(),
+        "--strict must reject an unknown field: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// What a node agent for troubleshooting needs, as the issue lists it.
+#[test]
+fn the_daemonset_runs_on_every_node_with_host_access() {
+    let (pod, c) = pod_and_container();
+    assert_eq!(pod["hostPID"], true);
+    assert_ne!(pod["hostNetwork"], true, "no hostNetwork");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    let tolerations = pod["tolerations"].as_array().expect("tolerations");
+    assert!(
+        tolerations.iter().any(|t| t["operator"] == "Exists"
+            && t.get("key").is_none()
+            && t.get("effect").is_none()),
+        "tolerates every taint: {tolerations:?}"
+    );
+    let args = string_list(&c["args"]);
+    assert_eq!(args.first().map(String::as_str), Some("trace"));
+    assert_eq!(flag_value(&args, "--host-root"), Some("/host"));
+    assert_eq!(flag_value(&args, "--events"), Some("notable"));
+    assert!(
+        !args.iter().any(|a| a == "--output"),
+        "JSON lines on stdout"
+    );
+    let addr = flag_value(&args, "--metrics-addr").expect("--metrics-addr");
+    let probe = &c["readinessProbe"]["httpGet"];
+    assert_eq!(probe["path"], "/metrics");
+    assert_eq!(
+        addr.rsplit(':').next(),
+        Some(probe["port"].to_string().as_str()),
+        "the readiness probe asks the metrics port"
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    let host_mount = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == "/host")
+        .expect("/host mounted");
+    assert_eq!(host_mount["readOnly"], true);
+    let volume = volume(&pod, host_mount["name"].as_str().expect("name"));
+    assert_eq!(volume["hostPath"]["path"], "/");
+    for what in ["requests", "limits"] {
+        for resource in ["cpu", "memory"] {
+            assert!(
+                c["resources"][what][resource].is_string(),
+                "resources.{what}.{resource} set"
+            );
+        }
+    }
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|s| s.as_str().expect("a string").to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    let i = args.iter().position(|a| a == flag)?;
+    args.get(i + 1).map(String::as_str)
+}
+
+fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
+    pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == name)
+        .unwrap_or_else(|| panic!("volume {name}"))
+}
+
+/// Podman with a storage of its own under a temporary directory, so the
+/// test leaves nothing in the machine's container storage. Only with
+/// `--runtime runc` (crun refuses this hybrid cgroup layout), and never
+/// podman's default network (it would turn on ip_forward and add nft
+/// tables to the host): `--network none` or the host's.
+struct Podman {
+    dir: PathBuf,
+    containers: Vec<String>,
+}
+
+impl Podman {
+    fn new() -> Podman {
+        Podman {
+            dir: temp_dir("podman"),
+            containers: Vec::new(),
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.arg("--root")
+            .arg(self.dir.join("root"))
+            .arg("--runroot")
+            .arg(self.dir.join("run"))
+            .args(["--storage-driver", "vfs", "--cgroup-manager", "cgroupfs"]);
+        cmd
+    }
+
+    fn output(&self, args: &[&str]) -> String {
+        let out = self
+            .cmd()
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run podman {args:?}: {e}"));
+        assert!(
+            out.status.success(),
+            "podman {args:?}: {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `podman run` options every container here gets: the platform's
+    /// (runtime, rlimits) and the network: the DaemonSet's hostNetwork, else
+    /// none.
+    fn base_run_args(host_network: bool) -> Vec<String> {
+        let network = if host_network { "host" } else { "none" };
+        [
+            "--runtime",
+            "runc",
+            "--network",
+            network,
+            "--ulimit",
+            "nofile=20000:20000",
+            "--ulimit",
+            "nproc=32768:32768",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        for name in &self.containers {
+            let _ = self
+                .cmd()
+                .args(["rm", "--force", "--time", "0", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self
+            .cmd()
+            .args(["rmi", "--all", "--force"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The image archive `cargo xtask image` built (`TRACER_IMAGE`, set by
+/// `cargo xtask test`).
+fn image_archive() -> PathBuf {
+    let path = std::env::var_os("TRACER_IMAGE").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/tracer-image.tar"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo xtask image` (cargo xtask test does)",
+        path.display()
+    );
+    path
+}
+
+/// The long options `tracer trace --help` lists.
+fn known_flags(help: &str) -> Vec<String> {
+    help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| {
+            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .collect()
+}
+
+/// The manifest's args without the flags this build of the tracer does not
+/// know (with their values). Flags that other branches add land in the
+/// manifest first; once the binary knows them they are passed, and then
+/// the test runs exactly the manifest's command line. Returns (args, dropped).
+fn args_for(manifest_args: &[String], known: &[String]) -> (Vec<String>, Vec<String>) {
+    let mut kept = Vec::new();
+    let mut dropped = Vec::new();
+    let mut i = 0;
+    while i < manifest_args.len() {
+        let arg = &manifest_args[i];
+        let flag = arg.split('=').next().unwrap_or(arg);
+        if flag.starts_with("--") && !known.iter().any(|k| k == flag) {
+            dropped.push(arg.clone());
+            // Its value, when it is a separate word.
+            if !arg.contains('=')
+                && manifest_args
+                    .get(i + 1)
+                    .is_some_and(|v| !v.starts_with('-'))
+            {
+                dropped.push(manifest_args[i + 1].clone());
+                i += 1;
+            }
+        } else {
+            kept.push(arg.clone());
+        }
+        i += 1;
+    }
+    (kept, dropped)
+}
+
+/// `podman run` options for the DaemonSet's pod and container settings:
+/// hostPID, privileges, seccomp, the read-only root, hostPath volumes with
+/// their propagation, resources. Panics on a setting it cannot map, so a
+/// new setting in the manifest cannot go untested unnoticed.
+fn daemonset_run_args(pod: &Value, c: &Value) -> Vec<String> {
+    let mut args = Podman::base_run_args(pod["hostNetwork"] == true);
+    if pod["hostPID"] == true {
+        args.extend(["--pid".into(), "host".into()]);
+    }
+    let sc = &c["securityContext"];
+    if sc["privileged"] == true {
+        args.push("--privileged".into());
+    }
+    for cap in string_list(&sc["capabilities"]["drop"]) {
+        args.extend(["--cap-drop".into(), cap.to_lowercase()]);
+    }
+    for cap in string_list(&sc["capabilities"]["add"]) {
+        args.extend(["--cap-add".into(), format!("CAP_{cap}")]);
+    }
+    if sc["readOnlyRootFilesystem"] == true {
+        args.push("--read-only".into());
+    }
+    if sc["allowPrivilegeEscalation"] == false {
+        args.extend(["--security-opt".into(), "no-new-privileges".into()]);
+    }
+    match sc["seccompProfile"]["type"].as_str() {
+        None | Some("RuntimeDefault") => {}
+        Some("Unconfined") => args.extend(["--security-opt".into(), "seccomp=unconfined".into()]),
+        Some(other) => panic!("seccompProfile {other} is not mapped to podman"),
+    }
+    if let Some(uid) = sc["runAsUser"].as_u64() {
+        args.extend(["--user".into(), uid.to_string()]);
+    }
+    for mount in c["volumeMounts"].as_array().into_iter().flatten() {
+        let name = mount["name"].as_str().expect("volumeMount name");
+        let target = mount["mountPath"].as_str().expect("mountPath");
+        let source = volume(pod, name)["hostPath"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("volume {name}: only hostPath volumes are mapped"));
+        let mut options = vec![if mount["readOnly"] == true {
+            "ro"
+        } else {
+            "rw"
+        }];
+        match mount["mountPropagation"].as_str() {
+            None | Some("None") => {}
+            Some("HostToContainer") => options.push("rslave"),
+            Some("Bidirectional") => options.push("rshared"),
+            Some(other) => panic!("mountPropagation {other}"),
+        }
+        args.extend([
+            "--volume".into(),
+            format!("{source}:{target}:{}", options.join(",")),
+        ]);
+    }
+    let limits = &c["resources"]["limits"];
+    if let Some(memory) = limits["memory"].as_str() {
+        args.extend(["--memory".into(), podman_memory(memory)]);
+    }
+    if let Some(cpu) = limits["cpu"].as_str() {
+        args.extend(["--cpus".into(), podman_cpus(cpu)]);
+    }
+    args
+}
+
+/// Kubernetes quantity (`256Mi`, `1Gi`) to podman's (`256m`, `1g`).
+fn podman_memory(quantity: &str) -> String {
+    for (suffix, unit) in [("Ki", "k"), ("Mi", "m"), ("Gi", "g")] {
+        if let Some(n) = quantity.strip_suffix(suffix) {
+            return format!("{n}{unit}");
+        }
+    }
+    panic!("memory quantity {quantity} is not mapped to podman")
+}
+
+/// Kubernetes CPU (`500m`, `1`) to podman's `--cpus` (`0.5`, `1`).
+fn podman_cpus(quantity: &str) -> String {
+    match quantity.strip_suffix('m') {
+        Some(milli) => {
+            let m: f64 = milli.parse().expect("millicores");
+            format!("{}", m / 1000.0)
+        }
+        None => quantity.to_string(),
+    }
+}
+
+/// A drop-in written under the host's own /etc/systemd/system for the test,
+/// removed (with the directory, if the test created it) on drop.
+struct DropIn {
+    path: PathBuf,
+    created_dir: bool,
+}
+
+impl DropIn {
+    fn write(unit: &str, name: &str, text: &str) -> DropIn {
+        let dir = Path::new("/etc/systemd/system").join(format!("{unit}.d"));
+        let created_dir = !dir.exists();
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        DropIn { path, created_dir }
+    }
+}
+
+impl Drop for DropIn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+        if self.created_dir {
+            if let Some(dir) = self.path.parent() {
+                let _ = std::fs::remove_dir(dir);
+            }
+        }
+    }
+}
+
+/// GET http://127.0.0.1:PORT/PATH inside the network namespace of the
+/// container's process, as the kubelet's httpGet probe asks the pod's IP.
+fn http_get_in_netns(pid: u32, port: u64, path: &str) -> Option<String> {
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "--"])
+        .args(["curl", "-fsS", "--max-time", "3"])
+        .arg(format!("http://127.0.0.1:{port}{path}"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The DaemonSet, run by podman from the manifest: the tracer inside becomes
+/// ready, and a refused connect by a host process in
+/// system.slice/containerd.service, whose HTTPS_PROXY a drop-in under the
+/// host's /etc/systemd/system sets, is traced with the unit and with the
+/// drop-in's file:line, read through /host.
+///
+/// The proxy is named by a host name that only the container's own
+/// /etc/hosts knows (`--add-host`, the test's one addition to the
+/// manifest's settings): the event can only say the dial went to the proxy
+/// if getaddrinfo(3) works inside the static binary of the scratch image.
+#[test]
+fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
+    let (pod, c) = pod_and_container();
+    let image = c["image"].as_str().expect("image").to_string();
+    let podman = Podman::new();
+    let loaded = podman.output(&["load", "--input", &image_archive().display().to_string()]);
+    assert!(
+        loaded.contains(&format!("Loaded image: {image}")),
+        "the archive holds the manifest's image {image}: {loaded}"
+    );
+
+    // Which of the manifest's flags this tracer knows, from the image's own
+    // binary.
+    let mut help_cmd = podman.cmd();
+    help_cmd
+        .arg("run")
+        .arg("--rm")
+        .args(Podman::base_run_args(false))
+        .args([image.as_str(), "trace", "--help"]);
+    let help = help_cmd.output().expect("podman run --help");
+    assert!(
+        help.status.success(),
+        "tracer trace --help in the image: {}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    let known = known_flags(&String::from_utf8_lossy(&help.stdout));
+    assert!(known.iter().any(|f| f == "--host-root"), "{known:?}");
+    let (args, dropped) = args_for(&string_list(&c["args"]), &known);
+    if !dropped.is_empty() {
+        eprintln!(
+            "image test: this tracer does not know {dropped:?} from the manifest yet; running without them"
+        );
+    }
+    let metrics_port = flag_value(&args, "--metrics-addr")
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse::<u64>().ok());
+
+    // The host side: containerd.service's proxy from a drop-in, at line 3.
+    let port = closed_port();
+    let proxy_name = "trt-image-proxy.example";
+    let proxy_ip = "127.0.0.79";
+    let proxy = format!("http://{proxy_name}:{port}");
+    let dropin_name = format!("zz-trt-image-{}.conf", std::process::id());
+    let dropin = DropIn::write(
+        "containerd.service",
+        &dropin_name,
+        &format!(
+            "[Service]\n# written by tests/tests/image.rs\nEnvironment=\"HTTPS_PROXY={proxy}\"\n"
+        ),
+    );
+    let cgroup = UnitCgroup::new("containerd.service");
+
+    let name = format!("trt-image-{}", std::process::id());
+    let dir = temp_dir("image");
+    let stdout_path = dir.join("stdout.json");
+    let stderr_path = dir.join("stderr.txt");
+    let mut run = podman.cmd();
+    run.arg("run")
+        .arg("--rm")
+        .args(["--name", &name])
+        .args(daemonset_run_args(&pod, &c))
+        .args(["--add-host", &format!("{proxy_name}:{proxy_ip}")])
+        .arg(&image)
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).expect("stdout file"))
+        .stderr(std::fs::File::create(&stderr_path).expect("stderr file"));
+    eprintln!("image test: {run:?}");
+    let mut child = run.spawn().expect("podman run");
+    let mut podman = podman;
+    podman.containers.push(name.clone());
+
+    // Ready: the tracer's own "ready" line (probes attached), and, when the
+    // binary serves metrics, the manifest's readiness probe answering.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if stderr.contains("ready") {
+            break;
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the container exited before ready ({status}): {stderr}");
+        }
+        assert!(Instant::now() < deadline, "not ready after 90 s: {stderr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let inspect = podman.output(&["inspect", "--format", "{{.State.Pid}}", &name]);
+    let container_pid: u32 = inspect.trim().parse().expect("container pid");
+    let probe = &c["readinessProbe"]["httpGet"];
+    match metrics_port {
+        Some(port) => {
+            assert_eq!(probe["port"].as_u64(), Some(port));
+            let path = probe["path"].as_str().expect("probe path");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let body = loop {
+                if let Some(body) = http_get_in_netns(container_pid, port, path) {
+                    break body;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the readiness probe GET :{port}{path} did not succeed within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            };
+            assert!(body.contains("# TYPE"), "Prometheus text: {body}");
+        }
+        None => eprintln!(
+            "image test: no --metrics-addr in this build; readiness taken from the tracer's ready line"
+        ),
+    }
+
+    // A host process of containerd.service with the drop-in's proxy in its
+    // environment dials the proxy, and is refused.
+    let (pid, errnos) = connector_with(
+        cgroup
+            .command(&connector_bin())
+            .env_clear()
+            .env("HTTPS_PROXY", &proxy)
+            .args(["tcp", &format!("{proxy_ip}:{port}"), "--linger-ms", "300"]),
+    );
+    assert_eq!(errnos, vec![libc::ECONNREFUSED]);
+
+    // The kubelet stops a pod with SIGTERM.
+    podman.output(&["kill", "--signal", "TERM", &name]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the container did not stop within 30 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(
+        status.success(),
+        "tracer in the container: {status}: {stderr}"
+    );
+    // Every line on stdout is a complete event valid against the schema.
+    let events = read_events(&stdout_path);
+    let ev = attempts_of(&events, pid)
+        .into_iter()
+        .find(|e| e["destination"]["port"] == port)
+        .unwrap_or_else(|| {
+            panic!("no event for pid {pid} (hostPID: host pids) in {events:#?}\nstderr: {stderr}")
+        });
+    println!("json: {ev}");
+    assert_eq!(ev["tracer"]["result"], "refused");
+    assert_eq!(ev["tracer"]["unit"], "containerd.service");
+    assert_eq!(
+        ev["tracer"]["cgroup"]["path"], "/system.slice/containerd.service",
+        "the host's cgroup path"
+    );
+    let p = &ev["tracer"]["proxy"];
+    assert_eq!(p["variable"], "HTTPS_PROXY");
+    assert_eq!(p["url"], proxy.as_str());
+    assert_eq!(
+        p["via"], true,
+        "{proxy_name} resolved inside the container: {p}"
+    );
+    let dropin_path = format!("/etc/systemd/system/containerd.service.d/{dropin_name}");
+    assert_eq!(
+        p["source"]["file"],
+        dropin_path.as_str(),
+        "read through /host"
+    );
+    assert_eq!(p["source"]["line"], 3);
+    let msg = ev["message"].as_str().expect("message");
+    assert!(msg.contains(&format!("{dropin_path}:3")), "{msg}");
+    drop(dropin);
+    let _ = std::fs::remove_dir_all(dir);
+}
