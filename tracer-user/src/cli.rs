@@ -151,4 +151,11 @@ pub struct TraceArgs {
     /// inserts, BTF offsets that look wrong. Off, they cost nothing.
     #[arg(long)]
     pub debug_ebpf: bool,
+    /// Also watch DNS (UDP and TCP port 53): connect events get
+    /// destination.domain from the answers processes received, and failed
+    /// lookups (NXDOMAIN, SERVFAIL, no answer within 5 s) become
+    /// `dns-query` events. Opt-in: it puts a program on every packet of
+    /// the node (see the README's overhead section).
+    #[arg(long)]
+    pub dns: bool,
 }

@@ -158,6 +158,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("openssl", "openssl"),
     ("bpftool", "bpftool"),
+    // The resolver of the DNS tests. dnsmasq-base is the binary alone: the
+    // `dnsmasq` package would also install a service that an init system
+    // may start on the host's port 53.
+    ("dnsmasq-base", "dnsmasq"),
 ];
 
 fn setup(test_packages: bool) -> Result<()> {

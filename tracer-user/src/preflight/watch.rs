@@ -59,6 +59,7 @@ impl Watch {
             mode: Mode::Socket,
             host_root: host_root.to_path_buf(),
             debug_ebpf: false,
+            dns: false,
         };
         let lines = Lines::default();
         let sink = Sink::new(
@@ -74,6 +75,7 @@ impl Watch {
             comms: Vec::new(),
             failed_only: false,
             debug_ebpf: false,
+            dns: false,
         })?;
         let events = poll_ring(probes.take_events()?)?;
         let procs = poll_ring(probes.take_procs()?)?;

@@ -28,6 +28,7 @@ fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode
         verdict,
         mode,
         wall_offset_ns: WALL,
+        domain: None,
     };
     let mut out = Vec::new();
     AttemptWriter::new().write(&mut out, &facts, &proc);

@@ -92,6 +92,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         comms: args.comm.clone(),
         failed_only: args.failed_only,
         debug_ebpf: args.debug_ebpf,
+        dns: args.dns,
     };
     let mut probes = Probes::attach(&config)?;
     let mut ring = poll_ring(probes.take_events()?)?;
@@ -172,13 +173,14 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 Ok(())
             }
             _ = tick.tick() => {
+                // sweep may write lookups that got no answer (--dns).
                 pipeline.sweep();
                 let lost = probes.lost()?;
                 if lost != lost_reported {
                     lost_reported = lost;
                     pipeline.lost_record(lost, false).and_then(|()| pipeline.flush())
                 } else {
-                    Ok(())
+                    pipeline.flush()
                 }
             }
         };

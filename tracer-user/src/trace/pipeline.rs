@@ -10,11 +10,13 @@ use crate::{
     cli::TraceArgs,
     decode::{self, Attempt, Peer, Record},
     enrich::{
+        dns::{DnsWatch, Lookup},
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
     probe::{LostCounts, Mode},
     sink::{
+        dns as dns_record,
         ndjson::AttemptWriter,
         text,
         words::{self, Facts},
@@ -43,7 +45,11 @@ pub struct Pipeline {
     mode: Mode,
     proxy_only: bool,
     wall_offset_ns: i128,
+    /// `--dns`: queries waiting for answers, and the answers' names.
+    dns: Option<DnsWatch>,
     pub attempts: u64,
+    /// `dns-query` events written (failed or unanswered lookups).
+    pub lookups: u64,
     pub decode_errors: u64,
 }
 
@@ -59,7 +65,9 @@ impl Pipeline {
             mode: args.mode,
             proxy_only: args.proxy_only,
             wall_offset_ns: wall_offset_ns(),
+            dns: args.dns.then(DnsWatch::new),
             attempts: 0,
+            lookups: 0,
             decode_errors: 0,
         }
     }
@@ -83,6 +91,12 @@ impl Pipeline {
                 Ok(())
             }
             Ok(Record::Attempt(attempt)) => self.handle_attempt(&attempt),
+            Ok(Record::Dns(packet)) => {
+                if let Some(lookup) = self.dns.as_mut().and_then(|w| w.observe(&packet)) {
+                    self.write_lookup(&lookup);
+                }
+                Ok(())
+            }
             Err(e) => {
                 // A record we cannot read is counted, not fatal: the
                 // summary reports it.
@@ -124,12 +138,17 @@ impl Pipeline {
         if self.proxy_only && verdict.is_none() {
             return Ok(());
         }
+        let domain = match (&self.dns, dest) {
+            (Some(watch), Some((ip, _))) => watch.domain_for(attempt.pid, ip, attempt.start_ns),
+            _ => None,
+        };
         let facts = Facts {
             attempt,
             proc: &proc,
             verdict: verdict.as_ref(),
             mode: self.mode,
             wall_offset_ns: self.wall_offset_ns,
+            domain,
         };
         match self.sink.format {
             // The hot path: written straight into the batch buffer.
@@ -144,6 +163,24 @@ impl Pipeline {
         }
         self.attempts += 1;
         Ok(())
+    }
+
+    /// A failed or unanswered lookup (`--dns`), as a `dns-query` event.
+    fn write_lookup(&mut self, lookup: &Lookup) {
+        let proc = self.procs.get(lookup.pid, lookup.start_ns);
+        let wall = self.wall_offset_ns;
+        match self.sink.format {
+            Format::Json => {
+                let writer = &mut self.writer;
+                self.sink
+                    .record(|out| dns_record::write(out, writer, lookup, &proc, wall));
+            }
+            Format::Text => {
+                let line = dns_record::render_text(lookup, &proc, wall, self.sink.color);
+                self.sink.line(&line);
+            }
+        }
+        self.lookups += 1;
     }
 
     /// A record of events lost in the kernel.
@@ -206,6 +243,15 @@ impl Pipeline {
     /// cache keyed by their snapshot, so memory follows the node's live
     /// processes rather than every process it ever ran.
     pub fn sweep(&mut self) {
+        // Lookups without an answer first: they may name processes about
+        // to be forgotten.
+        let unanswered = match self.dns.as_mut() {
+            Some(watch) => watch.expire(clock_ns(libc::CLOCK_MONOTONIC).max(0) as u64),
+            None => Vec::new(),
+        };
+        for lookup in &unanswered {
+            self.write_lookup(lookup);
+        }
         for (pid, snapshot) in self.procs.sweep(std::time::Instant::now()) {
             self.endpoints.forget(pid, &snapshot);
             self.writer.forget(pid, &snapshot);
@@ -214,13 +260,21 @@ impl Pipeline {
 
     /// Cache sizes, for `SIGUSR1` and the shutdown summary.
     pub fn stats(&self) -> String {
-        format!(
+        let mut out = format!(
             "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}",
             self.procs.len(),
             self.endpoints.len(),
             self.writer.cached(),
             self.resolver.names()
-        )
+        );
+        if let Some(watch) = &self.dns {
+            let (pending, per_process, node) = watch.sizes();
+            out.push_str(&format!(
+                ", dns: {pending} queries waiting, {per_process} process answers, {node} node answers, {} failed lookups written, {} unreadable messages",
+                self.lookups, watch.unreadable
+            ));
+        }
+        out
     }
 
     /// Let the names just-announced processes need be resolved, for at
