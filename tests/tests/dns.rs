@@ -289,3 +289,20 @@ fn a_resolver_that_does_not_answer_gives_a_timeout_event() {
         "{rules}"
     );
 }
+
+/// The pinned lines of the writers (tracer-user/src/sink/golden*.ndjson),
+/// the dns-query ones included, are valid against the strict schema.
+#[test]
+fn the_golden_lines_match_the_schema() {
+    let sink = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer-user/src/sink");
+    let mut checked = 0;
+    for file in ["golden.ndjson", "golden_dns.ndjson"] {
+        let text = std::fs::read_to_string(sink.join(file)).expect("golden file");
+        for line in text.lines().filter(|l| l.starts_with('{')) {
+            let event: Value = serde_json::from_str(line).expect("JSON");
+            tracer_tests::assert_matches_schema(&event);
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} golden lines");
+}
