@@ -26,7 +26,8 @@ struct Dnsmasq {
 }
 
 impl Dnsmasq {
-    fn start(ns: &NetNs, records: &[(&str, &str)], dir: &Path) -> Dnsmasq {
+    /// `extra`: more dnsmasq options.
+    fn start(ns: &NetNs, records: &[(&str, &str)], extra: &[&str], dir: &Path) -> Dnsmasq {
         let mut cmd = ns.command("dnsmasq");
         cmd.args([
             "--keep-in-foreground",
@@ -44,6 +45,7 @@ impl Dnsmasq {
         for (name, ip) in records {
             cmd.arg(format!("--host-record={name},{ip}"));
         }
+        cmd.args(extra);
         let log = std::fs::File::create(dir.join("dnsmasq.log")).expect("dnsmasq log");
         let child = cmd
             .stdin(Stdio::null())
@@ -156,7 +158,7 @@ fn a_looked_up_name_names_the_connect() {
     let ns = NetNs::new(20);
     let dir = temp_dir("dnsname");
     let name = "registry.trt-dns.test";
-    let _dnsmasq = Dnsmasq::start(&ns, &[(name, &ns.addr)], &dir);
+    let _dnsmasq = Dnsmasq::start(&ns, &[(name, &ns.addr)], &[], &dir);
     let resolv = resolv_conf(&dir, &ns.addr);
     let tracer = Tracer::start(&["--dns"]);
 
@@ -199,11 +201,19 @@ fn a_looked_up_name_names_the_connect() {
 
 /// An unknown name: dnsmasq answers NXDOMAIN, and the lookup becomes a
 /// dns-query event naming the process, the name, the type and the code.
+/// A server that refuses is one too, with its own code.
 #[test]
 fn an_unknown_name_is_an_nxdomain_event() {
     let ns = NetNs::new(21);
     let dir = temp_dir("dnsnx");
-    let _dnsmasq = Dnsmasq::start(&ns, &[("known.trt-dns.test", &ns.addr)], &dir);
+    // Names under refused.trt-dns.test go to "the standard servers", of
+    // which there are none (--no-resolv): dnsmasq answers REFUSED.
+    let _dnsmasq = Dnsmasq::start(
+        &ns,
+        &[("known.trt-dns.test", &ns.addr)],
+        &["--server=/refused.trt-dns.test/#"],
+        &dir,
+    );
     let resolv = resolv_conf(&dir, &ns.addr);
     let tracer = Tracer::start(&["--dns"]);
 
@@ -211,8 +221,14 @@ fn an_unknown_name_is_an_nxdomain_event() {
     let (getent, code) = run(with_resolver(&resolv, "getent", &["ahostsv4", name]));
     // getent: 2 = key not found.
     assert_eq!(code, Some(2), "getent found {name}?");
+    let (refuser, code) = run(with_resolver(
+        &resolv,
+        "getent",
+        &["ahostsv4", "x.refused.trt-dns.test"],
+    ));
+    assert_eq!(code, Some(2), "getent resolved a refused name?");
     wait_for(&tracer, Duration::from_secs(5), |events| {
-        !lookups_of(events, getent).is_empty()
+        !lookups_of(events, getent).is_empty() && !lookups_of(events, refuser).is_empty()
     });
     let out = tracer.stop();
 
@@ -241,6 +257,22 @@ fn an_unknown_name_is_an_nxdomain_event() {
     // The query really went to dnsmasq, and it said so.
     let log = std::fs::read_to_string(dir.join("dnsmasq.log")).unwrap_or_default();
     assert!(log.contains(&format!("query[A] {name}")), "{log}");
+
+    let refused = lookups_of(&out.events, refuser);
+    assert_eq!(refused.len(), 1, "{:#?}", out.events);
+    let ev = refused[0];
+    assert_eq!(
+        ev["dns"]["question"]["name"], "x.refused.trt-dns.test",
+        "{ev}"
+    );
+    assert_eq!(ev["dns"]["response_code"], "REFUSED", "{ev}");
+    assert_eq!(ev["tracer"]["result"], "refused", "{ev}");
+    assert!(
+        ev["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("the DNS server refused to answer (REFUSED)")),
+        "{ev}"
+    );
 }
 
 /// A resolver that never answers (nftables drops port 53 in the test
