@@ -420,13 +420,19 @@ mod tests {
     /// connected, timed out in turn) of a real process with a known
     /// (empty) environment, read from /proc. Kill the child when done.
     pub(super) fn null_pipeline(n: u16) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
+        null_pipeline_with(n, &[])
+    }
+
+    /// `null_pipeline` with more `tracer trace` arguments.
+    fn null_pipeline_with(n: u16, extra: &[&str]) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
         let child = std::process::Command::new("sleep")
             .arg("30")
             .env_clear()
             .spawn()
             .expect("spawn sleep");
         let pid = child.id();
-        let crate::cli::Command::Trace(args) = Cli::parse_from(["tracer", "trace"]).command else {
+        let argv = ["tracer", "trace"].iter().chain(extra);
+        let crate::cli::Command::Trace(args) = Cli::parse_from(argv).command else {
             panic!("`tracer trace` parses as the trace command");
         };
         let sink = Sink::new(
@@ -444,6 +450,69 @@ mod tests {
             })
             .collect();
         (child, pipeline, records)
+    }
+
+    /// A DNS answer naming 127.0.0.1 (the records' destination), as
+    /// `pid` received it at kernel time 1 s.
+    fn dns_answer(pid: u32) -> Vec<u8> {
+        use tracer_common::{DnsEvent, DNS_PAYLOAD_MAX};
+        let message = crate::enrich::dns::message::tests::answer(
+            1,
+            "named.test",
+            0,
+            &[std::net::Ipv4Addr::LOCALHOST],
+            3600,
+        );
+        let mut ev = DnsEvent {
+            kind: kind::DNS,
+            len: message.len() as u32,
+            conn: Conn::zeroed(),
+            cookie: 1,
+            flags: 0,
+            wire_len: message.len() as u32,
+            payload: [0; DNS_PAYLOAD_MAX],
+        };
+        ev.conn.pid_tgid = (u64::from(pid) << 32) | u64::from(pid);
+        ev.conn.start_ns = 1_000_000_000;
+        ev.conn.family = AF_INET;
+        ev.conn.dport = 53;
+        ev.payload[..message.len()].copy_from_slice(&message);
+        // SAFETY: DnsEvent is plain old data; view it as bytes.
+        unsafe {
+            std::slice::from_raw_parts((&ev as *const DnsEvent).cast::<u8>(), size_of::<DnsEvent>())
+        }
+        .to_vec()
+    }
+
+    /// With --dns every record's destination has a name: writing it must
+    /// not allocate either.
+    #[test]
+    fn the_json_path_with_names_does_not_allocate_per_event() {
+        let (mut child, mut pipeline, records) = null_pipeline_with(64, &["--dns"]);
+        pipeline
+            .handle_bytes(&dns_answer(child.id()))
+            .expect("answer");
+        let named = pipeline
+            .dns
+            .as_ref()
+            .and_then(|w| w.domain_for(child.id(), "127.0.0.1".parse().expect("ip"), 5_000_000_000))
+            .map(|d| d.name.to_string());
+        assert_eq!(named.as_deref(), Some("named.test"));
+        let batch = |pipeline: &mut Pipeline| {
+            for r in &records {
+                pipeline.handle_bytes(r).expect("handle");
+            }
+            pipeline.flush().expect("flush");
+        };
+        batch(&mut pipeline);
+        let before = allocations();
+        for _ in 0..10 {
+            batch(&mut pipeline);
+        }
+        let during = allocations() - before;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(during, 0, "allocations while writing 640 named events");
     }
 
     #[test]
