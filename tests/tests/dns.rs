@@ -201,7 +201,8 @@ fn a_looked_up_name_names_the_connect() {
 
 /// An unknown name: dnsmasq answers NXDOMAIN, and the lookup becomes a
 /// dns-query event naming the process, the name, the type and the code.
-/// A server that refuses is one too, with its own code.
+/// A server that refuses is one too, with its own code; and a lookup
+/// over TCP is read as well as one over UDP.
 #[test]
 fn an_unknown_name_is_an_nxdomain_event() {
     let ns = NetNs::new(21);
@@ -227,8 +228,28 @@ fn an_unknown_name_is_an_nxdomain_event() {
         &["ahostsv4", "x.refused.trt-dns.test"],
     ));
     assert_eq!(code, Some(2), "getent resolved a refused name?");
+    // Over TCP (resolv.conf `options use-vc`): the message follows a
+    // 2-byte length prefix in the stream.
+    let tcp_resolv = dir.join("resolv-tcp.conf");
+    std::fs::write(
+        &tcp_resolv,
+        format!(
+            "nameserver {}\noptions timeout:1 attempts:1 use-vc\n",
+            ns.addr
+        ),
+    )
+    .expect("write resolv.conf");
+    let tcp_name = "nosuch-tcp.trt-dns.test";
+    let (tcp_getent, code) = run(with_resolver(
+        &tcp_resolv,
+        "getent",
+        &["ahostsv4", tcp_name],
+    ));
+    assert_eq!(code, Some(2), "getent found {tcp_name}?");
     wait_for(&tracer, Duration::from_secs(5), |events| {
-        !lookups_of(events, getent).is_empty() && !lookups_of(events, refuser).is_empty()
+        !lookups_of(events, getent).is_empty()
+            && !lookups_of(events, refuser).is_empty()
+            && !lookups_of(events, tcp_getent).is_empty()
     });
     let out = tracer.stop();
 
@@ -273,6 +294,13 @@ fn an_unknown_name_is_an_nxdomain_event() {
             .is_some_and(|m| m.ends_with("the DNS server refused to answer (REFUSED)")),
         "{ev}"
     );
+
+    let over_tcp = lookups_of(&out.events, tcp_getent);
+    assert_eq!(over_tcp.len(), 1, "{:#?}", out.events);
+    let ev = over_tcp[0];
+    assert_eq!(ev["network"]["transport"], "tcp", "{ev}");
+    assert_eq!(ev["dns"]["question"]["name"], tcp_name, "{ev}");
+    assert_eq!(ev["dns"]["response_code"], "NXDOMAIN", "{ev}");
 }
 
 /// A resolver that never answers (nftables drops port 53 in the test
