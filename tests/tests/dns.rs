@@ -366,3 +366,46 @@ fn the_golden_lines_match_the_schema() {
     }
     assert!(checked >= 15, "only {checked} golden lines");
 }
+
+/// A resolver that does not connect() its UDP socket (Go's and musl's may
+/// sendto() each server instead) is seen through cgroup/sendmsg4: the
+/// failed lookup is still this process's. Python sends one hand-made A
+/// query with sendto() and waits for the answer.
+#[test]
+fn an_unconnected_sendto_lookup_is_attributed_to_its_process() {
+    let ns = NetNs::new(23);
+    let dir = temp_dir("dnssendto");
+    let _dnsmasq = Dnsmasq::start(&ns, &[("known.trt-dns.test", &ns.addr)], &[], &dir);
+    let tracer = Tracer::start(&["--dns"]);
+
+    let name = "sendto.trt-dns.test";
+    let script = r#"
+import socket, struct, sys
+name, server = sys.argv[1], sys.argv[2]
+q = struct.pack(">HHHHHH", 0x5151, 0x0100, 1, 0, 0, 0)
+q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0"
+q += struct.pack(">HH", 1, 1)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+s.sendto(q, (server, 53))
+answer = s.recv(512)
+sys.exit(answer[3] & 15)
+"#;
+    let mut cmd = Command::new("python3");
+    cmd.args(["-c", script, name, &ns.addr]);
+    let (pid, code) = run(cmd);
+    assert_eq!(code, Some(3), "dnsmasq answers NXDOMAIN");
+    wait_for(&tracer, Duration::from_secs(5), |events| {
+        !lookups_of(events, pid).is_empty()
+    });
+    let out = tracer.stop();
+
+    let lookups = lookups_of(&out.events, pid);
+    assert_eq!(lookups.len(), 1, "{:#?}", out.events);
+    let ev = lookups[0];
+    assert_eq!(ev["process"]["name"], "python3", "{ev}");
+    assert_eq!(ev["dns"]["id"], "20817", "{ev}");
+    assert_eq!(ev["dns"]["question"]["name"], name, "{ev}");
+    assert_eq!(ev["dns"]["response_code"], "NXDOMAIN", "{ev}");
+    assert_eq!(ev["destination"]["ip"], ns.addr.as_str(), "{ev}");
+}
