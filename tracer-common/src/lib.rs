@@ -66,6 +66,8 @@ pub mod kind {
     /// An announced process exited (its last thread): userspace may forget
     /// it once its last attempts are drained. A `ConnEvent` with pid_tgid.
     pub const EXIT: u32 = 3;
+    /// A DNS message (`--dns`): a `DnsEvent`.
+    pub const DNS: u32 = 4;
 }
 
 /// Bytes of proxy variables a `ProcEvent` carries at most, as `KEY=VALUE\0`
@@ -317,6 +319,65 @@ pub struct KernelOffsets {
     pub signal_live: u32,
 }
 
+/// Bytes of a DNS message a `DnsEvent` carries at most. A classic UDP
+/// answer is at most 512 bytes; EDNS answers may be longer, and a
+/// registry's name with a CNAME chain and a few addresses fits well within
+/// 1 KiB. A longer message is cut (`DnsEvent::len` < `DnsEvent::wire_len`)
+/// and userspace reads what it can of it.
+pub const DNS_PAYLOAD_MAX: usize = 1024;
+
+/// Bits of `DnsEvent::flags`.
+pub mod dnsflags {
+    /// The message left the socket (a query); else it arrived (an answer).
+    pub const EGRESS: u32 = 1;
+    /// Carried over TCP (the 2-byte length prefix is already skipped).
+    pub const TCP: u32 = 2;
+}
+
+/// Who owns a socket that talks to port 53, recorded in the owner's
+/// context by `cgroup/connect4/6` and `cgroup/sendmsg4/6` and keyed by the
+/// socket cookie: the `cgroup_skb` programs that see the packets run in
+/// softirq or in the peer's context, where the current task is not the
+/// owner.
+///
+/// Layout (40 bytes, align 8): pid_tgid u64, uid_gid u64, cgroup_id u64,
+/// comm [u8; 16].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsSock {
+    pub pid_tgid: u64,
+    pub uid_gid: u64,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// One DNS message seen on a marked socket (`kind::DNS`).
+///
+/// Layout (1160 bytes, align 8):
+/// ```text
+///    0 kind      u32   kind::DNS
+///    4 len       u32   bytes of `payload` in use
+///    8 conn      Conn  start_ns = when the packet passed, the owner from
+///                      `DnsSock`, daddr/dport = the DNS server, family,
+///                      protocol (112 bytes)
+///  120 cookie    u64   socket cookie (bpf_get_socket_cookie)
+///  128 flags     u32   see `dnsflags`
+///  132 wire_len  u32   length of the whole DNS message on the wire
+///  136 payload   [u8; DNS_PAYLOAD_MAX]
+/// ```
+/// It starts like a `ConnEvent`, so a reader can look at `kind` first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DnsEvent {
+    pub kind: u32,
+    pub len: u32,
+    pub conn: Conn,
+    pub cookie: u64,
+    pub flags: u32,
+    pub wire_len: u32,
+    pub payload: [u8; DNS_PAYLOAD_MAX],
+}
+
 #[cfg(feature = "user")]
 mod user {
     // SAFETY: all these types are #[repr(C)], made only of integers and
@@ -328,6 +389,8 @@ mod user {
     unsafe impl aya::Pod for super::Inflight {}
     unsafe impl aya::Pod for super::KernelOffsets {}
     unsafe impl aya::Pod for super::ProcEvent {}
+    unsafe impl aya::Pod for super::DnsSock {}
+    unsafe impl aya::Pod for super::DnsEvent {}
 }
 
 #[cfg(test)]
@@ -360,5 +423,11 @@ mod tests {
             offset_of!(ConnEvent, path_len)
         );
         assert_eq!(offset_of!(ProcEvent, env), 128);
+        assert_eq!(size_of::<DnsSock>(), 40);
+        assert_eq!(size_of::<DnsEvent>(), 1160);
+        assert_eq!(align_of::<DnsEvent>(), 8);
+        assert_eq!(offset_of!(DnsEvent, conn), offset_of!(ConnEvent, conn));
+        assert_eq!(offset_of!(DnsEvent, cookie), 120);
+        assert_eq!(offset_of!(DnsEvent, payload), 136);
     }
 }

@@ -173,6 +173,13 @@ pub struct TraceArgs {
     /// with this comm (repeatable), like `tracer doctor --comm`.
     #[arg(long, value_name = "NAME")]
     pub doctor_comm: Vec<String>,
+    /// Also watch DNS (UDP and TCP port 53): connect events get
+    /// destination.domain from the answers processes received, and failed
+    /// lookups (NXDOMAIN, SERVFAIL, no answer within 5 s) become
+    /// `dns-query` events. Opt-in: it puts a program on every packet of
+    /// the node (see the README's overhead section).
+    #[arg(long)]
+    pub dns: bool,
 }
 
 /// Which attempts become events (`--events`).

@@ -10,8 +10,8 @@ use std::{
 
 use thiserror::Error;
 use tracer_common::{
-    envcap, flags, kind, outcome, Conn, ConnEvent, Event, ProcEvent, AF_INET, AF_INET6, AF_UNIX,
-    ENV_CAP, IPPROTO_TCP, IPPROTO_UDP, UNIX_PATH_LEN,
+    dnsflags, envcap, flags, kind, outcome, Conn, ConnEvent, DnsEvent, Event, ProcEvent, AF_INET,
+    AF_INET6, AF_UNIX, DNS_PAYLOAD_MAX, ENV_CAP, IPPROTO_TCP, IPPROTO_UDP, UNIX_PATH_LEN,
 };
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -128,6 +128,33 @@ pub enum Record {
     Exit {
         pid: u32,
     },
+    /// A DNS message on a socket a process used for lookups (`--dns`).
+    Dns(Box<DnsPacket>),
+}
+
+/// One DNS message as the kernel copied it (`tracer_common::DnsEvent`),
+/// not parsed yet: enrich/dns reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsPacket {
+    /// Kernel time the packet passed.
+    pub time_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: Comm,
+    /// The DNS server (destination of a query, source of an answer).
+    pub server: (IpAddr, u16),
+    pub transport: Transport,
+    /// The socket's cookie: a query and its answer share it.
+    pub cookie: u64,
+    /// A query leaving; else an answer arriving.
+    pub egress: bool,
+    /// The message was longer than the kernel copies (DNS_PAYLOAD_MAX).
+    pub cut: bool,
+    /// The DNS message (without TCP's length prefix).
+    pub message: Vec<u8>,
 }
 
 /// The proxy part of an environment as the kernel read it (`ProcEvent`):
@@ -186,6 +213,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         kind::EXIT => Ok(Record::Exit {
             pid: (head.conn.pid_tgid >> 32) as u32,
         }),
+        kind::DNS => dns_of(bytes).map(|p| Record::Dns(Box::new(p))),
         kind::CONNECT => {
             let path = if head.conn.family == AF_UNIX {
                 Some(path_of(bytes, head.path_len)?)
@@ -196,6 +224,37 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         other => Err(DecodeError::Kind(other)),
     }
+}
+
+/// The DNS message of a `DnsEvent` record.
+fn dns_of(bytes: &[u8]) -> Result<DnsPacket, DecodeError> {
+    let size = size_of::<DnsEvent>();
+    if bytes.len() < size {
+        return Err(DecodeError::Short(bytes.len(), size));
+    }
+    // SAFETY: length checked; DnsEvent is plain old data.
+    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) };
+    let len = (ev.len as usize).min(DNS_PAYLOAD_MAX);
+    let c = &ev.conn;
+    Ok(DnsPacket {
+        time_ns: c.start_ns,
+        pid: (c.pid_tgid >> 32) as u32,
+        tid: c.pid_tgid as u32,
+        uid: c.uid_gid as u32,
+        gid: (c.uid_gid >> 32) as u32,
+        cgroup_id: c.cgroup_id,
+        comm: comm_of(&c.comm),
+        server: (ip_of(c.family, &c.daddr), c.dport),
+        transport: if ev.flags & dnsflags::TCP != 0 {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        },
+        cookie: ev.cookie,
+        egress: ev.flags & dnsflags::EGRESS != 0,
+        cut: (ev.len as usize) < ev.wire_len as usize,
+        message: ev.payload[..len].to_vec(),
+    })
 }
 
 /// The environment capture of a `ProcEvent` record.

@@ -177,6 +177,10 @@ const PACKAGES: &[(&str, &str)] = &[
     ("podman", "podman"),
     ("runc", "runc"),
     ("binutils", "strip"),
+    // The resolver of the DNS tests. dnsmasq-base is the binary alone: the
+    // `dnsmasq` package would also install a service that an init system
+    // may start on the host's port 53.
+    ("dnsmasq-base", "dnsmasq"),
 ];
 
 /// The PyPI package that validates deploy/kubernetes/tracer.yaml against

@@ -46,6 +46,8 @@ enum Cond {
     /// `--baseline BIN`: another build of the tracer (default mode), in the
     /// same interleaved rounds, to compare two builds on one machine state.
     Baseline,
+    /// `tracer trace --dns` (only in the bulk-transfer-with-DNS case).
+    TracerDns,
 }
 
 impl Cond {
@@ -56,6 +58,7 @@ impl Cond {
             Cond::TracerSyscall => "tracer-syscall",
             Cond::Bpftrace => "bpftrace",
             Cond::Baseline => "baseline",
+            Cond::TracerDns => "tracer-dns",
         }
     }
 }
@@ -136,7 +139,7 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
     let began = Instant::now();
     let child = match cond {
         Cond::Untraced => return None,
-        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline => {
+        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline | Cond::TracerDns => {
             let bin = if cond == Cond::Baseline {
                 baseline_bin().unwrap_or_else(tracer_bin)
             } else {
@@ -146,6 +149,9 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
             cmd.arg("trace").arg("--output").arg(&output);
             if cond == Cond::TracerSyscall {
                 cmd.args(["--mode", "syscall"]);
+            }
+            if cond == Cond::TracerDns {
+                cmd.arg("--dns");
             }
             cmd.stdout(Stdio::null())
                 .stderr(err)
@@ -381,6 +387,11 @@ fn baseline_bin() -> Option<PathBuf> {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    // `--bulk-dns-only`: just the DNS programs' cost on a bulk transfer.
+    if std::env::args().any(|a| a == "--bulk-dns-only") {
+        bulk_with_dns(quick);
+        return;
+    }
     let (rounds, connects, syscalls) = if quick {
         (2, 2_000, 200_000)
     } else {
@@ -558,6 +569,103 @@ fn main() {
     }) {
         Ok(()) => println!("\nwritten to {}", out.display()),
         Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    bulk_with_dns(quick);
+}
+
+/// Bytes one bulk transfer moves: 1 GiB.
+const BULK_BYTES: u64 = 1 << 30;
+
+/// One bulk transfer over loopback TCP by this process (which has no
+/// proxy): a thread reads and discards, the main thread writes 64 KiB
+/// chunks. Returns the wall time in seconds.
+fn bulk_once(bytes: u64) -> f64 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let reader = std::thread::spawn(move || {
+        let (mut sock, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut got = 0u64;
+        loop {
+            match sock.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got += n as u64,
+            }
+        }
+        got
+    });
+    let mut sock = std::net::TcpStream::connect(addr).expect("connect");
+    let chunk = vec![7u8; 64 * 1024];
+    let began = Instant::now();
+    let mut sent = 0u64;
+    while sent < bytes {
+        sock.write_all(&chunk).expect("write");
+        sent += chunk.len() as u64;
+    }
+    sock.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let got = reader.join().expect("reader");
+    let secs = began.elapsed().as_secs_f64();
+    assert_eq!(got, sent, "bulk transfer lost bytes");
+    secs
+}
+
+/// The fastest of three transfers under `cond` (tracer started before,
+/// stopped after), in seconds.
+fn bulk_run(cond: Cond, dir: &Path) -> f64 {
+    let running = start(cond, dir);
+    let best = min((0..3).map(|_| bulk_once(BULK_BYTES)));
+    if let Some(mut r) = running {
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
+        let _ = r.child.wait();
+    }
+    best
+}
+
+/// The cost of `--dns` on traffic that is not DNS: a 1 GiB loopback TCP
+/// transfer by a process without a proxy, untraced, traced without
+/// `--dns`, and traced with it (whose cgroup_skb programs run on every
+/// packet of the node). Interleaved like the storm: each traced run against
+/// the mean of the untraced runs around it; medians of the ratios.
+fn bulk_with_dns(quick: bool) {
+    let rounds = if quick { 2 } else { 7 };
+    let dir = temp_dir("bench-dns");
+    let _ = bulk_once(BULK_BYTES / 4); // warm-up
+    let mut plain = Vec::new();
+    let mut dns = Vec::new();
+    let mut dns_vs_plain = Vec::new();
+    let mut untraced = Vec::new();
+    for r in 0..rounds {
+        let u0 = bulk_run(Cond::Untraced, &dir);
+        let t = bulk_run(Cond::Tracer, &dir);
+        let u1 = bulk_run(Cond::Untraced, &dir);
+        let d = bulk_run(Cond::TracerDns, &dir);
+        let u2 = bulk_run(Cond::Untraced, &dir);
+        eprintln!(
+            "bench: bulk round {r}: untraced {u0:.3}s, tracer {t:.3}s, untraced {u1:.3}s, tracer --dns {d:.3}s, untraced {u2:.3}s"
+        );
+        plain.push(t / ((u0 + u1) / 2.0));
+        dns.push(d / ((u1 + u2) / 2.0));
+        dns_vs_plain.push(d / t);
+        untraced.extend([u0, u1, u2]);
+    }
+    let gib_s = 1.0 / median(untraced.clone());
+    let (p, d, dp) = (median(plain), median(dns), median(dns_vs_plain));
+    println!(
+        "\nbulk transfer, 1 GiB over loopback TCP, no proxy ({rounds} interleaved rounds, fastest of 3 transfers per run; untraced {gib_s:.2} GiB/s):"
+    );
+    println!("  tracer          {p:.3}x untraced");
+    println!("  tracer --dns    {d:.3}x untraced, {dp:.3}x tracer without --dns");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-dns.json");
+    let doc = json!({
+        "bulk_bytes": BULK_BYTES, "rounds": rounds, "untraced_gib_per_s": gib_s,
+        "tracer_ratio_median": p, "tracer_dns_ratio_median": d,
+        "tracer_dns_vs_tracer_median": dp,
+    });
+    if let Err(e) = std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
+        eprintln!("bench: cannot write {}: {e}", out.display());
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,6 +10,9 @@
 //! - `process_exec`: raw tracepoints sched_process_exec/exit (forget
 //!   per-process state)
 //!
+//! `--dns` adds `dns` (cgroup connect/sendmsg hooks that mark sockets
+//! talking to port 53, cgroup_skb egress/ingress that copy their messages).
+//!
 //! None of these needs tracefs. Only syscall mode's classic tracepoints do.
 //!
 //! Syscall mode adds `sys_connect` (syscalls:sys_enter/exit_connect) for
@@ -17,6 +20,7 @@
 //! errors raised before a SYN is sent.
 
 pub mod connect_hook;
+pub mod dns;
 pub mod process_exec;
 pub mod sock_state;
 pub mod sys_connect;

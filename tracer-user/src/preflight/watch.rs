@@ -64,6 +64,7 @@ impl Watch {
             rate_limit: None,
             doctor_interval: std::time::Duration::ZERO,
             doctor_comm: Vec::new(),
+            dns: false,
         };
         let lines = Lines::default();
         let sink = Sink::new(
@@ -79,6 +80,7 @@ impl Watch {
             comms: Vec::new(),
             failed_only: false,
             debug_ebpf: false,
+            dns: false,
         })?;
         let events = poll_ring(probes.take_events()?)?;
         let procs = poll_ring(probes.take_procs()?)?;

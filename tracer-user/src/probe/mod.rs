@@ -3,6 +3,7 @@
 //! The object is built by build.rs (aya-build) and embedded in the binary.
 
 pub mod btf;
+pub mod dns;
 pub mod privileges;
 pub mod tracefs;
 
@@ -43,6 +44,8 @@ pub struct ProbeConfig {
     pub failed_only: bool,
     /// Enable the eBPF programs' diagnostics (aya-log).
     pub debug_ebpf: bool,
+    /// `--dns`: attach the DNS programs (probe/dns.rs).
+    pub dns: bool,
 }
 
 #[derive(Debug, Error)]
@@ -204,6 +207,9 @@ impl Probes {
             path: cgroup_root.clone(),
             source,
         })?;
+        if config.dns {
+            dns::attach(&mut ebpf, &cgroup)?;
+        }
         for name in ["connect4", "connect6"] {
             let program: &mut CgroupSockAddr = program_of(&mut ebpf, name)?;
             program.load().map_err(|source| load_error(name, source))?;

@@ -7,9 +7,15 @@ use std::sync::Arc;
 use super::fixtures::{attempt, proc_info};
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
-    enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
+    enrich::{
+        cgroup::parse_proc_cgroup,
+        dns::{DomainHint, DomainSource, Lookup},
+        proc::EnvState,
+        proc::ProcInfo,
+        proxy_env::ProxyEnv,
+    },
     probe::Mode,
-    sink::{ndjson::AttemptWriter, text, words::Facts},
+    sink::{dns, ndjson::AttemptWriter, text, words::Facts},
     verdict::{
         endpoints_of, judge,
         resolve::{LookupResult, Resolver, Root},
@@ -21,6 +27,17 @@ const WALL: i128 = 1_764_250_000_000_000_000;
 
 /// The JSON line and the text line (plain and coloured) of one attempt.
 fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode) -> [String; 3] {
+    named_lines(a, proc, verdict, mode, None)
+}
+
+/// `lines`, for an attempt whose address was in a DNS answer (`--dns`).
+fn named_lines(
+    a: &Attempt,
+    proc: ProcInfo,
+    verdict: Option<&ProxyVerdict>,
+    mode: Mode,
+    domain: Option<DomainHint<'_>>,
+) -> [String; 3] {
     let proc = Arc::new(proc);
     let facts = Facts {
         attempt: a,
@@ -28,6 +45,7 @@ fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode
         verdict,
         mode,
         wall_offset_ns: WALL,
+        domain,
     };
     let mut out = Vec::new();
     AttemptWriter::new().write(&mut out, &facts, &proc);
@@ -174,7 +192,79 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
         "refused_while_its_proxy_is_unresolved",
         lines(&to_a_name, proc, verdict.as_ref(), Mode::Socket),
     ));
+    // --dns: the address was in an answer the process received, and in one
+    // another process received.
+    for (case, source) in [
+        ("connected_to_a_name_it_looked_up", DomainSource::Process),
+        ("connected_to_a_name_the_node_looked_up", DomainSource::Node),
+    ] {
+        out.push((
+            case,
+            named_lines(
+                &connected,
+                proc_info(),
+                None,
+                Mode::Socket,
+                Some(DomainHint {
+                    name: "quay.io",
+                    source,
+                }),
+            ),
+        ));
+    }
     out
+}
+
+/// Failed lookups (`--dns`): (name, JSON line, text line).
+fn dns_cases() -> Vec<(&'static str, String, String)> {
+    let lookup = |rcode: Option<u8>| Lookup {
+        start_ns: 1_000_000_123,
+        end_ns: rcode.map(|_| 1_000_450_000),
+        pid: 812,
+        tid: 815,
+        uid: 0,
+        gid: 0,
+        cgroup_id: 4242,
+        comm: comm_of(b"containerd"),
+        server: ("10.96.0.10".parse().expect("ip"), 53),
+        transport: Transport::Udp,
+        id: 4242,
+        question: Some(("quay.io".into(), 1)),
+        rcode,
+        resolved: Vec::new(),
+    };
+    let unit = || ProcInfo {
+        cgroup: Some(parse_proc_cgroup("0::/system.slice/containerd.service\n")),
+        env: Some(EnvState::Read(ProxyEnv::from_environ(b""))),
+        ..ProcInfo::default()
+    };
+    let mut cut = lookup(Some(2));
+    cut.question = None;
+    cut.transport = Transport::Tcp;
+    cut.server = ("2001:db8::53".parse().expect("ip"), 53);
+    cut.resolved = vec!["2001:db8::7".parse().expect("ip")];
+    let cases = [
+        ("nxdomain_in_a_unit", lookup(Some(3)), unit()),
+        ("no_answer_in_a_container", lookup(None), proc_info()),
+        (
+            "servfail_without_a_question_over_tcp_ipv6",
+            cut,
+            ProcInfo::default(),
+        ),
+    ];
+    cases
+        .into_iter()
+        .map(|(name, l, p)| {
+            let p = Arc::new(p);
+            let mut out = Vec::new();
+            dns::write(&mut out, &mut AttemptWriter::new(), &l, &p, WALL);
+            (
+                name,
+                String::from_utf8(out).expect("utf8"),
+                dns::render_text(&l, &p, WALL, false),
+            )
+        })
+        .collect()
 }
 
 /// The verdict on the first attempt of a process whose proxy is a host
@@ -211,6 +301,31 @@ fn print_golden_lines() {
             "{}",
             serde_json::to_string(&[name, text.as_str(), color.as_str()]).expect("json")
         );
+    }
+    for (name, json, text) in dns_cases() {
+        println!("{json}");
+        println!(
+            "{}",
+            serde_json::to_string(&[name, text.as_str()]).expect("json")
+        );
+    }
+}
+
+/// The dns-query lines, JSON then `[name, text line]`, per case of
+/// `dns_cases`.
+const DNS: &str = include_str!("golden_dns.ndjson");
+
+#[test]
+fn dns_query_lines_are_pinned() {
+    let cases = dns_cases();
+    let pinned: Vec<&str> = DNS.lines().collect();
+    assert_eq!(pinned.len(), cases.len() * 2);
+    for ((name, json, text), want) in cases.iter().zip(pinned.chunks(2)) {
+        assert_eq!(json, want[0], "{name}");
+        let [want_name, want_text]: [String; 2] =
+            serde_json::from_str(want[1]).expect("[name, text]");
+        assert_eq!(name, &want_name);
+        assert_eq!(text, &want_text, "{name}");
     }
 }
 
@@ -258,6 +373,9 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""end":"#,
         r#""proxy":{"#,
         r#""via":null,"unresolved":"#,
+        r#""domain":"quay.io"},"#,
+        r#""domain_from":"process""#,
+        r#""domain_from":"node""#,
     ] {
         assert!(JSON.lines().any(|l| l.contains(part)), "no line has {part}");
     }

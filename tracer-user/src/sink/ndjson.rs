@@ -36,17 +36,18 @@ use crate::{
 /// process cache, so at most one stale snapshot per pid is held.
 const MAX_PROCESSES: usize = 16384;
 
-/// The per-process parts of a line, escaped once.
+/// The per-process parts of a line, escaped once. The `dns-query` record
+/// (sink/dns.rs) uses them too, so a process is described once.
 #[derive(Default)]
-struct Fragments {
+pub(super) struct Fragments {
     /// `,"executable":…,"args":[…],"parent":{…}` inside `process`.
-    process_tail: Vec<u8>,
+    pub(super) process_tail: Vec<u8>,
     /// `,"container":{…}` or nothing.
-    container: Vec<u8>,
+    pub(super) container: Vec<u8>,
     /// `,"path":…` inside `tracer.cgroup`.
-    cgroup_path: Vec<u8>,
+    pub(super) cgroup_path: Vec<u8>,
     /// `,"unit":…,"pod_uid":…,"proxy_env":…` inside `tracer`.
-    tracer_tail: Vec<u8>,
+    pub(super) tracer_tail: Vec<u8>,
 }
 
 impl Fragments {
@@ -257,6 +258,10 @@ impl AttemptWriter {
         }
         out.extend_from_slice(br#""address":"#);
         push_str(out, &self.dest);
+        if let Some(d) = &f.domain {
+            out.extend_from_slice(br#","domain":"#);
+            push_str(out, d.name);
+        }
         out.extend_from_slice(br#"},"network":{"#);
         let mut comma = false;
         if let Some(t) = a.transport {
@@ -299,6 +304,10 @@ impl AttemptWriter {
         out.extend_from_slice(&frags.cgroup_path);
         out.push(b'}');
         out.extend_from_slice(&frags.tracer_tail);
+        if let Some(d) = &f.domain {
+            out.extend_from_slice(br#","domain_from":"#);
+            push_str(out, d.source.as_str());
+        }
         if let Some(v) = f.verdict {
             out.extend_from_slice(br#","proxy":"#);
             // Rare (only processes with a proxy) and nested: serde does it.
@@ -324,6 +333,11 @@ impl AttemptWriter {
     /// Process snapshots with escaped fragments.
     pub fn cached(&self) -> usize {
         self.fragments.len()
+    }
+
+    /// The escaped per-process parts of `pid`'s snapshot `proc`.
+    pub(super) fn fragments_of(&mut self, pid: u32, proc: &Arc<ProcInfo>) -> &Fragments {
+        fragments_for(&mut self.fragments, pid, proc)
     }
 }
 
@@ -351,13 +365,13 @@ fn fragments_for<'a>(
     }
 }
 
-fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+pub(super) fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// A JSON string. Almost everything written is plain text that needs no
 /// escaping; the rest goes through serde_json's escaper.
-fn push_str(out: &mut Vec<u8>, s: &str) {
+pub(super) fn push_str(out: &mut Vec<u8>, s: &str) {
     // A fold without early exit, so the compiler can vectorise the scan.
     let plain = !s.bytes().fold(false, |odd, b| {
         odd | (b < 0x20) | (b == b'"') | (b == b'\\')
@@ -372,7 +386,7 @@ fn push_str(out: &mut Vec<u8>, s: &str) {
     }
 }
 
-fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+pub(super) fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     match ip {
         IpAddr::V4(v4) => {
             out.push(b'"');
@@ -409,6 +423,7 @@ mod tests {
             verdict: None,
             mode,
             wall_offset_ns: 1_764_250_000_000_000_000,
+            domain: None,
         };
         let mut out = Vec::new();
         let mut w = AttemptWriter::new();
@@ -523,6 +538,7 @@ mod tests {
             verdict: verdict.as_ref(),
             mode: Mode::Socket,
             wall_offset_ns: 0,
+            domain: None,
         };
         let mut out = Vec::new();
         AttemptWriter::new().write(&mut out, &facts, &proc);
@@ -549,6 +565,7 @@ mod tests {
                 verdict: None,
                 mode: Mode::Socket,
                 wall_offset_ns: 0,
+                domain: None,
             };
             let mut out = Vec::new();
             w.write(&mut out, &facts, p);

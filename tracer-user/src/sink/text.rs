@@ -48,8 +48,13 @@ pub fn render(f: &Facts<'_>, color: bool) -> String {
     };
     let destination = words::destination_text(a);
     let message = words::message(f, &destination);
+    // --dns: the name the address was an answer for.
+    let named = match &f.domain {
+        Some(d) => format!(" ({})", d.name),
+        None => String::new(),
+    };
     format!(
-        "{time} {start}{word:<11}{end} {}[{}] {transport} {destination} {duration}{proxy}  {message}",
+        "{time} {start}{word:<11}{end} {}[{}] {transport} {destination}{named} {duration}{proxy}  {message}",
         &*a.comm, a.pid
     )
 }

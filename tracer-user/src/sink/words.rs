@@ -7,7 +7,10 @@ use std::{borrow::Cow, net::IpAddr};
 
 use crate::{
     decode::{errno_message, Attempt, Peer, Transport, Verdict},
-    enrich::proc::{EnvState, ProcInfo},
+    enrich::{
+        dns::DomainHint,
+        proc::{EnvState, ProcInfo},
+    },
     probe::Mode,
     verdict::{scheme_label, ProxyVerdict},
 };
@@ -34,6 +37,8 @@ pub struct Facts<'a> {
     pub mode: Mode,
     /// Add to a kernel monotonic time to get epoch nanoseconds.
     pub wall_offset_ns: i128,
+    /// `--dns`: the name the destination address was an answer for.
+    pub domain: Option<DomainHint<'a>>,
 }
 
 impl Facts<'_> {

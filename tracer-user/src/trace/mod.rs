@@ -121,6 +121,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         comms: args.comm.clone(),
         failed_only: args.failed_only,
         debug_ebpf: args.debug_ebpf,
+        dns: args.dns,
     };
     let mut probes = Probes::attach(&config)?;
     let mut ring = poll_ring(probes.take_events()?)?;
@@ -205,6 +206,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 Ok(())
             }
             _ = tick.tick() => {
+                // sweep may write lookups that got no answer (--dns).
                 pipeline.sweep();
                 let lost = probes.lost()?;
                 pipeline.update_metrics(lost);

@@ -11,12 +11,14 @@ use crate::{
     cli::{Events, TraceArgs},
     decode::{self, Attempt, Peer, Record},
     enrich::{
+        dns::{DnsWatch, Lookup},
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
     metrics::Counters,
     probe::{LostCounts, Mode},
     sink::{
+        dns as dns_record,
         ndjson::AttemptWriter,
         text,
         words::{self, Facts},
@@ -45,7 +47,11 @@ pub struct Pipeline {
     mode: Mode,
     proxy_only: bool,
     wall_offset_ns: i128,
+    /// `--dns`: queries waiting for answers, and the answers' names.
+    dns: Option<DnsWatch>,
     pub attempts: u64,
+    /// `dns-query` events written (failed or unanswered lookups).
+    pub lookups: u64,
     pub decode_errors: u64,
     /// `--events notable`: write failures and proxy dials only.
     notable_only: bool,
@@ -76,7 +82,9 @@ impl Pipeline {
             mode: args.mode,
             proxy_only: args.proxy_only,
             wall_offset_ns: wall_offset_ns(),
+            dns: args.dns.then(DnsWatch::new),
             attempts: 0,
+            lookups: 0,
             decode_errors: 0,
             notable_only: args.events == Events::Notable,
             limiter: args.rate_limit.map(RateLimiter::new),
@@ -113,6 +121,14 @@ impl Pipeline {
             Ok(Record::Attempt(attempt)) => {
                 self.ring_bytes += (bytes.len() + RING_RECORD_OVERHEAD).next_multiple_of(8);
                 self.handle_attempt(&attempt)
+            }
+            Ok(Record::Dns(packet)) => {
+                // --dns messages share the EVENTS ring with attempts.
+                self.ring_bytes += (bytes.len() + RING_RECORD_OVERHEAD).next_multiple_of(8);
+                if let Some(lookup) = self.dns.as_mut().and_then(|w| w.observe(&packet)) {
+                    self.write_lookup(&lookup);
+                }
+                Ok(())
             }
             Err(e) => {
                 // A record we cannot read is counted, not fatal: the
@@ -173,12 +189,17 @@ impl Pipeline {
                 return Ok(());
             }
         }
+        let domain = match (&self.dns, dest) {
+            (Some(watch), Some((ip, _))) => watch.domain_for(attempt.pid, ip, attempt.start_ns),
+            _ => None,
+        };
         let facts = Facts {
             attempt,
             proc: &proc,
             verdict: verdict.as_ref(),
             mode: self.mode,
             wall_offset_ns: self.wall_offset_ns,
+            domain,
         };
         match self.sink.format {
             // The hot path: written straight into the batch buffer.
@@ -193,6 +214,24 @@ impl Pipeline {
         }
         self.attempts += 1;
         Ok(())
+    }
+
+    /// A failed or unanswered lookup (`--dns`), as a `dns-query` event.
+    fn write_lookup(&mut self, lookup: &Lookup) {
+        let proc = self.procs.get(lookup.pid, lookup.start_ns);
+        let wall = self.wall_offset_ns;
+        match self.sink.format {
+            Format::Json => {
+                let writer = &mut self.writer;
+                self.sink
+                    .record(|out| dns_record::write(out, writer, lookup, &proc, wall));
+            }
+            Format::Text => {
+                let line = dns_record::render_text(lookup, &proc, wall, self.sink.color);
+                self.sink.line(&line);
+            }
+        }
+        self.lookups += 1;
     }
 
     /// A record of events lost in the kernel.
@@ -316,6 +355,15 @@ impl Pipeline {
     /// cache keyed by their snapshot, so memory follows the node's live
     /// processes rather than every process it ever ran.
     pub fn sweep(&mut self) {
+        // Lookups without an answer first: they may name processes about
+        // to be forgotten.
+        let unanswered = match self.dns.as_mut() {
+            Some(watch) => watch.expire(clock_ns(libc::CLOCK_MONOTONIC).max(0) as u64),
+            None => Vec::new(),
+        };
+        for lookup in &unanswered {
+            self.write_lookup(lookup);
+        }
         for (pid, snapshot) in self.procs.sweep(std::time::Instant::now()) {
             self.endpoints.forget(pid, &snapshot);
             self.writer.forget(pid, &snapshot);
@@ -324,13 +372,21 @@ impl Pipeline {
 
     /// Cache sizes, for `SIGUSR1` and the shutdown summary.
     pub fn stats(&self) -> String {
-        format!(
+        let mut out = format!(
             "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}",
             self.procs.len(),
             self.endpoints.len(),
             self.writer.cached(),
             self.resolver.names()
-        )
+        );
+        if let Some(watch) = &self.dns {
+            let (pending, per_process, node) = watch.sizes();
+            out.push_str(&format!(
+                ", dns: {pending} queries waiting, {per_process} process answers, {node} node answers, {} failed lookups written, {} unreadable messages",
+                self.lookups, watch.unreadable
+            ));
+        }
+        out
     }
 
     /// Let the names just-announced processes need be resolved, for at
@@ -476,13 +532,13 @@ mod tests {
     /// connected, timed out in turn) of a real process with a known
     /// (empty) environment, read from /proc. Kill the child when done.
     pub(super) fn null_pipeline(n: u16) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
-        null_pipeline_with(n, &["tracer", "trace"])
+        null_pipeline_with(n, &[])
     }
 
-    /// The same, with these command-line arguments.
+    /// `null_pipeline` with more `tracer trace` arguments.
     pub(super) fn null_pipeline_with(
         n: u16,
-        argv: &[&str],
+        extra: &[&str],
     ) -> (std::process::Child, Pipeline, Vec<Vec<u8>>) {
         let child = std::process::Command::new("sleep")
             .arg("30")
@@ -490,6 +546,7 @@ mod tests {
             .spawn()
             .expect("spawn sleep");
         let pid = child.id();
+        let argv = ["tracer", "trace"].iter().chain(extra);
         let crate::cli::Command::Trace(args) = Cli::parse_from(argv).command else {
             panic!("`tracer trace` parses as the trace command");
         };
@@ -515,17 +572,8 @@ mod tests {
     /// the per-process budget allocate nothing once warm either.
     #[test]
     fn metrics_and_rate_limit_do_not_allocate_per_event() {
-        let (mut child, pipeline, records) = null_pipeline_with(
-            64,
-            &[
-                "tracer",
-                "trace",
-                "--events",
-                "notable",
-                "--rate-limit",
-                "1000000/s",
-            ],
-        );
+        let (mut child, pipeline, records) =
+            null_pipeline_with(64, &["--events", "notable", "--rate-limit", "1000000/s"]);
         let metrics = crate::metrics::Metrics::new();
         let mut pipeline = pipeline.with_metrics(metrics.counters);
         let batch = |pipeline: &mut Pipeline| {
@@ -553,6 +601,69 @@ mod tests {
             "every attempt is counted: {text}"
         );
         assert_eq!(during, 0, "allocations while handling 3,200 events");
+    }
+
+    /// A DNS answer naming 127.0.0.1 (the records' destination), as
+    /// `pid` received it at kernel time 1 s.
+    fn dns_answer(pid: u32) -> Vec<u8> {
+        use tracer_common::{DnsEvent, DNS_PAYLOAD_MAX};
+        let message = crate::enrich::dns::message::tests::answer(
+            1,
+            "named.test",
+            0,
+            &[std::net::Ipv4Addr::LOCALHOST],
+            3600,
+        );
+        let mut ev = DnsEvent {
+            kind: kind::DNS,
+            len: message.len() as u32,
+            conn: Conn::zeroed(),
+            cookie: 1,
+            flags: 0,
+            wire_len: message.len() as u32,
+            payload: [0; DNS_PAYLOAD_MAX],
+        };
+        ev.conn.pid_tgid = (u64::from(pid) << 32) | u64::from(pid);
+        ev.conn.start_ns = 1_000_000_000;
+        ev.conn.family = AF_INET;
+        ev.conn.dport = 53;
+        ev.payload[..message.len()].copy_from_slice(&message);
+        // SAFETY: DnsEvent is plain old data; view it as bytes.
+        unsafe {
+            std::slice::from_raw_parts((&ev as *const DnsEvent).cast::<u8>(), size_of::<DnsEvent>())
+        }
+        .to_vec()
+    }
+
+    /// With --dns every record's destination has a name: writing it must
+    /// not allocate either.
+    #[test]
+    fn the_json_path_with_names_does_not_allocate_per_event() {
+        let (mut child, mut pipeline, records) = null_pipeline_with(64, &["--dns"]);
+        pipeline
+            .handle_bytes(&dns_answer(child.id()))
+            .expect("answer");
+        let named = pipeline
+            .dns
+            .as_ref()
+            .and_then(|w| w.domain_for(child.id(), "127.0.0.1".parse().expect("ip"), 5_000_000_000))
+            .map(|d| d.name.to_string());
+        assert_eq!(named.as_deref(), Some("named.test"));
+        let batch = |pipeline: &mut Pipeline| {
+            for r in &records {
+                pipeline.handle_bytes(r).expect("handle");
+            }
+            pipeline.flush().expect("flush");
+        };
+        batch(&mut pipeline);
+        let before = allocations();
+        for _ in 0..10 {
+            batch(&mut pipeline);
+        }
+        let during = allocations() - before;
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(during, 0, "allocations while writing 640 named events");
     }
 
     #[test]
@@ -605,10 +716,7 @@ mod timing {
 
     fn time_json_path(metrics: bool) {
         let (mut child, pipeline, records) = if metrics {
-            super::tests::null_pipeline_with(
-                320,
-                &["tracer", "trace", "--rate-limit", "4000000000/s"],
-            )
+            super::tests::null_pipeline_with(320, &["--rate-limit", "4000000000/s"])
         } else {
             null_pipeline(320)
         };
