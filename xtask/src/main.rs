@@ -158,6 +158,13 @@ const PACKAGES: &[(&str, &str)] = &[
     ("docker-registry", "docker-registry"),
     ("openssl", "openssl"),
     ("bpftool", "bpftool"),
+    // tests/tests/rotate.rs rotates the output with the real logrotate.
+    ("logrotate", "logrotate"),
+    // tests/tests/service.rs: `systemd-analyze verify` on the unit (works
+    // without systemd running), and capsh to run the tracer with only the
+    // unit's capabilities.
+    ("systemd", "systemd-analyze"),
+    ("libcap2-bin", "capsh"),
 ];
 
 fn setup(test_packages: bool) -> Result<()> {
