@@ -5,7 +5,8 @@
 //! or a write: a tracer whose drain hangs (a reader that never reads, a
 //! hung file system) stops pinging and is restarted. A failing disk does
 //! not stop the pings: the drain goes on, counting what it cannot write,
-//! and a restart would not free any space.
+//! and a restart would not free any space. The tick is 1 s, so WatchdogSec
+//! must be at least 3 s (the unit uses 30 s).
 
 use std::{
     ffi::OsString,
