@@ -94,8 +94,14 @@ impl Tracer {
     /// `in_private_mounts(FRESH_NODE)`), so the process that gets SIGINT
     /// is the tracer itself.
     pub fn start_wrapped(wrapper: &[String], args: &[&str]) -> Tracer {
+        Self::start_writing_to(None, wrapper, args)
+    }
+
+    /// Start writing to `output` (default: events.json in a fresh temp
+    /// dir), under `wrapper`, with extra arguments.
+    pub fn start_writing_to(output: Option<PathBuf>, wrapper: &[String], args: &[&str]) -> Tracer {
         let dir = temp_dir("tracer");
-        let output = dir.join("events.json");
+        let output = output.unwrap_or_else(|| dir.join("events.json"));
         let stderr = dir.join("stderr.txt");
         let err_file = std::fs::File::create(&stderr).expect("create stderr file");
         let mut cmd = match wrapper.split_first() {

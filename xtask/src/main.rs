@@ -181,6 +181,13 @@ const PACKAGES: &[(&str, &str)] = &[
     // `dnsmasq` package would also install a service that an init system
     // may start on the host's port 53.
     ("dnsmasq-base", "dnsmasq"),
+    // tests/tests/rotate.rs rotates the output with the real logrotate.
+    ("logrotate", "logrotate"),
+    // tests/tests/service.rs: `systemd-analyze verify` on the unit (works
+    // without systemd running), and capsh to run the tracer with only the
+    // unit's capabilities.
+    ("systemd", "systemd-analyze"),
+    ("libcap2-bin", "capsh"),
 ];
 
 /// The PyPI package that validates deploy/kubernetes/tracer.yaml against

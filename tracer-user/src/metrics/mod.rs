@@ -84,7 +84,7 @@ pub struct Counters {
     pub dials: ProxyDials,
     lost: Vec<Counter>,
     /// Last cumulative kernel counts seen, to add the difference.
-    lost_seen: [u64; 4],
+    lost_seen: [u64; 5],
     pub rate_limited: Counter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_cache: Gauge,
@@ -178,7 +178,7 @@ impl Metrics {
                 attempts,
                 dials: ProxyDials::new(dial_family),
                 lost,
-                lost_seen: [0; 4],
+                lost_seen: [0; 5],
                 rate_limited,
                 ring_fill,
                 process_cache,
@@ -237,10 +237,11 @@ impl Counters {
         }
     }
 
-    /// Add what the kernel's cumulative loss counts and the decoder's
-    /// unreadable count grew by since the last call.
-    pub fn losses(&mut self, kernel: [u64; 3], unreadable: u64) {
-        let now = [kernel[0], kernel[1], kernel[2], unreadable];
+    /// Add what the kernel's cumulative loss counts, the decoder's
+    /// unreadable count and the output's unwritten count grew by since the
+    /// last call.
+    pub fn losses(&mut self, kernel: [u64; 3], unreadable: u64, unwritten: u64) {
+        let now = [kernel[0], kernel[1], kernel[2], unreadable, unwritten];
         for (i, (seen, now)) in self.lost_seen.iter_mut().zip(now).enumerate() {
             if now > *seen {
                 if let Some(c) = self.lost.get(i) {
@@ -249,12 +250,6 @@ impl Counters {
                 *seen = now;
             }
         }
-    }
-
-    /// The counter for events the output could not write: the writer holds
-    /// a clone and adds to it.
-    pub fn output_lost(&self) -> Counter {
-        self.lost.get(4).cloned().unwrap_or_default()
     }
 
     /// Total of `tracer_events_lost_total{cause=...}` (tests).
@@ -454,9 +449,8 @@ mod tests {
     #[test]
     fn kernel_losses_are_added_as_differences() {
         let mut m = Metrics::new();
-        m.counters.losses([3, 0, 1], 0);
-        m.counters.losses([5, 2, 1], 4);
-        m.counters.output_lost().inc_by(7);
+        m.counters.losses([3, 0, 1], 0, 0);
+        m.counters.losses([5, 2, 1], 4, 7);
         assert_eq!(m.counters.lost("ringbuf_full"), Some(5));
         assert_eq!(m.counters.lost("inflight_full"), Some(2));
         assert_eq!(m.counters.lost("announcements_full"), Some(1));

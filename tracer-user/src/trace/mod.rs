@@ -7,6 +7,7 @@
 mod pipeline;
 mod ratelimit;
 mod ready;
+mod watchdog;
 
 use std::time::Duration;
 
@@ -145,13 +146,22 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         what: "cannot handle SIGUSR1",
         source,
     })?;
+    // SIGHUP: reopen the output file (logrotate's `create` mode). Handled
+    // for stdout too, where it does nothing, so that a stray SIGHUP never
+    // kills the tracer.
+    let mut sighup = signal(SignalKind::hangup()).map_err(|source| TraceError::Io {
+        what: "cannot handle SIGHUP",
+        source,
+    })?;
     ready::announce(&args);
     if let Some(server) = &server {
         server.set_ready();
     }
+    let mut watchdog = watchdog::Watchdog::from_env();
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut lost_reported = LostCounts::default();
+    let mut unwritten_reported = 0u64;
     let mut reader_gone = false;
     let stop_reason = loop {
         let result = tokio::select! {
@@ -195,24 +205,36 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
             _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
                 eprintln!(
-                    "tracer: stats: {} attempts written, {}, lost {} (ring buffer full {}, in-flight table full {}, announcements {})",
+                    "tracer: stats: {} attempts written, {}, lost {} (ring buffer full {}, in-flight table full {}, announcements {}), {}",
                     pipeline.attempts,
                     pipeline.stats(),
                     lost.total(),
                     lost.ringbuf_full,
                     lost.inflight_full,
-                    lost.announcements_full
+                    lost.announcements_full,
+                    pipeline.output_stats()
                 );
                 Ok(())
             }
+            _ = sighup.recv() => pipeline.reopen_output(),
             _ = tick.tick() => {
                 // sweep may write lookups that got no answer (--dns).
                 pipeline.sweep();
+                // The loop is turning, so the drain is not stuck: tell
+                // systemd's watchdog (WATCHDOG=1), if it asked.
+                watchdog.ping();
                 let lost = probes.lost()?;
                 pipeline.update_metrics(lost);
                 let summaries = pipeline.rate_limited_records();
-                if lost != lost_reported {
+                // A record when the kernel lost more, or when events could
+                // not be written; the latter once the output works again,
+                // so the record lands in the file right after the gap.
+                let unwritten = pipeline.unwritten();
+                let unwritten_news =
+                    unwritten != unwritten_reported && !pipeline.output_failing();
+                if lost != lost_reported || unwritten_news {
                     lost_reported = lost;
+                    unwritten_reported = unwritten;
                     summaries
                         .and_then(|()| pipeline.lost_record(lost, false))
                         .and_then(|()| pipeline.flush())
@@ -250,12 +272,13 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         }
     }
     eprintln!(
-        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {} events lost in the kernel (ring buffer full: {}, in-flight table full: {}), {} unreadable records",
+        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {} events lost in the kernel (ring buffer full: {}, in-flight table full: {}), {} unreadable records, {}",
         pipeline.attempts,
         lost.total(),
         lost.ringbuf_full,
         lost.inflight_full,
-        pipeline.decode_errors
+        pipeline.decode_errors,
+        pipeline.output_stats()
     );
     Ok(())
 }

@@ -234,18 +234,25 @@ impl Pipeline {
         self.lookups += 1;
     }
 
-    /// A record of events lost in the kernel.
+    /// A record of events lost in the kernel, and of events that could
+    /// not be written to the output.
     pub fn lost_record(&mut self, lost: LostCounts, last: bool) -> Result<(), SinkError> {
         let now = words::rfc3339(now_epoch_ns());
-        let message = format!(
+        let unwritten = self.sink.unwritten();
+        let mut message = format!(
             "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full ({} process announcements lost: their proxy environment may be unknown, no attempt lost)",
             lost.total(),
             lost.ringbuf_full,
             lost.inflight_full,
             lost.announcements_full
         );
+        if unwritten > 0 {
+            message.push_str(&format!(
+                "; {unwritten} events could not be written to the output (disk full or write errors)"
+            ));
+        }
         match self.sink.format {
-            Format::Json => self.sink.json(&LostRecord {
+            Format::Json => self.sink.meta_json(&LostRecord {
                 timestamp: now,
                 ecs: LostEcs {
                     version: words::ECS_VERSION,
@@ -267,12 +274,34 @@ impl Pipeline {
                         ringbuf_full: lost.ringbuf_full,
                         inflight_full: lost.inflight_full,
                         announcements_full: lost.announcements_full,
+                        unwritten,
                     },
                 },
             })?,
-            Format::Text => self.sink.line(&format!("-- {message}")),
+            Format::Text => self.sink.meta_line(&format!("-- {message}")),
         }
         Ok(())
+    }
+
+    /// Event lines that could not be written to the output (see `Sink`).
+    pub fn unwritten(&self) -> u64 {
+        self.sink.unwritten()
+    }
+
+    /// Whether the output is failing now.
+    pub fn output_failing(&self) -> bool {
+        self.sink.failing()
+    }
+
+    /// The output's failures in words, for SIGUSR1 and the summary.
+    pub fn output_stats(&self) -> String {
+        self.sink.describe_failures()
+    }
+
+    /// SIGHUP: write what is queued to the current file, then open the
+    /// path again (logrotate's `create` mode).
+    pub fn reopen_output(&mut self) -> Result<(), SinkError> {
+        self.sink.reopen()
     }
 
     pub fn flush(&mut self) -> Result<(), SinkError> {
@@ -314,6 +343,7 @@ impl Pipeline {
                 lost.announcements_full,
             ],
             self.decode_errors,
+            self.sink.unwritten(),
         );
         m.process_cache
             .set(i64::try_from(self.procs.len()).unwrap_or(i64::MAX));
@@ -331,13 +361,6 @@ impl Pipeline {
                 .set((self.ring_bytes as f64 / EVENTS_RING_BYTES).min(1.0));
         }
         self.ring_bytes = 0;
-    }
-
-    /// The counter of events the output could not write, for the writer
-    /// to add to (`tracer_events_lost_total{cause="output"}`); None without
-    /// --metrics-addr.
-    pub fn output_lost_counter(&self) -> Option<prometheus_client::metrics::counter::Counter> {
-        self.metrics.as_ref().map(Counters::output_lost)
     }
 
     /// Write the batch out once it holds `OUTPUT_BUFFER` bytes, so a slow
@@ -438,6 +461,9 @@ struct LostFields {
     ringbuf_full: u64,
     inflight_full: u64,
     announcements_full: u64,
+    /// Events the tracer could not write to its output (not part of
+    /// `total`, which counts the kernel's losses).
+    unwritten: u64,
 }
 
 fn clock_ns(clock: libc::clockid_t) -> i128 {

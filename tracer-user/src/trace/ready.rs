@@ -29,19 +29,21 @@ fn notify_ready() {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
     };
-    if let Err(e) = notify_at(&path) {
+    if let Err(e) = notify_at(&path, b"READY=1") {
         log::warn!("cannot notify systemd at NOTIFY_SOCKET: {e}");
     }
 }
 
-/// Send `READY=1` to the datagram socket NOTIFY_SOCKET names: a path, or an
-/// abstract name written with a leading '@'.
-fn notify_at(path: &OsStr) -> std::io::Result<()> {
+/// Send `message` (`READY=1`, `WATCHDOG=1`) to the datagram socket
+/// NOTIFY_SOCKET names: a path, or an abstract name written with a leading
+/// '@'.
+pub(super) fn notify_at(path: &OsStr, message: &[u8]) -> std::io::Result<()> {
     let sock = UnixDatagram::unbound()?;
     match path.as_encoded_bytes().strip_prefix(b"@") {
-        Some(name) => SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(b"READY=1", &addr)),
-        None => sock.send_to(b"READY=1", path),
+        Some(name) => {
+            SocketAddr::from_abstract_name(name).and_then(|addr| sock.send_to_addr(message, &addr))
+        }
+        None => sock.send_to(message, path),
     }
     .map(drop)
 }
@@ -63,7 +65,7 @@ mod tests {
         let path = dir.join("notify.sock");
         let _ = std::fs::remove_file(&path);
         let listener = UnixDatagram::bind(&path).expect("bind");
-        notify_at(path.as_os_str()).expect("notify");
+        notify_at(path.as_os_str(), b"READY=1").expect("notify");
         assert_eq!(received(&listener), b"READY=1");
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -73,12 +75,12 @@ mod tests {
         let name = format!("tracer-notify-test-{}", std::process::id());
         let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("addr");
         let listener = UnixDatagram::bind_addr(&addr).expect("bind");
-        notify_at(OsStr::new(&format!("@{name}"))).expect("notify");
+        notify_at(OsStr::new(&format!("@{name}")), b"READY=1").expect("notify");
         assert_eq!(received(&listener), b"READY=1");
     }
 
     #[test]
     fn no_listener_is_an_error_not_a_panic() {
-        assert!(notify_at(OsStr::new("/nonexistent-dir/notify.sock")).is_err());
+        assert!(notify_at(OsStr::new("/nonexistent-dir/notify.sock"), b"READY=1").is_err());
     }
 }
