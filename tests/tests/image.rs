@@ -271,47 +271,6 @@ fn image_archive() -> PathBuf {
     path
 }
 
-/// The long options `tracer trace --help` lists.
-fn known_flags(help: &str) -> Vec<String> {
-    help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
-        .filter(|w| w.starts_with("--") && w.len() > 2)
-        .map(|w| {
-            w.trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
-                .to_string()
-        })
-        .collect()
-}
-
-/// The manifest's args without the flags this build of the tracer does not
-/// know (with their values). Flags that other branches add land in the
-/// manifest first; once the binary knows them they are passed, and then
-/// the test runs exactly the manifest's command line. Returns (args, dropped).
-fn args_for(manifest_args: &[String], known: &[String]) -> (Vec<String>, Vec<String>) {
-    let mut kept = Vec::new();
-    let mut dropped = Vec::new();
-    let mut i = 0;
-    while i < manifest_args.len() {
-        let arg = &manifest_args[i];
-        let flag = arg.split('=').next().unwrap_or(arg);
-        if flag.starts_with("--") && !known.iter().any(|k| k == flag) {
-            dropped.push(arg.clone());
-            // Its value, when it is a separate word.
-            if !arg.contains('=')
-                && manifest_args
-                    .get(i + 1)
-                    .is_some_and(|v| !v.starts_with('-'))
-            {
-                dropped.push(manifest_args[i + 1].clone());
-                i += 1;
-            }
-        } else {
-            kept.push(arg.clone());
-        }
-        i += 1;
-    }
-    (kept, dropped)
-}
-
 /// `podman run` options for the DaemonSet's pod and container settings:
 /// hostPID, privileges, seccomp, the read-only root, hostPath volumes with
 /// their propagation, resources. Panics on a setting it cannot map, so a
@@ -462,31 +421,12 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
         "the archive holds the manifest's image {image}: {loaded}"
     );
 
-    // Which of the manifest's flags this tracer knows, from the image's own
-    // binary.
-    let mut help_cmd = podman.cmd();
-    help_cmd
-        .arg("run")
-        .arg("--rm")
-        .args(Podman::base_run_args(false))
-        .args([image.as_str(), "trace", "--help"]);
-    let help = help_cmd.output().expect("podman run --help");
-    assert!(
-        help.status.success(),
-        "tracer trace --help in the image: {}",
-        String::from_utf8_lossy(&help.stderr)
-    );
-    let known = known_flags(&String::from_utf8_lossy(&help.stdout));
-    assert!(known.iter().any(|f| f == "--host-root"), "{known:?}");
-    let (args, dropped) = args_for(&string_list(&c["args"]), &known);
-    if !dropped.is_empty() {
-        eprintln!(
-            "image test: this tracer does not know {dropped:?} from the manifest yet; running without them"
-        );
-    }
+    // Exactly the manifest's command line.
+    let args = string_list(&c["args"]);
     let metrics_port = flag_value(&args, "--metrics-addr")
         .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse::<u64>().ok());
+        .and_then(|p| p.parse::<u64>().ok())
+        .expect("the manifest passes --metrics-addr IP:PORT");
 
     // The host side: containerd.service's proxy from a drop-in, at line 3.
     let port = closed_port();
@@ -539,28 +479,23 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     }
     let inspect = podman.output(&["inspect", "--format", "{{.State.Pid}}", &name]);
     let container_pid: u32 = inspect.trim().parse().expect("container pid");
+    // The manifest's readiness probe: /healthz answers 200 once the probes
+    // are attached.
     let probe = &c["readinessProbe"]["httpGet"];
-    match metrics_port {
-        Some(port) => {
-            assert_eq!(probe["port"].as_u64(), Some(port));
-            let path = probe["path"].as_str().expect("probe path");
-            let deadline = Instant::now() + Duration::from_secs(30);
-            let body = loop {
-                if let Some(body) = http_get_in_netns(container_pid, port, path) {
-                    break body;
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "the readiness probe GET :{port}{path} did not succeed within 30 s"
-                );
-                std::thread::sleep(Duration::from_millis(200));
-            };
-            assert!(body.contains("# TYPE"), "Prometheus text: {body}");
+    assert_eq!(probe["port"].as_u64(), Some(metrics_port));
+    let path = probe["path"].as_str().expect("probe path");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Some(body) = http_get_in_netns(container_pid, metrics_port, path) {
+            break body;
         }
-        None => eprintln!(
-            "image test: no --metrics-addr in this build; readiness taken from the tracer's ready line"
-        ),
-    }
+        assert!(
+            Instant::now() < deadline,
+            "the readiness probe GET :{metrics_port}{path} did not succeed within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(body.contains("ready"), "readiness answer: {body}");
 
     // A host process of containerd.service with the drop-in's proxy in its
     // environment dials the proxy, and is refused.
