@@ -51,7 +51,6 @@ const EFAULT: i64 = 14;
 const EINVAL: i64 = 22;
 const ENOTSOCK: i64 = 88;
 const EAFNOSUPPORT: i64 = 97;
-const EISCONN: i64 = 106;
 const EALREADY: i64 = 114;
 const EINPROGRESS: i64 = 115;
 /// Kernel-internal "restart the syscall" codes a blocking connect() can
