@@ -121,7 +121,7 @@ fn the_daemonset_runs_on_every_node_with_host_access() {
     );
     let addr = flag_value(&args, "--metrics-addr").expect("--metrics-addr");
     let probe = &c["readinessProbe"]["httpGet"];
-    assert_eq!(probe["path"], "/metrics");
+    assert_eq!(probe["path"], "/healthz");
     assert_eq!(
         addr.rsplit(':').next(),
         Some(probe["port"].to_string().as_str()),
