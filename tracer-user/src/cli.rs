@@ -151,4 +151,10 @@ pub struct TraceArgs {
     /// inserts, BTF offsets that look wrong. Off, they cost nothing.
     #[arg(long)]
     pub debug_ebpf: bool,
+    /// A proxy that no environment names (a transparent setup, a proxy
+    /// chosen by a config file): attempts to HOST:PORT count as proxy dials
+    /// and their request and status lines are reported (repeatable; a
+    /// host name is resolved once, at start).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_probe)]
+    pub proxy: Vec<String>,
 }

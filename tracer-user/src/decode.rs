@@ -128,6 +128,8 @@ pub enum Record {
     Exit {
         pid: u32,
     },
+    /// A request or status line of a socket that dialled a proxy.
+    Exchange(crate::exchange::Line),
 }
 
 /// The proxy part of an environment as the kernel read it (`ProcEvent`):
@@ -194,6 +196,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             };
             Ok(Record::Attempt(attempt_from(&head.conn, path)))
         }
+        kind::EXCHANGE => crate::exchange::line_of(bytes)
+            .map(Record::Exchange)
+            .ok_or(DecodeError::Short(bytes.len(), size_of::<tracer_common::ExchangeEvent>())),
         other => Err(DecodeError::Kind(other)),
     }
 }

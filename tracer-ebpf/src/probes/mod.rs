@@ -10,6 +10,10 @@
 //! - `process_exec`: raw tracepoints sched_process_exec/exit (forget
 //!   per-process state)
 //!
+//! - `proxy_payload`: cgroup_skb egress/ingress (`proxy_egress`,
+//!   `proxy_ingress`): the request and status lines of sockets that dialled
+//!   a proxy; attached only to the cgroups of processes with a proxy
+//!
 //! None of these needs tracefs. Only syscall mode's classic tracepoints do.
 //!
 //! Syscall mode adds `sys_connect` (syscalls:sys_enter/exit_connect) for
@@ -18,6 +22,7 @@
 
 pub mod connect_hook;
 pub mod process_exec;
+pub mod proxy_payload;
 pub mod sock_state;
 pub mod sys_connect;
 pub mod tcp_destroy;

@@ -59,6 +59,7 @@ impl Watch {
             mode: Mode::Socket,
             host_root: host_root.to_path_buf(),
             debug_ebpf: false,
+            proxy: Vec::new(),
         };
         let lines = Lines::default();
         let sink = Sink::new(

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::fixtures::{attempt, proc_info};
+use crate::exchange::ProxyExchange;
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
     enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
@@ -21,11 +22,23 @@ const WALL: i128 = 1_764_250_000_000_000_000;
 
 /// The JSON line and the text line (plain and coloured) of one attempt.
 fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode) -> [String; 3] {
+    lines_with(a, proc, verdict, None, mode)
+}
+
+/// `lines`, for an attempt to a proxy with its exchange.
+fn lines_with(
+    a: &Attempt,
+    proc: ProcInfo,
+    verdict: Option<&ProxyVerdict>,
+    exchange: Option<&ProxyExchange>,
+    mode: Mode,
+) -> [String; 3] {
     let proc = Arc::new(proc);
     let facts = Facts {
         attempt: a,
         proc: &proc,
         verdict,
+        exchange,
         mode,
         wall_offset_ns: WALL,
     };

@@ -5,6 +5,7 @@
 //! one write(2) per batch rather than per event. Every record is a whole
 //! line, so a reader never sees half a JSON object, even at shutdown.
 
+pub mod exchange;
 pub mod ndjson;
 pub mod text;
 pub mod words;
