@@ -6,7 +6,10 @@
 //! - connect storm: `connector storm` alternates connects to a closed port
 //!   (refused) and to a listener (accepted), then closes each socket with
 //!   a reset, so no TIME_WAIT sockets pile up between rounds;
-//! - unrelated syscall: a getppid loop, the tax every other process pays.
+//! - unrelated syscall: a getppid loop, the tax every other process pays;
+//! - bulk transfer (`--only bulk` runs just this): 1 GiB over loopback by a
+//!   client without a proxy, and 1 GiB through a proxied socket, each
+//!   traced against untraced (the cost of the proxy-exchange programs).
 //!
 //! Each run cuts each workload into `SLICES` back-to-back slices and keeps
 //! the fastest (host interference only adds time). Each traced run sits
@@ -380,6 +383,20 @@ fn baseline_bin() -> Option<PathBuf> {
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a == "bulk-client") {
+        bulk_client(&argv[2..]);
+        return;
+    }
+    // `--only bulk`: just the bulk-transfer case.
+    if argv.windows(2).any(|w| w[0] == "--only" && w[1] == "bulk") {
+        let dir = temp_dir("bench");
+        let doc = bulk(&dir);
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-bulk.json");
+        let _ = std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, connects, syscalls) = if quick {
         (2, 2_000, 200_000)
@@ -543,11 +560,13 @@ fn main() {
     println!("connect storm: {connects} connects/round ({:.0} ns each untraced, ~{:.0}k/s); getppid: {syscalls} calls/round ({base_sys:.0} ns untraced); {rounds} interleaved rounds, medians of the ratios\n", base_storm, 1e6 / base_storm);
     print!("{table}");
     println!("\nEach run: the fastest of {SLICES} back-to-back slices of each workload; each traced run against the mean of the untraced runs just before and after it. storm ratio: wall time per connect. storm CPU: the storm's own CPU time, which includes the eBPF programs run in its context. cpu/event: the tracer's CPU time (all threads) from ready to drained, per event seen; split into user and kernel time in the proportion of the process's clock ticks (the kernel part is mostly write(2) into the page cache).");
+    let bulk = bulk(&dir);
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
     let doc = json!({
         "rounds": rounds, "connects_per_round": connects, "getppid_per_round": syscalls,
         "untraced_storm_ns": base_storm, "untraced_getppid_ns": base_sys,
         "results": report,
+        "bulk": bulk,
     });
     match std::fs::File::create(&out).and_then(|mut f| {
         f.write_all(
@@ -560,4 +579,246 @@ fn main() {
         Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- bulk transfer (issue #11: the payload hooks' cost) ----
+
+/// Bytes per bulk transfer: 1 GiB over loopback TCP.
+const BULK_BYTES: u64 = 1 << 30;
+/// Rounds of the bulk case; each traced run between two untraced ones.
+const BULK_ROUNDS: usize = 5;
+/// The cgroup the bulk client runs in (created and removed here).
+const BULK_CGROUP: &str = "trt-bench-bulk.service";
+
+/// `bench bulk-client PORT BYTES PROXY`: connect to 127.0.0.1:PORT; with
+/// PROXY=1 first send a CONNECT request and wait for the answer, as a
+/// client of an HTTPS proxy does; then send BYTES and wait for the server
+/// to close. Prints the ns from connect to the server's close.
+fn bulk_client(args: &[String]) {
+    use std::io::Read;
+    let port: u16 = args.first().and_then(|p| p.parse().ok()).expect("port");
+    let bytes: u64 = args.get(1).and_then(|b| b.parse().ok()).expect("bytes");
+    let proxy = args.get(2).is_some_and(|p| p == "1");
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    if proxy {
+        s.write_all(b"CONNECT 203.0.113.2:443 HTTP/1.1\r\nHost: 203.0.113.2:443\r\n\r\n")
+            .expect("send CONNECT");
+        let mut reply = [0u8; 256];
+        let n = s.read(&mut reply).expect("proxy answer");
+        assert!(reply[..n].starts_with(b"HTTP/1.1 200"), "proxy answer");
+    }
+    let chunk = vec![0x5au8; 1 << 20];
+    let mut sent = 0u64;
+    while sent < bytes {
+        s.write_all(&chunk).expect("send");
+        sent += chunk.len() as u64;
+    }
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut rest = [0u8; 16];
+    let _ = s.read(&mut rest);
+    println!("{}", t.elapsed().as_nanos());
+}
+
+/// A loopback sink: reads each connection to its end, then closes. With
+/// `proxy`, answers the first request head with a 200 like a proxy's
+/// CONNECT. Bounded: serves `conns` connections, then its thread ends.
+fn bulk_server(proxy: bool, conns: usize) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..conns {
+            let Ok((mut c, _)) = listener.accept() else {
+                return;
+            };
+            if proxy {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
+                    let n = c.read(&mut buf[..512]).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            }
+            while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
+    });
+    port
+}
+
+/// One bulk client run in the bench cgroup: ns for the transfer.
+fn bulk_once(port: u16, proxy: bool, cgroup: &Path) -> f64 {
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes())
+        .expect("cstring");
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    cmd.args(["bulk-client", &port.to_string(), &BULK_BYTES.to_string()])
+        .arg(if proxy { "1" } else { "0" })
+        .env_clear();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("bulk client");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bulk client: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A tracer for the bulk case, `extra` arguments added; waits for ready.
+fn bulk_tracer(dir: &Path, extra: &[String]) -> Child {
+    let err = dir.join("bulk-tracer.err");
+    let child = Command::new(tracer_bin())
+        .arg("trace")
+        .arg("--output")
+        .arg(dir.join("bulk-tracer.out"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("start tracer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "tracer not ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The bulk case: 1 GiB over loopback by a client without a proxy, untraced
+/// against traced (the tracer watching another, proxied cgroup, so the
+/// payload programs are attached on the node but not where the transfer
+/// runs); then 1 GiB through a proxied socket (a CONNECT to a `--proxy`
+/// endpoint, from a watched cgroup) against the same transfer untraced.
+fn bulk(dir: &Path) -> Value {
+    let root = Path::new("/sys/fs/cgroup/unified");
+    let root = if root.join("cgroup.procs").exists() {
+        root.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    };
+    let cgroup = root.join("system.slice").join(BULK_CGROUP);
+    let proxied = root.join("system.slice").join("trt-bench-proxied.service");
+    for d in [&cgroup, &proxied] {
+        std::fs::create_dir_all(d).expect("bench cgroup");
+    }
+    // Each round: untraced, traced, untraced (plain); same for the proxied
+    // socket. Servers serve exactly the connections made.
+    let plain_port = bulk_server(false, BULK_ROUNDS * 3 + 1);
+    let proxy_port = bulk_server(true, BULK_ROUNDS * 3 + 1);
+    // A resident with a proxy in `proxied`, so the tracer attaches the
+    // payload programs there at start: the node has a proxied service.
+    let resident = {
+        use std::os::unix::process::CommandExt;
+        let procs = std::ffi::CString::new(proxied.join("cgroup.procs").to_string_lossy().as_bytes())
+            .expect("cstring");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600")
+            .env_clear()
+            .env("HTTPS_PROXY", format!("http://127.0.0.1:{proxy_port}"));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().expect("resident sleep")
+    };
+    // Warm-up.
+    let _ = bulk_once(plain_port, false, &cgroup);
+    let mut plain = Vec::new();
+    let mut through = Vec::new();
+    let mut plain_abs = (Vec::new(), Vec::new());
+    let mut through_abs = (Vec::new(), Vec::new());
+    for r in 0..BULK_ROUNDS {
+        // No proxy: the client's cgroup is not watched.
+        let before = bulk_once(plain_port, false, &cgroup);
+        let t = bulk_tracer(dir, &[]);
+        let traced = bulk_once(plain_port, false, &cgroup);
+        stop(t);
+        let after = bulk_once(plain_port, false, &cgroup);
+        plain.push(traced / ((before + after) / 2.0));
+        plain_abs.0.push((before + after) / 2.0);
+        plain_abs.1.push(traced);
+        // Through a proxied socket: the proxy endpoint is --proxy and the
+        // client's cgroup carries a process with that proxy, so the
+        // cgroup is watched before the client connects.
+        let before = bulk_once(proxy_port, true, &proxied);
+        let t = bulk_tracer(dir, &["--proxy".into(), format!("127.0.0.1:{proxy_port}")]);
+        let traced = bulk_once(proxy_port, true, &proxied);
+        stop(t);
+        let after = bulk_once(proxy_port, true, &proxied);
+        through.push(traced / ((before + after) / 2.0));
+        through_abs.0.push((before + after) / 2.0);
+        through_abs.1.push(traced);
+        eprintln!(
+            "bench: bulk round {r}: no proxy {:.4}x, through a proxied socket {:.4}x",
+            plain[r], through[r]
+        );
+    }
+    let mut resident = resident;
+    let _ = resident.kill();
+    let _ = resident.wait();
+    for d in [&cgroup, &proxied] {
+        let _ = std::fs::remove_dir(d);
+    }
+    let (p, x) = (median(plain.clone()), median(through.clone()));
+    let gib_s = |ns: f64| (BULK_BYTES as f64 / (1u64 << 30) as f64) / (ns / 1e9);
+    println!(
+        "\nbulk transfer, 1 GiB over loopback TCP, {BULK_ROUNDS} rounds, medians of traced/untraced (untraced runs on both sides):\n  no proxy (client's cgroup not watched; a proxied cgroup elsewhere is): {p:.4}x ({:.2} GiB/s untraced, {:.2} traced)\n  through a proxied socket (watched cgroup, --proxy endpoint, CONNECT seen): {x:.4}x ({:.2} GiB/s untraced, {:.2} traced)",
+        gib_s(median(plain_abs.0.clone())),
+        gib_s(median(plain_abs.1.clone())),
+        gib_s(median(through_abs.0.clone())),
+        gib_s(median(through_abs.1.clone())),
+    );
+    json!({
+        "bytes": BULK_BYTES, "rounds": BULK_ROUNDS,
+        "no_proxy_ratio_median": p, "no_proxy_ratios": plain,
+        "proxied_socket_ratio_median": x, "proxied_socket_ratios": through,
+        "no_proxy_untraced_ns_median": median(plain_abs.0), "no_proxy_traced_ns_median": median(plain_abs.1),
+        "proxied_untraced_ns_median": median(through_abs.0), "proxied_traced_ns_median": median(through_abs.1),
+    })
 }

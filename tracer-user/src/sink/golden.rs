@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::fixtures::{attempt, proc_info};
-use crate::exchange::ProxyExchange;
+use crate::exchange::{Direction, Line, ProxyExchange};
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
     enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
@@ -187,7 +187,42 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
         "refused_while_its_proxy_is_unresolved",
         lines(&to_a_name, proc, verdict.as_ref(), Mode::Socket),
     ));
+    // The proxy exchange: a connected dial to the proxy, and the proxy's
+    // 500 to its CONNECT (issue #11).
+    let mut reached = base.clone();
+    reached.verdict = Verdict::Connected;
+    reached.errno = None;
+    let proc = proc_info();
+    let verdict = proxy_verdict(&reached, &proc);
+    let mut x = ProxyExchange::new(false, None);
+    x.take(&line(Direction::Request, "CONNECT 203.0.113.2:443 HTTP/1.1"));
+    x.take(&line(Direction::Response, "HTTP/1.1 500 Unable to connect"));
+    out.push((
+        "its_proxy_answered_500",
+        lines_with(&reached, proc, verdict.as_ref(), Some(&x), Mode::Socket),
+    ));
+    // A --proxy endpoint, no proxy variable, no answer within the bound.
+    let mut x = ProxyExchange::new(true, None);
+    x.take(&line(
+        Direction::Request,
+        "GET http://203.0.113.2:80/v2/ HTTP/1.1",
+    ));
+    x.expire();
+    out.push((
+        "a_listed_proxy_did_not_answer",
+        lines_with(&reached, ProcInfo::default(), None, Some(&x), Mode::Socket),
+    ));
     out
+}
+
+fn line(direction: Direction, text: &str) -> Line {
+    Line {
+        pid: 1,
+        start_ns: 1,
+        direction,
+        text: text.into(),
+        truncated: false,
+    }
 }
 
 /// The verdict on the first attempt of a process whose proxy is a host
@@ -271,6 +306,9 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""end":"#,
         r#""proxy":{"#,
         r#""via":null,"unresolved":"#,
+        r#""exchange":"answered","request":{"method":"CONNECT""#,
+        r#""response":{"version":"HTTP/1.1","status_code":500"#,
+        r#""proxy":{"listed":true,"exchange":"no_answer""#,
     ] {
         assert!(JSON.lines().any(|l| l.contains(part)), "no line has {part}");
     }
