@@ -226,7 +226,15 @@ impl Drop for Resident {
 fn curl_in(unit: &UnitCgroup, env: &[(&str, &str)], args: &[&str]) -> (u32, String) {
     let child = unit
         .command(std::path::Path::new("/usr/bin/curl"))
-        .args(["-sS", "--max-time", "10", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .args(args)
         .env_clear()
         .envs(env.iter().copied())

@@ -196,9 +196,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             };
             Ok(Record::Attempt(attempt_from(&head.conn, path)))
         }
-        kind::EXCHANGE => crate::exchange::line_of(bytes)
-            .map(Record::Exchange)
-            .ok_or(DecodeError::Short(bytes.len(), size_of::<tracer_common::ExchangeEvent>())),
+        kind::EXCHANGE => {
+            crate::exchange::line_of(bytes)
+                .map(Record::Exchange)
+                .ok_or(DecodeError::Short(
+                    bytes.len(),
+                    size_of::<tracer_common::ExchangeEvent>(),
+                ))
+        }
         other => Err(DecodeError::Kind(other)),
     }
 }

@@ -235,8 +235,8 @@ mod tests {
 
     #[test]
     fn credentials_in_an_absolute_url_are_redacted() {
-        let r = parse_request("GET http://bob:hunter2@example.test/ HTTP/1.1", false)
-            .expect("request");
+        let r =
+            parse_request("GET http://bob:hunter2@example.test/ HTTP/1.1", false).expect("request");
         assert!(!r.target.contains("hunter2"), "{}", r.target);
     }
 
@@ -258,7 +258,10 @@ mod tests {
     #[test]
     fn status_lines_parse_including_http_1_0() {
         let s = parse_status("HTTP/1.1 500 Unable to connect").expect("500");
-        assert_eq!((s.status_code, s.reason.as_str()), (500, "Unable to connect"));
+        assert_eq!(
+            (s.status_code, s.reason.as_str()),
+            (500, "Unable to connect")
+        );
         let s = parse_status("HTTP/1.0 407 Proxy Authentication Required").expect("407");
         assert_eq!(s.version, "HTTP/1.0");
         assert_eq!(s.status_code, 407);
@@ -287,7 +290,10 @@ mod tests {
         assert_eq!(x.state, Some(ExchangeState::NotSeen));
         let mut x = ProxyExchange::new(false, None);
         x.take(&line(Direction::Request, "CONNECT a:443 HTTP/1.1"));
-        assert!(x.take(&line(Direction::Response, "HTTP/1.1 200 Connection established")));
+        assert!(x.take(&line(
+            Direction::Response,
+            "HTTP/1.1 200 Connection established"
+        )));
         x.expire();
         assert_eq!(x.state, Some(ExchangeState::Answered));
         assert_eq!(x.response.map(|r| r.status_code), Some(200));

@@ -120,12 +120,10 @@ pub(super) fn add_proxy(ebpf: &mut Ebpf, ip: IpAddr, port: u16) -> Result<(), Pr
             key.family = AF_INET6;
         }
     }
-    addrs
-        .insert(key, 1, 0)
-        .map_err(|source| ProbeError::Map {
-            map: "PROXY_ADDRS",
-            source,
-        })
+    addrs.insert(key, 1, 0).map_err(|source| ProbeError::Map {
+        map: "PROXY_ADDRS",
+        source,
+    })
 }
 
 /// Attach the payload programs to `pid`'s cgroup (once per cgroup) and
@@ -257,7 +255,10 @@ pub(super) fn prune(ebpf: &mut Ebpf, w: &mut PayloadWatch) -> Vec<u64> {
         if !watched.pids.is_empty() || !procs.trim().is_empty() {
             return true;
         }
-        for (name, link) in [(EGRESS, watched.egress.take()), (INGRESS, watched.ingress.take())] {
+        for (name, link) in [
+            (EGRESS, watched.egress.take()),
+            (INGRESS, watched.ingress.take()),
+        ] {
             let Some(link) = link else { continue };
             if let Ok(program) = program_of::<CgroupSkb>(ebpf, name) {
                 if let Err(e) = program.detach(link) {

@@ -80,7 +80,11 @@ pub fn message(
     match v.filter(|v| v.via == Some(true)) {
         Some(v) => {
             let label = crate::verdict::scheme_label(v.scheme);
-            write!(out, " reached its {label} proxy {} ({}", v.endpoint, v.variable)?;
+            write!(
+                out,
+                " reached its {label} proxy {} ({}",
+                v.endpoint, v.variable
+            )?;
             match &v.source {
                 Some(src) => write!(out, ", {}", src.location())?,
                 None => out.push_str(", in its environment, not set by any unit file"),
@@ -187,8 +191,14 @@ mod tests {
     #[test]
     fn a_listed_proxy_message_names_the_flag() {
         let mut out = String::new();
-        message(&mut out, "curl (pid 7)", None, &answered(407, "Proxy Authentication Required"), "127.0.0.1:8888")
-            .expect("fmt");
+        message(
+            &mut out,
+            "curl (pid 7)",
+            None,
+            &answered(407, "Proxy Authentication Required"),
+            "127.0.0.1:8888",
+        )
+        .expect("fmt");
         assert_eq!(
             out,
             "curl (pid 7) reached the proxy 127.0.0.1:8888 (listed with --proxy) and asked for CONNECT 203.0.113.2:443; the proxy answered 407 Proxy Authentication Required; the proxy wants credentials"

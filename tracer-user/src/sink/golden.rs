@@ -195,7 +195,10 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
     let proc = proc_info();
     let verdict = proxy_verdict(&reached, &proc);
     let mut x = ProxyExchange::new(false, None);
-    x.take(&line(Direction::Request, "CONNECT 203.0.113.2:443 HTTP/1.1"));
+    x.take(&line(
+        Direction::Request,
+        "CONNECT 203.0.113.2:443 HTTP/1.1",
+    ));
     x.take(&line(Direction::Response, "HTTP/1.1 500 Unable to connect"));
     out.push((
         "its_proxy_answered_500",

@@ -15,7 +15,7 @@ use std::{
 use crate::{
     decode::Attempt,
     enrich::proc::ProcInfo,
-    exchange::{Line, ProxyExchange, ExchangeState, ANSWER_BOUND},
+    exchange::{ExchangeState, Line, ProxyExchange, ANSWER_BOUND},
     verdict::ProxyVerdict,
 };
 

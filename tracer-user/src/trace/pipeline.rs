@@ -149,12 +149,7 @@ impl Pipeline {
     }
 
     fn write_held(&mut self, h: &Held) {
-        self.write_attempt(
-            &h.attempt,
-            &h.proc,
-            h.verdict.as_ref(),
-            Some(&h.exchange),
-        );
+        self.write_attempt(&h.attempt, &h.proc, h.verdict.as_ref(), Some(&h.exchange));
     }
 
     /// One ring-buffer record.
@@ -246,13 +241,10 @@ impl Pipeline {
         let talks = attempt.verdict == decode::Verdict::Connected
             && attempt.transport == Some(Transport::Tcp);
         if talks && watched {
-            if let Some(h) = self.held.hold(
-                attempt.clone(),
-                proc,
-                verdict,
-                listed,
-                Instant::now(),
-            ) {
+            if let Some(h) = self
+                .held
+                .hold(attempt.clone(), proc, verdict, listed, Instant::now())
+            {
                 self.write_held(&h);
             }
             return Ok(());
