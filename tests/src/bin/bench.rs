@@ -653,7 +653,45 @@ fn bulk_server(proxy: bool, conns: usize) -> u16 {
 /// The fastest of `BULK_SLICES` transfers: interference from the host
 /// only adds time, the hooks' cost is in every transfer.
 fn bulk_best(port: u16, proxy: bool, cgroup: &Path) -> f64 {
-    min((0..BULK_SLICES).map(|_| bulk_once(port, proxy, cgroup)))
+    bulk_measured(port, proxy, cgroup).0
+}
+
+/// `bulk_best`, plus the payload programs' own run time and run count
+/// over the transfers (from `kernel.bpf_stats_enabled`), and the transfers'
+/// total time.
+fn bulk_measured(port: u16, proxy: bool, cgroup: &Path) -> (f64, u64, u64, f64) {
+    let (t0, c0) = payload_prog_stats();
+    let runs: Vec<f64> = (0..BULK_SLICES)
+        .map(|_| bulk_once(port, proxy, cgroup))
+        .collect();
+    let (t1, c1) = payload_prog_stats();
+    (
+        min(runs.iter().copied()),
+        t1.saturating_sub(t0),
+        c1.saturating_sub(c0),
+        runs.iter().sum(),
+    )
+}
+
+/// Run time (ns) and run count summed over the loaded `proxy_egress` and
+/// `proxy_ingress` programs (`bpftool prog show -j`); zeros when bpftool
+/// or the statistics are missing.
+fn payload_prog_stats() -> (u64, u64) {
+    let Ok(out) = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+    else {
+        return (0, 0);
+    };
+    let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut sum = (0, 0);
+    for p in progs.as_array().into_iter().flatten() {
+        if matches!(p["name"].as_str(), Some("proxy_egress" | "proxy_ingress")) {
+            sum.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            sum.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
+    }
+    sum
 }
 
 /// Transfers per measurement (see `bulk_best`).
@@ -781,6 +819,12 @@ fn bulk(dir: &Path) -> Value {
     };
     // Warm-up.
     let _ = bulk_once(plain_port, false, &cgroup);
+    // The programs' own run time: kernel.bpf_stats_enabled, restored after.
+    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats_path).unwrap_or_default();
+    let _ = std::fs::write(stats_path, "1");
+    let mut plain_prog = Vec::new();
+    let mut through_prog = Vec::new();
     let mut plain = Vec::new();
     let mut through = Vec::new();
     let mut plain_abs = (Vec::new(), Vec::new());
@@ -789,7 +833,8 @@ fn bulk(dir: &Path) -> Value {
         // No proxy: the client's cgroup is not watched.
         let before = bulk_best(plain_port, false, &cgroup);
         let t = bulk_tracer(dir, &[]);
-        let traced = bulk_best(plain_port, false, &cgroup);
+        let (traced, ns, cnt, total) = bulk_measured(plain_port, false, &cgroup);
+        plain_prog.push((ns, cnt, total));
         stop(t);
         let after = bulk_best(plain_port, false, &cgroup);
         plain.push(traced / ((before + after) / 2.0));
@@ -800,7 +845,8 @@ fn bulk(dir: &Path) -> Value {
         // cgroup is watched before the client connects.
         let before = bulk_best(proxy_port, true, &proxied);
         let t = bulk_tracer(dir, &["--proxy".into(), format!("127.0.0.1:{proxy_port}")]);
-        let traced = bulk_best(proxy_port, true, &proxied);
+        let (traced, ns, cnt, total) = bulk_measured(proxy_port, true, &proxied);
+        through_prog.push((ns, cnt, total));
         stop(t);
         let after = bulk_best(proxy_port, true, &proxied);
         through.push(traced / ((before + after) / 2.0));
@@ -811,6 +857,26 @@ fn bulk(dir: &Path) -> Value {
             plain[r], through[r]
         );
     }
+    if !stats_before.trim().is_empty() {
+        let _ = std::fs::write(stats_path, stats_before.trim());
+    }
+    // Share of the transfers' wall time spent in the payload programs.
+    let share = |v: &[(u64, u64, f64)]| {
+        let ns: u64 = v.iter().map(|x| x.0).sum();
+        let total: f64 = v.iter().map(|x| x.2).sum();
+        (
+            ns as f64 / total.max(1.0),
+            v.iter().map(|x| x.1).sum::<u64>(),
+        )
+    };
+    let (plain_share, plain_runs) = share(&plain_prog);
+    let (through_share, through_runs) = share(&through_prog);
+    println!(
+        "payload programs (bpf_stats) during the traced transfers: no proxy {plain_runs} runs, {:.3}% of the transfer time; through a proxied socket {through_runs} runs, {:.3}% ({:.0} ns a run)",
+        plain_share * 100.0,
+        through_share * 100.0,
+        through_prog.iter().map(|x| x.0).sum::<u64>() as f64 / through_runs.max(1) as f64
+    );
     let mut resident = resident;
     let _ = resident.kill();
     let _ = resident.wait();
@@ -830,6 +896,8 @@ fn bulk(dir: &Path) -> Value {
         "bytes": BULK_BYTES, "rounds": BULK_ROUNDS,
         "no_proxy_ratio_median": p, "no_proxy_ratios": plain,
         "proxied_socket_ratio_median": x, "proxied_socket_ratios": through,
+        "no_proxy_payload_prog_runs": plain_runs, "no_proxy_payload_prog_time_share": plain_share,
+        "proxied_payload_prog_runs": through_runs, "proxied_payload_prog_time_share": through_share,
         "no_proxy_untraced_ns_median": median(plain_abs.0), "no_proxy_traced_ns_median": median(plain_abs.1),
         "proxied_untraced_ns_median": median(through_abs.0), "proxied_traced_ns_median": median(through_abs.1),
     })
