@@ -68,6 +68,83 @@ pub mod kind {
     pub const EXIT: u32 = 3;
     /// A DNS message (`--dns`): a `DnsEvent`.
     pub const DNS: u32 = 4;
+    /// The first line a proxied socket sent or received (`ExchangeEvent`).
+    pub const EXCHANGE: u32 = 5;
+}
+
+/// The longest request or status line the kernel copies. A `CONNECT
+/// host:port HTTP/1.1` line is short; an absolute-form `GET http://...`
+/// may be longer, and is then cut here (`exchange::TRUNCATED`). A power of
+/// two, so the eBPF side can bound lengths with a mask.
+pub const LINE_MAX: usize = 256;
+
+/// `ExchangeEvent::direction` and `ExchangeEvent::flags`.
+pub mod exchange {
+    /// The first payload the client sent to its proxy: the request line.
+    pub const REQUEST: u32 = 1;
+    /// The first payload the proxy sent back: the status line.
+    pub const RESPONSE: u32 = 2;
+    /// Flag: no CR or LF within `LINE_MAX` bytes (or the segment ended
+    /// first); `line` holds a prefix of the line, never anything after it.
+    pub const TRUNCATED: u32 = 1;
+    /// `ProxySock::state` bits: which line has been seen already.
+    pub const SEEN_REQUEST: u32 = 1;
+    pub const SEEN_RESPONSE: u32 = 2;
+}
+
+/// A proxy endpoint the kernel marks sockets for (`PROXY_ADDRS` key):
+/// the destination of connect() as given, address in network order.
+///
+/// Layout (24 bytes, align 4): `addr` [u8;16] (IPv4 in the first 4 bytes),
+/// `port` u16 host order, `family` u16, `_pad` u32.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ProxyKey {
+    pub addr: [u8; 16],
+    pub port: u16,
+    pub family: u16,
+    pub _pad: u32,
+}
+
+/// What connect4/6 remembers of a socket that dialled a proxy
+/// (`PROXY_SOCKS`, keyed by socket cookie), so the cgroup_skb programs,
+/// which run in softirq or the peer's context, can name the attempt.
+///
+/// Layout (24 bytes, align 8): `pid_tgid` u64, `start_ns` u64 (the
+/// attempt's `Conn::start_ns`), `state` u32 (`exchange::SEEN_*`), `_pad`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProxySock {
+    pub pid_tgid: u64,
+    pub start_ns: u64,
+    pub state: u32,
+    pub _pad: u32,
+}
+
+/// One line of a proxy exchange (`kind::EXCHANGE`), cut in the kernel at
+/// the first CR or LF: headers such as `Proxy-Authorization` never leave
+/// the kernel.
+///
+/// Layout (288 bytes, align 8):
+/// ```text
+///   0 kind       u32   kind::EXCHANGE
+///   4 direction  u32   exchange::REQUEST / RESPONSE
+///   8 pid_tgid   u64   of the attempt (from connect time)
+///  16 start_ns   u64   the attempt's start: with pid, its identity
+///  24 len        u32   bytes of `line` in use
+///  28 flags      u32   exchange::TRUNCATED
+///  32 line       [u8; LINE_MAX]
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExchangeEvent {
+    pub kind: u32,
+    pub direction: u32,
+    pub pid_tgid: u64,
+    pub start_ns: u64,
+    pub len: u32,
+    pub flags: u32,
+    pub line: [u8; LINE_MAX],
 }
 
 /// Bytes of proxy variables a `ProcEvent` carries at most, as `KEY=VALUE\0`
@@ -391,6 +468,9 @@ mod user {
     unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::DnsSock {}
     unsafe impl aya::Pod for super::DnsEvent {}
+    unsafe impl aya::Pod for super::ProxyKey {}
+    unsafe impl aya::Pod for super::ProxySock {}
+    unsafe impl aya::Pod for super::ExchangeEvent {}
 }
 
 #[cfg(test)]
@@ -429,5 +509,11 @@ mod tests {
         assert_eq!(offset_of!(DnsEvent, conn), offset_of!(ConnEvent, conn));
         assert_eq!(offset_of!(DnsEvent, cookie), 120);
         assert_eq!(offset_of!(DnsEvent, payload), 136);
+        assert_eq!(size_of::<ProxyKey>(), 24);
+        assert_eq!(size_of::<ProxySock>(), 24);
+        assert_eq!(size_of::<ExchangeEvent>(), 288);
+        assert_eq!(offset_of!(ExchangeEvent, line), 32);
+        // Starts with `kind`, like every record of the ring.
+        assert_eq!(offset_of!(ExchangeEvent, kind), offset_of!(ConnEvent, kind));
     }
 }

@@ -5,7 +5,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{lost, Conn, Inflight, ProcEvent, COMM_LEN};
+use tracer_common::{lost, Conn, Inflight, ProcEvent, ProxyKey, ProxySock, COMM_LEN, LINE_MAX};
 
 /// Finished attempts, to userspace.
 ///
@@ -95,3 +95,26 @@ pub fn count_lost(index: u32) {
         unsafe { *counter += 1 };
     }
 }
+
+/// Proxy endpoints (`--proxy HOST:PORT`, and the proxies named by the
+/// environments of announced processes), written by userspace. connect4/6
+/// look the destination up here: a hit marks the socket in `PROXY_SOCKS`.
+/// 1,024 endpoints is far more than a node's proxies; when full, userspace
+/// logs that a proxy could not be added and its exchanges go unseen.
+#[map]
+pub static PROXY_ADDRS: HashMap<ProxyKey, u8> = HashMap::with_max_entries(1024, 0);
+
+/// Sockets that dialled a proxy, keyed by socket cookie (unique for the
+/// socket's life and never reused, unlike its address), with the attempt
+/// they belong to. LRU and bounded: the cgroup_skb programs delete the
+/// entry once both lines are seen; an exchange that never completes is
+/// evicted by newer ones. 8,192 covers thousands of concurrent proxy dials;
+/// an evicted entry only costs that attempt its exchange.
+#[map]
+pub static PROXY_SOCKS: LruHashMap<u64, ProxySock> = LruHashMap::with_max_entries(8192, 0);
+
+/// Scratch for the first `LINE_MAX` bytes of a payload, cut at CR/LF
+/// before anything is copied to the ring (too big for the stack with the
+/// rest of the program's locals).
+#[map]
+pub static LINE_SCRATCH: PerCpuArray<[u64; LINE_MAX / 8]> = PerCpuArray::with_max_entries(1, 0);

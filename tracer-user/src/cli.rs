@@ -180,6 +180,12 @@ pub struct TraceArgs {
     /// the node (see the README's overhead section).
     #[arg(long)]
     pub dns: bool,
+    /// A proxy that no environment names (a transparent setup, a proxy
+    /// chosen by a config file): attempts to HOST:PORT count as proxy dials
+    /// and their request and status lines are reported (repeatable; a
+    /// host name is resolved once, at start).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_probe)]
+    pub proxy: Vec<String>,
 }
 
 /// Which attempts become events (`--events`).

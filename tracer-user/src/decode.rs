@@ -130,6 +130,8 @@ pub enum Record {
     },
     /// A DNS message on a socket a process used for lookups (`--dns`).
     Dns(Box<DnsPacket>),
+    /// A request or status line of a socket that dialled a proxy.
+    Exchange(crate::exchange::Line),
 }
 
 /// One DNS message as the kernel copied it (`tracer_common::DnsEvent`),
@@ -221,6 +223,14 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
                 None
             };
             Ok(Record::Attempt(attempt_from(&head.conn, path)))
+        }
+        kind::EXCHANGE => {
+            crate::exchange::line_of(bytes)
+                .map(Record::Exchange)
+                .ok_or(DecodeError::Short(
+                    bytes.len(),
+                    size_of::<tracer_common::ExchangeEvent>(),
+                ))
         }
         other => Err(DecodeError::Kind(other)),
     }

@@ -12,6 +12,7 @@ pub mod diag;
 pub mod diff;
 pub mod doctor;
 pub mod enrich;
+pub mod exchange;
 pub mod metrics;
 pub mod preflight;
 pub mod probe;
@@ -27,6 +28,7 @@ mod tests {
     /// The stages a module may not import: later stages, and the wiring.
     const FORBIDDEN: &[(&str, &[&str])] = &[
         ("decode.rs", &["enrich", "verdict", "sink", "trace"]),
+        ("exchange.rs", &["enrich", "verdict", "sink", "trace"]),
         ("enrich", &["verdict", "sink", "trace"]),
         ("verdict", &["sink", "trace"]),
         ("sink", &["trace"]),

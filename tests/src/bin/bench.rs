@@ -6,7 +6,12 @@
 //! - connect storm: `connector storm` alternates connects to a closed port
 //!   (refused) and to a listener (accepted), then closes each socket with
 //!   a reset, so no TIME_WAIT sockets pile up between rounds;
-//! - unrelated syscall: a getppid loop, the tax every other process pays.
+//! - unrelated syscall: a getppid loop, the tax every other process pays;
+//! - bulk transfer (`--only bulk` runs just this): 1 GiB over loopback by a
+//!   client without a proxy (traced by default, and with `--dns`, whose
+//!   packet programs sit at the cgroup root), and 1 GiB through a proxied
+//!   socket, each traced against untraced (the cost of the payload
+//!   programs).
 //!
 //! Each run cuts each workload into `SLICES` back-to-back slices and keeps
 //! the fastest (host interference only adds time). Each traced run sits
@@ -46,8 +51,6 @@ enum Cond {
     /// `--baseline BIN`: another build of the tracer (default mode), in the
     /// same interleaved rounds, to compare two builds on one machine state.
     Baseline,
-    /// `tracer trace --dns` (only in the bulk-transfer-with-DNS case).
-    TracerDns,
 }
 
 impl Cond {
@@ -58,7 +61,6 @@ impl Cond {
             Cond::TracerSyscall => "tracer-syscall",
             Cond::Bpftrace => "bpftrace",
             Cond::Baseline => "baseline",
-            Cond::TracerDns => "tracer-dns",
         }
     }
 }
@@ -139,7 +141,7 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
     let began = Instant::now();
     let child = match cond {
         Cond::Untraced => return None,
-        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline | Cond::TracerDns => {
+        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline => {
             let bin = if cond == Cond::Baseline {
                 baseline_bin().unwrap_or_else(tracer_bin)
             } else {
@@ -149,9 +151,6 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
             cmd.arg("trace").arg("--output").arg(&output);
             if cond == Cond::TracerSyscall {
                 cmd.args(["--mode", "syscall"]);
-            }
-            if cond == Cond::TracerDns {
-                cmd.arg("--dns");
             }
             cmd.stdout(Stdio::null())
                 .stderr(err)
@@ -386,12 +385,22 @@ fn baseline_bin() -> Option<PathBuf> {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
-    // `--bulk-dns-only`: just the DNS programs' cost on a bulk transfer.
-    if std::env::args().any(|a| a == "--bulk-dns-only") {
-        bulk_with_dns(quick);
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).is_some_and(|a| a == "bulk-client") {
+        bulk_client(&argv[2..]);
         return;
     }
+    // `--only bulk`: just the bulk-transfer case.
+    if argv.windows(2).any(|w| w[0] == "--only" && w[1] == "bulk") {
+        let dir = temp_dir("bench");
+        let quick = argv.iter().any(|a| a == "--quick");
+        let doc = bulk(&dir, if quick { 1 } else { BULK_ROUNDS });
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-bulk.json");
+        let _ = std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let quick = std::env::args().any(|a| a == "--quick");
     let (rounds, connects, syscalls) = if quick {
         (2, 2_000, 200_000)
     } else {
@@ -554,11 +563,13 @@ fn main() {
     println!("connect storm: {connects} connects/round ({:.0} ns each untraced, ~{:.0}k/s); getppid: {syscalls} calls/round ({base_sys:.0} ns untraced); {rounds} interleaved rounds, medians of the ratios\n", base_storm, 1e6 / base_storm);
     print!("{table}");
     println!("\nEach run: the fastest of {SLICES} back-to-back slices of each workload; each traced run against the mean of the untraced runs just before and after it. storm ratio: wall time per connect. storm CPU: the storm's own CPU time, which includes the eBPF programs run in its context. cpu/event: the tracer's CPU time (all threads) from ready to drained, per event seen; split into user and kernel time in the proportion of the process's clock ticks (the kernel part is mostly write(2) into the page cache).");
+    let bulk = bulk(&dir, if quick { 1 } else { BULK_ROUNDS });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
     let doc = json!({
         "rounds": rounds, "connects_per_round": connects, "getppid_per_round": syscalls,
         "untraced_storm_ns": base_storm, "untraced_getppid_ns": base_sys,
         "results": report,
+        "bulk": bulk,
     });
     match std::fs::File::create(&out).and_then(|mut f| {
         f.write_all(
@@ -571,101 +582,341 @@ fn main() {
         Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
     }
     let _ = std::fs::remove_dir_all(&dir);
-    bulk_with_dns(quick);
 }
 
-/// Bytes one bulk transfer moves: 1 GiB.
-const BULK_BYTES: u64 = 1 << 30;
+// ---- bulk transfer (issue #11: the payload hooks' cost) ----
 
-/// One bulk transfer over loopback TCP by this process (which has no
-/// proxy): a thread reads and discards, the main thread writes 64 KiB
-/// chunks. Returns the wall time in seconds.
-fn bulk_once(bytes: u64) -> f64 {
+/// Bytes per bulk transfer: 1 GiB over loopback TCP.
+const BULK_BYTES: u64 = 1 << 30;
+/// Rounds of the bulk case; each traced run between two untraced ones.
+const BULK_ROUNDS: usize = 5;
+/// The cgroup the bulk client runs in (created and removed here).
+const BULK_CGROUP: &str = "trt-bench-bulk.service";
+
+/// `bench bulk-client PORT BYTES PROXY`: connect to 127.0.0.1:PORT; with
+/// PROXY=1 first send a CONNECT request and wait for the answer, as a
+/// client of an HTTPS proxy does; then send BYTES and wait for the server
+/// to close. Prints the ns from connect to the server's close.
+fn bulk_client(args: &[String]) {
     use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let reader = std::thread::spawn(move || {
-        let (mut sock, _) = listener.accept().expect("accept");
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut got = 0u64;
-        loop {
-            match sock.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => got += n as u64,
-            }
-        }
-        got
-    });
-    let mut sock = std::net::TcpStream::connect(addr).expect("connect");
-    let chunk = vec![7u8; 64 * 1024];
-    let began = Instant::now();
+    let port: u16 = args.first().and_then(|p| p.parse().ok()).expect("port");
+    let bytes: u64 = args.get(1).and_then(|b| b.parse().ok()).expect("bytes");
+    let proxy = args.get(2).is_some_and(|p| p == "1");
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    if proxy {
+        s.write_all(b"CONNECT 203.0.113.2:443 HTTP/1.1\r\nHost: 203.0.113.2:443\r\n\r\n")
+            .expect("send CONNECT");
+        let mut reply = [0u8; 256];
+        let n = s.read(&mut reply).expect("proxy answer");
+        assert!(reply[..n].starts_with(b"HTTP/1.1 200"), "proxy answer");
+    }
+    let chunk = vec![0x5au8; 1 << 20];
     let mut sent = 0u64;
     while sent < bytes {
-        sock.write_all(&chunk).expect("write");
+        s.write_all(&chunk).expect("send");
         sent += chunk.len() as u64;
     }
-    sock.shutdown(std::net::Shutdown::Write).expect("shutdown");
-    let got = reader.join().expect("reader");
-    let secs = began.elapsed().as_secs_f64();
-    assert_eq!(got, sent, "bulk transfer lost bytes");
-    secs
+    s.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    let mut rest = [0u8; 16];
+    let _ = s.read(&mut rest);
+    println!("{}", t.elapsed().as_nanos());
 }
 
-/// The fastest of three transfers under `cond` (tracer started before,
-/// stopped after), in seconds.
-fn bulk_run(cond: Cond, dir: &Path) -> f64 {
-    let running = start(cond, dir);
-    let best = min((0..3).map(|_| bulk_once(BULK_BYTES)));
-    if let Some(mut r) = running {
-        // SAFETY: plain kill(2) on our own child.
-        unsafe { libc::kill(r.child.id() as i32, libc::SIGINT) };
-        let _ = r.child.wait();
-    }
-    best
-}
-
-/// The cost of `--dns` on traffic that is not DNS: a 1 GiB loopback TCP
-/// transfer by a process without a proxy, untraced, traced without
-/// `--dns`, and traced with it (whose cgroup_skb programs run on every
-/// packet of the node). Interleaved like the storm: each traced run against
-/// the mean of the untraced runs around it; medians of the ratios.
-fn bulk_with_dns(quick: bool) {
-    let rounds = if quick { 2 } else { 7 };
-    let dir = temp_dir("bench-dns");
-    let _ = bulk_once(BULK_BYTES / 4); // warm-up
-    let mut plain = Vec::new();
-    let mut dns = Vec::new();
-    let mut dns_vs_plain = Vec::new();
-    let mut untraced = Vec::new();
-    for r in 0..rounds {
-        let u0 = bulk_run(Cond::Untraced, &dir);
-        let t = bulk_run(Cond::Tracer, &dir);
-        let u1 = bulk_run(Cond::Untraced, &dir);
-        let d = bulk_run(Cond::TracerDns, &dir);
-        let u2 = bulk_run(Cond::Untraced, &dir);
-        eprintln!(
-            "bench: bulk round {r}: untraced {u0:.3}s, tracer {t:.3}s, untraced {u1:.3}s, tracer --dns {d:.3}s, untraced {u2:.3}s"
-        );
-        plain.push(t / ((u0 + u1) / 2.0));
-        dns.push(d / ((u1 + u2) / 2.0));
-        dns_vs_plain.push(d / t);
-        untraced.extend([u0, u1, u2]);
-    }
-    let gib_s = 1.0 / median(untraced.clone());
-    let (p, d, dp) = (median(plain), median(dns), median(dns_vs_plain));
-    println!(
-        "\nbulk transfer, 1 GiB over loopback TCP, no proxy ({rounds} interleaved rounds, fastest of 3 transfers per run; untraced {gib_s:.2} GiB/s):"
-    );
-    println!("  tracer          {p:.3}x untraced");
-    println!("  tracer --dns    {d:.3}x untraced, {dp:.3}x tracer without --dns");
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-dns.json");
-    let doc = json!({
-        "bulk_bytes": BULK_BYTES, "rounds": rounds, "untraced_gib_per_s": gib_s,
-        "tracer_ratio_median": p, "tracer_dns_ratio_median": d,
-        "tracer_dns_vs_tracer_median": dp,
+/// A loopback sink: reads each connection to its end, then closes. With
+/// `proxy`, answers the first request head with a 200 like a proxy's
+/// CONNECT. Bounded: serves `conns` connections, then its thread ends.
+fn bulk_server(proxy: bool, conns: usize) -> u16 {
+    use std::io::Read;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..conns {
+            let Ok((mut c, _)) = listener.accept() else {
+                return;
+            };
+            if proxy {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
+                    let n = c.read(&mut buf[..512]).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            }
+            while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
     });
-    if let Err(e) = std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap_or_default()) {
-        eprintln!("bench: cannot write {}: {e}", out.display());
+    port
+}
+
+/// The fastest of `BULK_SLICES` transfers: interference from the host
+/// only adds time, the hooks' cost is in every transfer.
+fn bulk_best(port: u16, proxy: bool, cgroup: &Path) -> f64 {
+    bulk_measured(port, proxy, cgroup).0
+}
+
+/// `bulk_best`, plus the payload programs' own run time and run count
+/// over the transfers (from `kernel.bpf_stats_enabled`), and the transfers'
+/// total time.
+fn bulk_measured(port: u16, proxy: bool, cgroup: &Path) -> (f64, u64, u64, f64) {
+    let (t0, c0) = payload_prog_stats();
+    let runs: Vec<f64> = (0..BULK_SLICES)
+        .map(|_| bulk_once(port, proxy, cgroup))
+        .collect();
+    let (t1, c1) = payload_prog_stats();
+    (
+        min(runs.iter().copied()),
+        t1.saturating_sub(t0),
+        c1.saturating_sub(c0),
+        runs.iter().sum(),
+    )
+}
+
+/// Run time (ns) and run count summed over the loaded `proxy_egress` and
+/// `proxy_ingress` programs (`bpftool prog show -j`); zeros when bpftool
+/// or the statistics are missing.
+fn payload_prog_stats() -> (u64, u64) {
+    let Ok(out) = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+    else {
+        return (0, 0);
+    };
+    let progs: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let mut sum = (0, 0);
+    for p in progs.as_array().into_iter().flatten() {
+        if matches!(p["name"].as_str(), Some("proxy_egress" | "proxy_ingress")) {
+            sum.0 += p["run_time_ns"].as_u64().unwrap_or(0);
+            sum.1 += p["run_cnt"].as_u64().unwrap_or(0);
+        }
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    sum
+}
+
+/// Transfers per measurement (see `bulk_best`).
+const BULK_SLICES: usize = 3;
+
+/// One bulk client run in the bench cgroup: ns for the transfer.
+fn bulk_once(port: u16, proxy: bool, cgroup: &Path) -> f64 {
+    use std::os::unix::process::CommandExt;
+    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes())
+        .expect("cstring");
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    cmd.args(["bulk-client", &port.to_string(), &BULK_BYTES.to_string()])
+        .arg(if proxy { "1" } else { "0" })
+        .env_clear();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = cmd.output().expect("bulk client");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("bulk client: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+/// A tracer for the bulk case, `extra` arguments added; waits for ready.
+fn bulk_tracer(dir: &Path, extra: &[String]) -> Child {
+    let err = dir.join("bulk-tracer.err");
+    let child = Command::new(tracer_bin())
+        .arg("trace")
+        .arg("--output")
+        .arg(dir.join("bulk-tracer.out"))
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("start tracer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(&err)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "tracer not ready");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Let its start-up work (the /proc scan, first drains) finish on the
+    // other core before the transfer is timed.
+    std::thread::sleep(Duration::from_millis(1000));
+    child
+}
+
+fn stop(mut child: Child) {
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().ok().flatten().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The bulk case: 1 GiB over loopback by a client without a proxy, untraced
+/// against traced (the tracer watching another, proxied cgroup, so the
+/// payload programs are attached on the node but not where the transfer
+/// runs); then 1 GiB through a proxied socket (a CONNECT to a `--proxy`
+/// endpoint, from a watched cgroup) against the same transfer untraced.
+fn bulk(dir: &Path, rounds: usize) -> Value {
+    let root = Path::new("/sys/fs/cgroup/unified");
+    let root = if root.join("cgroup.procs").exists() {
+        root.to_path_buf()
+    } else {
+        PathBuf::from("/sys/fs/cgroup")
+    };
+    let cgroup = root.join("system.slice").join(BULK_CGROUP);
+    let proxied = root.join("system.slice").join("trt-bench-proxied.service");
+    for d in [&cgroup, &proxied] {
+        std::fs::create_dir_all(d).expect("bench cgroup");
+    }
+    // Each round: untraced, traced, untraced (plain); same for the proxied
+    // socket. Servers serve exactly the connections made.
+    // (untraced, traced, untraced) for no proxy and for --dns.
+    let plain_port = bulk_server(false, rounds * 6 * BULK_SLICES + 1);
+    let proxy_port = bulk_server(true, rounds * 3 * BULK_SLICES);
+    // A resident with a proxy in `proxied`, so the tracer attaches the
+    // payload programs there at start: the node has a proxied service.
+    let resident = {
+        use std::os::unix::process::CommandExt;
+        let procs =
+            std::ffi::CString::new(proxied.join("cgroup.procs").to_string_lossy().as_bytes())
+                .expect("cstring");
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600")
+            .env_clear()
+            .env("HTTPS_PROXY", format!("http://127.0.0.1:{proxy_port}"));
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd.spawn().expect("resident sleep")
+    };
+    // Warm-up.
+    let _ = bulk_once(plain_port, false, &cgroup);
+    // The programs' own run time: kernel.bpf_stats_enabled, restored after.
+    let stats_path = "/proc/sys/kernel/bpf_stats_enabled";
+    let stats_before = std::fs::read_to_string(stats_path).unwrap_or_default();
+    let _ = std::fs::write(stats_path, "1");
+    let mut plain_prog = Vec::new();
+    let mut through_prog = Vec::new();
+    let mut plain = Vec::new();
+    let mut through = Vec::new();
+    let mut dns = Vec::new();
+    let mut plain_abs = (Vec::new(), Vec::new());
+    let mut through_abs = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        // No proxy: the client's cgroup is not watched.
+        let before = bulk_best(plain_port, false, &cgroup);
+        let t = bulk_tracer(dir, &[]);
+        let (traced, ns, cnt, total) = bulk_measured(plain_port, false, &cgroup);
+        plain_prog.push((ns, cnt, total));
+        stop(t);
+        let after = bulk_best(plain_port, false, &cgroup);
+        plain.push(traced / ((before + after) / 2.0));
+        plain_abs.0.push((before + after) / 2.0);
+        plain_abs.1.push(traced);
+        // The same transfer under `--dns`, whose cgroup_skb programs sit at
+        // the cgroup root and so run on every packet of the node.
+        let before = bulk_best(plain_port, false, &cgroup);
+        let t = bulk_tracer(dir, &["--dns".into()]);
+        let traced = bulk_best(plain_port, false, &cgroup);
+        stop(t);
+        let after = bulk_best(plain_port, false, &cgroup);
+        dns.push(traced / ((before + after) / 2.0));
+        // Through a proxied socket: the proxy endpoint is --proxy and the
+        // client's cgroup carries a process with that proxy, so the
+        // cgroup is watched before the client connects.
+        let before = bulk_best(proxy_port, true, &proxied);
+        let t = bulk_tracer(dir, &["--proxy".into(), format!("127.0.0.1:{proxy_port}")]);
+        let (traced, ns, cnt, total) = bulk_measured(proxy_port, true, &proxied);
+        through_prog.push((ns, cnt, total));
+        stop(t);
+        let after = bulk_best(proxy_port, true, &proxied);
+        through.push(traced / ((before + after) / 2.0));
+        through_abs.0.push((before + after) / 2.0);
+        through_abs.1.push(traced);
+        eprintln!(
+            "bench: bulk round {r}: no proxy {:.4}x, no proxy under --dns {:.4}x, through a proxied socket {:.4}x",
+            plain[r], dns[r], through[r]
+        );
+    }
+    if !stats_before.trim().is_empty() {
+        let _ = std::fs::write(stats_path, stats_before.trim());
+    }
+    // Share of the transfers' wall time spent in the payload programs.
+    let share = |v: &[(u64, u64, f64)]| {
+        let ns: u64 = v.iter().map(|x| x.0).sum();
+        let total: f64 = v.iter().map(|x| x.2).sum();
+        (
+            ns as f64 / total.max(1.0),
+            v.iter().map(|x| x.1).sum::<u64>(),
+        )
+    };
+    let (plain_share, plain_runs) = share(&plain_prog);
+    let (through_share, through_runs) = share(&through_prog);
+    println!(
+        "payload programs (bpf_stats) during the traced transfers: no proxy {plain_runs} runs, {:.3}% of the transfer time; through a proxied socket {through_runs} runs, {:.3}% ({:.0} ns a run)",
+        plain_share * 100.0,
+        through_share * 100.0,
+        through_prog.iter().map(|x| x.0).sum::<u64>() as f64 / through_runs.max(1) as f64
+    );
+    let mut resident = resident;
+    let _ = resident.kill();
+    let _ = resident.wait();
+    for d in [&cgroup, &proxied] {
+        let _ = std::fs::remove_dir(d);
+    }
+    let (p, x, d) = (
+        median(plain.clone()),
+        median(through.clone()),
+        median(dns.clone()),
+    );
+    let gib_s = |ns: f64| (BULK_BYTES as f64 / (1u64 << 30) as f64) / (ns / 1e9);
+    println!(
+        "\nbulk transfer, 1 GiB over loopback TCP, {rounds} rounds, medians of traced/untraced (untraced runs on both sides):\n  no proxy (client's cgroup not watched; a proxied cgroup elsewhere is): {p:.4}x ({:.2} GiB/s untraced, {:.2} traced)\n  no proxy, tracer with --dns (cgroup_skb at the root): {d:.4}x\n  through a proxied socket (watched cgroup, --proxy endpoint, CONNECT seen): {x:.4}x ({:.2} GiB/s untraced, {:.2} traced)",
+        gib_s(median(plain_abs.0.clone())),
+        gib_s(median(plain_abs.1.clone())),
+        gib_s(median(through_abs.0.clone())),
+        gib_s(median(through_abs.1.clone())),
+    );
+    json!({
+        "bytes": BULK_BYTES, "rounds": rounds,
+        "dns_no_proxy_ratio_median": d, "dns_no_proxy_ratios": dns,
+        "no_proxy_ratio_median": p, "no_proxy_ratios": plain,
+        "proxied_socket_ratio_median": x, "proxied_socket_ratios": through,
+        "no_proxy_payload_prog_runs": plain_runs, "no_proxy_payload_prog_time_share": plain_share,
+        "proxied_payload_prog_runs": through_runs, "proxied_payload_prog_time_share": through_share,
+        "no_proxy_untraced_ns_median": median(plain_abs.0), "no_proxy_traced_ns_median": median(plain_abs.1),
+        "proxied_untraced_ns_median": median(through_abs.0), "proxied_traced_ns_median": median(through_abs.1),
+    })
 }

@@ -21,13 +21,15 @@ use aya_ebpf::{
     macros::cgroup_sock_addr,
     programs::SockAddrContext,
 };
-use tracer_common::{flags, lost, outcome, Conn, AF_INET, AF_INET6, IPPROTO_TCP};
+use tracer_common::{
+    flags, lost, outcome, Conn, ProxyKey, ProxySock, AF_INET, AF_INET6, IPPROTO_TCP,
+};
 
 use crate::{
     config,
     debug::diag,
     emit::{emit_conn, traced_task},
-    maps::{count_lost, CONNS, INFLIGHT},
+    maps::{count_lost, CONNS, INFLIGHT, PROXY_ADDRS, PROXY_SOCKS},
 };
 
 /// O_NONBLOCK from include/uapi/asm-generic/fcntl.h (x86, arm64, riscv).
@@ -143,6 +145,7 @@ fn on_connect_in_syscall(
 /// reported first, so no attempt disappears.
 #[inline(always)]
 fn track(ctx: &SockAddrContext, sk: u64, conn: &Conn) {
+    mark_if_proxy(ctx, conn);
     // The common case, a socket's first attempt, is one map operation.
     match CONNS.insert(sk, conn, u64::from(BPF_NOEXIST)) {
         Ok(()) => return,
@@ -194,4 +197,36 @@ fn socket_is_nonblocking(sk: u64) -> bool {
         unsafe { bpf_probe_read_kernel((file + u64::from(off.file_f_flags)) as *const u32) }
             .unwrap_or(0);
     f_flags & O_NONBLOCK != 0
+}
+
+/// A dial to a known proxy endpoint: remember the socket (by cookie) with
+/// its attempt, so `proxy_payload.rs` copies the request and status lines
+/// of this socket, and only of sockets marked here. One hash lookup per
+/// attempt otherwise (the map holds only proxies, and is usually empty).
+#[inline(always)]
+fn mark_if_proxy(ctx: &SockAddrContext, conn: &Conn) {
+    let key = ProxyKey {
+        addr: conn.daddr,
+        port: conn.dport,
+        family: conn.family,
+        _pad: 0,
+    };
+    // SAFETY: the value is not kept past this program run.
+    if unsafe { PROXY_ADDRS.get(&key) }.is_none() {
+        return;
+    }
+    // SAFETY: ctx is the program's own context (bpf_sock_addr), which
+    // bpf_get_socket_cookie accepts in cgroup/connect4 and connect6.
+    let cookie = unsafe {
+        aya_ebpf::helpers::generated::bpf_get_socket_cookie(aya_ebpf::EbpfContext::as_ptr(ctx))
+    };
+    let entry = ProxySock {
+        pid_tgid: conn.pid_tgid,
+        start_ns: conn.start_ns,
+        state: 0,
+        _pad: 0,
+    };
+    if let Err(e) = PROXY_SOCKS.insert(&cookie, &entry, 0) {
+        diag!(ctx, "PROXY_SOCKS insert failed ({}): exchange not seen", e);
+    }
 }

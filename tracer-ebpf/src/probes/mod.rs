@@ -10,6 +10,10 @@
 //! - `process_exec`: raw tracepoints sched_process_exec/exit (forget
 //!   per-process state)
 //!
+//! - `proxy_payload`: cgroup_skb egress/ingress (`proxy_egress`,
+//!   `proxy_ingress`): the request and status lines of sockets that dialled
+//!   a proxy; attached only to the cgroups of processes with a proxy
+//!
 //! `--dns` adds `dns` (cgroup connect/sendmsg hooks that mark sockets
 //! talking to port 53, cgroup_skb egress/ingress that copy their messages).
 //!
@@ -22,6 +26,7 @@
 pub mod connect_hook;
 pub mod dns;
 pub mod process_exec;
+pub mod proxy_payload;
 pub mod sock_state;
 pub mod sys_connect;
 pub mod tcp_destroy;

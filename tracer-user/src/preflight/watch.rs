@@ -65,6 +65,7 @@ impl Watch {
             doctor_interval: std::time::Duration::ZERO,
             doctor_comm: Vec::new(),
             dns: false,
+            proxy: Vec::new(),
         };
         let lines = Lines::default();
         let sink = Sink::new(

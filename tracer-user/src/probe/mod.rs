@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod dns;
+pub mod payload;
 pub mod privileges;
 pub mod tracefs;
 
@@ -108,6 +109,8 @@ pub struct Probes {
     ebpf: Ebpf,
     pub mode: Mode,
     debug_ebpf: bool,
+    /// Where the proxy-exchange programs are attached (payload.rs).
+    payload: payload::PayloadWatch,
     /// Syscall mode: tracefs, unmounted on drop if the tracer mounted it.
     /// Declared after `ebpf` so the programs are detached first.
     _tracefs: Option<tracefs::Tracefs>,
@@ -226,12 +229,31 @@ impl Probes {
                     source,
                 })?;
         }
+        // Loaded now, attached per cgroup as processes with a proxy appear.
+        let payload = payload::PayloadWatch::load(&mut ebpf, cgroup_root)?;
         Ok(Self {
             ebpf,
             mode: config.mode,
             debug_ebpf: config.debug_ebpf,
+            payload,
             _tracefs: tracefs,
         })
+    }
+
+    /// Mark sockets that dial `ip:port` for the proxy exchange.
+    pub fn add_proxy(&mut self, ip: std::net::IpAddr, port: u16) -> Result<(), ProbeError> {
+        payload::add_proxy(&mut self.ebpf, ip, port)
+    }
+
+    /// Watch the proxy exchanges of `pid`'s cgroup; its id when watched.
+    pub fn watch_pid(&mut self, pid: u32, hint: Option<(u64, &str)>) -> Option<u64> {
+        payload::watch_pid(&mut self.ebpf, &mut self.payload, pid, hint)
+    }
+
+    /// Detach the exchange programs from cgroups whose watched processes
+    /// are all gone; the ids no longer watched.
+    pub fn prune_watches(&mut self) -> Vec<u64> {
+        payload::prune(&mut self.ebpf, &mut self.payload)
     }
 
     /// The reader of the eBPF programs' diagnostics, when enabled. Its

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::fixtures::{attempt, proc_info};
+use crate::exchange::{Direction, Line, ProxyExchange};
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
     enrich::{
@@ -27,7 +28,7 @@ const WALL: i128 = 1_764_250_000_000_000_000;
 
 /// The JSON line and the text line (plain and coloured) of one attempt.
 fn lines(a: &Attempt, proc: ProcInfo, verdict: Option<&ProxyVerdict>, mode: Mode) -> [String; 3] {
-    named_lines(a, proc, verdict, mode, None)
+    lines_full(a, proc, verdict, None, mode, None)
 }
 
 /// `lines`, for an attempt whose address was in a DNS answer (`--dns`).
@@ -38,11 +39,34 @@ fn named_lines(
     mode: Mode,
     domain: Option<DomainHint<'_>>,
 ) -> [String; 3] {
+    lines_full(a, proc, verdict, None, mode, domain)
+}
+
+/// `lines`, for an attempt to a proxy with its exchange.
+fn lines_with(
+    a: &Attempt,
+    proc: ProcInfo,
+    verdict: Option<&ProxyVerdict>,
+    exchange: Option<&ProxyExchange>,
+    mode: Mode,
+) -> [String; 3] {
+    lines_full(a, proc, verdict, exchange, mode, None)
+}
+
+fn lines_full(
+    a: &Attempt,
+    proc: ProcInfo,
+    verdict: Option<&ProxyVerdict>,
+    exchange: Option<&ProxyExchange>,
+    mode: Mode,
+    domain: Option<DomainHint<'_>>,
+) -> [String; 3] {
     let proc = Arc::new(proc);
     let facts = Facts {
         attempt: a,
         proc: &proc,
         verdict,
+        exchange,
         mode,
         wall_offset_ns: WALL,
         domain,
@@ -212,7 +236,45 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
             ),
         ));
     }
+    // The proxy exchange: a connected dial to the proxy, and the proxy's
+    // 500 to its CONNECT (issue #11).
+    let mut reached = base.clone();
+    reached.verdict = Verdict::Connected;
+    reached.errno = None;
+    let proc = proc_info();
+    let verdict = proxy_verdict(&reached, &proc);
+    let mut x = ProxyExchange::new(false, None);
+    x.take(&line(
+        Direction::Request,
+        "CONNECT 203.0.113.2:443 HTTP/1.1",
+    ));
+    x.take(&line(Direction::Response, "HTTP/1.1 500 Unable to connect"));
+    out.push((
+        "its_proxy_answered_500",
+        lines_with(&reached, proc, verdict.as_ref(), Some(&x), Mode::Socket),
+    ));
+    // A --proxy endpoint, no proxy variable, no answer within the bound.
+    let mut x = ProxyExchange::new(true, None);
+    x.take(&line(
+        Direction::Request,
+        "GET http://203.0.113.2:80/v2/ HTTP/1.1",
+    ));
+    x.expire();
+    out.push((
+        "a_listed_proxy_did_not_answer",
+        lines_with(&reached, ProcInfo::default(), None, Some(&x), Mode::Socket),
+    ));
     out
+}
+
+fn line(direction: Direction, text: &str) -> Line {
+    Line {
+        pid: 1,
+        start_ns: 1,
+        direction,
+        text: text.into(),
+        truncated: false,
+    }
 }
 
 /// Failed lookups (`--dns`): (name, JSON line, text line).
@@ -376,6 +438,9 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""domain":"quay.io"},"#,
         r#""domain_from":"process""#,
         r#""domain_from":"node""#,
+        r#""exchange":"answered","request":{"method":"CONNECT""#,
+        r#""response":{"version":"HTTP/1.1","status_code":500"#,
+        r#""proxy":{"listed":true,"exchange":"no_answer""#,
     ] {
         assert!(JSON.lines().any(|l| l.contains(part)), "no line has {part}");
     }

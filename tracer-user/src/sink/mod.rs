@@ -13,6 +13,7 @@
 //! `output`.
 
 pub mod dns;
+pub mod exchange;
 pub mod ndjson;
 pub mod output;
 pub mod text;

@@ -313,6 +313,17 @@ impl AttemptWriter {
             // Rare (only processes with a proxy) and nested: serde does it.
             // Serialising plain data into a Vec cannot fail.
             let _ = serde_json::to_writer(&mut *out, v);
+            if let Some(x) = f.exchange {
+                // Inside the same object: drop its closing brace.
+                out.pop();
+                super::exchange::write_fields(out, x, false);
+                out.push(b'}');
+            }
+        } else if let Some(x) = f.exchange {
+            // A --proxy destination of a process without proxy variables.
+            out.extend_from_slice(br#","proxy":{"#);
+            super::exchange::write_fields(out, x, true);
+            out.push(b'}');
         }
         out.extend_from_slice(b"}}");
     }
@@ -421,6 +432,7 @@ mod tests {
             attempt: a,
             proc: &proc,
             verdict: None,
+            exchange: None,
             mode,
             wall_offset_ns: 1_764_250_000_000_000_000,
             domain: None,
@@ -536,6 +548,7 @@ mod tests {
             attempt: &a,
             proc: &proc,
             verdict: verdict.as_ref(),
+            exchange: None,
             mode: Mode::Socket,
             wall_offset_ns: 0,
             domain: None,
@@ -563,6 +576,7 @@ mod tests {
                 attempt: &a,
                 proc: p,
                 verdict: None,
+                exchange: None,
                 mode: Mode::Socket,
                 wall_offset_ns: 0,
                 domain: None,

@@ -27,7 +27,8 @@ pub fn render(f: &Facts<'_>, color: bool) -> String {
     let duration = words::duration_of(a)
         .map(|ns| format!("{:.1}ms", ns as f64 / 1e6))
         .unwrap_or_else(|| "-".into());
-    let via_proxy = f.verdict.is_some_and(|p| p.via == Some(true));
+    let via_proxy =
+        f.verdict.is_some_and(|p| p.via == Some(true)) || f.exchange.is_some_and(|x| x.listed);
     let (start, end) = if !color {
         ("", "")
     } else if verdict.is_failure() {

@@ -11,6 +11,7 @@ use crate::{
         dns::DomainHint,
         proc::{EnvState, ProcInfo},
     },
+    exchange::ProxyExchange,
     probe::Mode,
     verdict::{scheme_label, ProxyVerdict},
 };
@@ -34,6 +35,8 @@ pub struct Facts<'a> {
     pub attempt: &'a Attempt,
     pub proc: &'a ProcInfo,
     pub verdict: Option<&'a ProxyVerdict>,
+    /// The exchange with the proxy, for attempts to one (exchange.rs).
+    pub exchange: Option<&'a ProxyExchange>,
     pub mode: Mode,
     /// Add to a kernel monotonic time to get epoch nanoseconds.
     pub wall_offset_ns: i128,
@@ -162,6 +165,11 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
         out.push_str(unit);
     }
     out.push(')');
+    if let Some(x) = f.exchange.filter(|_| a.verdict == Verdict::Connected) {
+        // A connected proxy dial: the exchange tells the rest of the story.
+        let who = std::mem::take(out);
+        return super::exchange::message(out, &who, f.verdict, x, dest_text);
+    }
     let result = result_text(a);
     match f.verdict {
         Some(v) if v.via == Some(true) => {
@@ -183,6 +191,16 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
                 )?,
             }
         }
+        _ if f.exchange.is_some_and(|x| x.listed) => match a.verdict {
+            Verdict::Pending => write!(
+                out,
+                " is dialling the proxy {dest_text} (listed with --proxy): {result}"
+            )?,
+            _ => write!(
+                out,
+                " could not reach the proxy {dest_text} (listed with --proxy): {result}"
+            )?,
+        },
         _ => {
             let transport = match a.transport {
                 Some(Transport::Udp) => "udp ",

@@ -4,6 +4,7 @@
 //! report lost events, and on shutdown flush what is left. What happens to
 //! one record is `pipeline`; telling the world we are up is `ready`.
 
+mod exchange;
 mod pipeline;
 mod ratelimit;
 mod ready;
@@ -125,6 +126,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         dns: args.dns,
     };
     let mut probes = Probes::attach(&config)?;
+    start_exchange_watch(&mut probes, &mut pipeline);
     let mut ring = poll_ring(probes.take_events()?)?;
     let mut procs = poll_ring(probes.take_procs()?)?;
     // --debug-ebpf: the programs' diagnostics, polled like a ring buffer.
@@ -176,6 +178,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                     .and_then(|()| pipeline.flush());
                 pipeline.ring_drained();
                 guard.clear_ready();
+                apply_exchange_watch(&mut probes, &mut pipeline);
                 // Batch: the kernel wakes us for every record while we keep
                 // up, which at 50k connects/s costs more in wakeups and
                 // write(2) calls than the work itself. Waiting a moment lets
@@ -189,7 +192,15 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
                 let r = drain(guard.get_inner_mut(), &mut pipeline);
                 guard.clear_ready();
+                // Attach to a new proxied process's cgroup at once: its
+                // next connection should already be watched.
+                apply_exchange_watch(&mut probes, &mut pipeline);
                 r
+            }
+            _ = tokio::time::sleep(pipeline.next_exchange_deadline().unwrap_or(Duration::from_secs(3600))) => {
+                // Attempts to a proxy whose answer did not come in time.
+                pipeline.expire_exchanges(Some(std::time::Instant::now()))
+                    .and_then(|()| pipeline.flush())
             }
             guard = async { match ebpf_log.as_mut() {
                 Some(log) => log.readable_mut().await,
@@ -223,6 +234,9 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 // The loop is turning, so the drain is not stuck: tell
                 // systemd's watchdog (WATCHDOG=1), if it asked.
                 watchdog.ping();
+                for id in probes.prune_watches() {
+                    pipeline.set_watched(id, false);
+                }
                 let lost = probes.lost()?;
                 pipeline.update_metrics(lost);
                 let summaries = pipeline.rate_limited_records();
@@ -283,6 +297,59 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
     Ok(())
 }
 
+/// Mark the `--proxy` endpoints, and adopt the processes that were running
+/// before the tracer with proxy variables: the kernel announces a process
+/// only at its next connect, too late to watch that connection.
+fn start_exchange_watch(probes: &mut Probes, pipeline: &mut Pipeline) {
+    for &(ip, port) in pipeline.listed() {
+        if let Err(e) = probes.add_proxy(ip, port) {
+            log::warn!("--proxy {ip}:{port}: {e}; its exchanges will not be seen");
+        }
+    }
+    for pid in processes_with_proxy_variables() {
+        pipeline.adopt_running(pid);
+    }
+    apply_exchange_watch(probes, pipeline);
+}
+
+/// Processes whose environment names a proxy variable (any case), read
+/// from /proc/<pid>/environ. Only a byte search: the pipeline parses the
+/// environment of those found.
+fn processes_with_proxy_variables() -> Vec<u32> {
+    let own = std::process::id();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0).any(|entry| {
+                    let key = entry.split(|b| *b == b'=').next().unwrap_or_default();
+                    key.len() > 6 && key[key.len() - 6..].eq_ignore_ascii_case(b"_proxy")
+                })
+            })
+        })
+        .collect()
+}
+
+/// Carry out what the pipeline asked for: mark proxy endpoints in the
+/// kernel, attach the exchange programs to new proxied cgroups.
+pub(crate) fn apply_exchange_watch(probes: &mut Probes, pipeline: &mut Pipeline) {
+    for (ip, port) in std::mem::take(&mut pipeline.to_mark) {
+        if let Err(e) = probes.add_proxy(ip, port) {
+            log::warn!("proxy {ip}:{port}: {e}; its exchanges will not be seen");
+        }
+    }
+    for (pid, hint) in std::mem::take(&mut pipeline.to_watch) {
+        let hint = hint.as_ref().map(|(id, path)| (*id, path.as_str()));
+        if let Some(id) = probes.watch_pid(pid, hint) {
+            pipeline.set_watched(id, true);
+        }
+    }
+}
+
 /// Drain the ring buffer, then report what is still in flight as `pending`,
 /// then the final lost count. Returns the number of pending attempts.
 pub(crate) fn shutdown_flush(
@@ -294,6 +361,8 @@ pub(crate) fn shutdown_flush(
     for ring in rings {
         drain(ring.get_mut(), pipeline)?;
     }
+    // Attempts still waiting for their proxy's answer: written as they are.
+    pipeline.expire_exchanges(None)?;
     let mut pending = 0;
     for (conn, path) in probes.in_flight()? {
         let path = path.map(|p| decode::unix_path(&p));

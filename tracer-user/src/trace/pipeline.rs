@@ -2,19 +2,26 @@
 //! verdict -> sink. Also the lost-events record, which is described here,
 //! once, as serde structs.
 
-use std::path::PathBuf;
+use std::{
+    collections::HashSet,
+    net::{IpAddr, ToSocketAddrs},
+    path::PathBuf,
+    sync::Arc,
+    time::Instant,
+};
 
 use serde::Serialize;
 
 use super::ratelimit::{Dropped, RateLimitedRecord, RateLimiter};
 use crate::{
     cli::{Events, TraceArgs},
-    decode::{self, Attempt, Peer, Record},
+    decode::{self, Attempt, Peer, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
+    exchange::{ExchangeState, ProxyExchange},
     metrics::Counters,
     probe::{LostCounts, Mode},
     sink::{
@@ -27,9 +34,11 @@ use crate::{
     verdict::{
         judge, names_to_resolve,
         resolve::{Resolver, Root},
-        EndpointCache,
+        EndpointCache, ProxyVerdict,
     },
 };
+
+use super::exchange::{self, Held, Pending};
 
 /// Output bytes held at most before they are written (about 1,000 events):
 /// large enough that a storm still costs one write(2) per thousand events,
@@ -62,6 +71,19 @@ pub struct Pipeline {
     metrics: Option<Counters>,
     /// Bytes of attempt records drained since the last `ring_drained`.
     ring_bytes: usize,
+    /// `--proxy HOST:PORT`, resolved at start.
+    listed: Vec<(IpAddr, u16)>,
+    /// Attempts to a proxy waiting for its answer (trace/exchange.rs).
+    held: Pending,
+    /// Cgroup ids the exchange programs are attached to (set by the run
+    /// loop, which owns the probes).
+    watched: HashSet<u64>,
+    /// For the run loop: pids whose cgroups should be watched, and proxy
+    /// endpoints to mark in the kernel.
+    /// (pid, the cgroup id and path an attempt of it carried).
+    pub to_watch: Vec<(u32, Option<(u64, String)>)>,
+    pub to_mark: Vec<(IpAddr, u16)>,
+    marked: HashSet<(IpAddr, u16)>,
 }
 
 /// Size of the EVENTS ring buffer (tracer-ebpf/src/maps.rs), for the fill
@@ -91,6 +113,12 @@ impl Pipeline {
             dropped: Vec::new(),
             metrics: None,
             ring_bytes: 0,
+            listed: resolve_listed(&args.proxy),
+            held: Pending::default(),
+            watched: HashSet::new(),
+            to_watch: Vec::new(),
+            to_mark: Vec::new(),
+            marked: HashSet::new(),
         }
     }
 
@@ -100,11 +128,72 @@ impl Pipeline {
         self
     }
 
+    /// The `--proxy` endpoints, to mark in the kernel at start.
+    pub fn listed(&self) -> &[(IpAddr, u16)] {
+        &self.listed
+    }
+
+    /// The exchange programs are (or are no longer) attached to `cgroup_id`.
+    pub fn set_watched(&mut self, cgroup_id: u64, watched: bool) {
+        if watched {
+            self.watched.insert(cgroup_id);
+        } else {
+            self.watched.remove(&cgroup_id);
+        }
+    }
+
+    /// A process running before the tracer started, with proxy variables
+    /// in its environment: learn its proxies now, so its first attempt
+    /// after start is already watched (it is announced only at its next
+    /// connect, too late to attach before that connection talks).
+    pub fn adopt_running(&mut self, pid: u32) {
+        let proc = self.procs.get(pid, 0);
+        self.learn_proxies(pid, &proc);
+    }
+
+    /// Queue `pid`'s proxy endpoints for marking and its cgroup for
+    /// watching, when its environment names a proxy.
+    fn learn_proxies(&mut self, pid: u32, proc: &Arc<ProcInfo>) {
+        let endpoints = self.endpoints.of(pid, proc);
+        if endpoints.is_empty() {
+            return;
+        }
+        for ep in endpoints {
+            if let Some(ip) = ep.url.ip() {
+                if self.marked.insert((ip, ep.url.port)) {
+                    self.to_mark.push((ip, ep.url.port));
+                }
+            }
+        }
+        self.to_watch.push((pid, None));
+    }
+
+    /// Write the held attempts whose bound passed (all, when `now` is None).
+    pub fn expire_exchanges(&mut self, now: Option<Instant>) -> Result<(), SinkError> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        for h in self.held.expired(now) {
+            self.write_held(&h);
+        }
+        Ok(())
+    }
+
+    /// How long until a held attempt's bound passes.
+    pub fn next_exchange_deadline(&self) -> Option<std::time::Duration> {
+        self.held.next_deadline(Instant::now())
+    }
+
+    fn write_held(&mut self, h: &Held) {
+        self.write_attempt(&h.attempt, &h.proc, h.verdict.as_ref(), Some(&h.exchange));
+    }
+
     /// One ring-buffer record.
     pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<(), SinkError> {
         match decode::decode(bytes) {
             Ok(Record::Process { pid, since_ns, env }) => {
                 let proc = self.procs.refresh(pid, since_ns, &env);
+                self.learn_proxies(pid, &proc);
                 // Resolve the proxies' names now, ahead of the attempt's
                 // outcome: by the time it is drained the answer is usually
                 // in.
@@ -127,6 +216,12 @@ impl Pipeline {
                 self.ring_bytes += (bytes.len() + RING_RECORD_OVERHEAD).next_multiple_of(8);
                 if let Some(lookup) = self.dns.as_mut().and_then(|w| w.observe(&packet)) {
                     self.write_lookup(&lookup);
+                }
+                Ok(())
+            }
+            Ok(Record::Exchange(line)) => {
+                if let Some(h) = self.held.line(&line) {
+                    self.write_held(&h);
                 }
                 Ok(())
             }
@@ -172,13 +267,12 @@ impl Pipeline {
         if let Some(m) = self.metrics.as_mut() {
             m.attempt(attempt, &proc, verdict.as_ref());
         }
-        if self.proxy_only && verdict.is_none() {
+        let listed = dest.is_some_and(|d| self.listed.contains(&d));
+        if self.proxy_only && verdict.is_none() && !listed {
             return Ok(());
         }
-        if self.notable_only
-            && !attempt.verdict.is_failure()
-            && verdict.as_ref().and_then(|v| v.via) != Some(true)
-        {
+        let via = verdict.as_ref().is_some_and(|v| v.via == Some(true));
+        if self.notable_only && !attempt.verdict.is_failure() && !via && !listed {
             return Ok(());
         }
         if let Some(limiter) = self.limiter.as_mut() {
@@ -189,14 +283,61 @@ impl Pipeline {
                 return Ok(());
             }
         }
+        if !(via || listed) {
+            self.write_attempt(attempt, &proc, verdict.as_ref(), None);
+            return Ok(());
+        }
+        // A dial to a proxy: the rare path, allowed to allocate.
+        if let Some(d) = dest.filter(|d| self.marked.insert(*d)) {
+            // A proxy named by host name, now resolved: mark its address.
+            self.to_mark.push(d);
+        }
+        let watched = self.watched.contains(&attempt.cgroup_id);
+        if !watched {
+            // Watch its cgroup from now on (a --proxy dialled by a process
+            // without proxy variables; a cgroup the process moved to).
+            let path = proc.cgroup.as_ref().map(|c| c.path.clone());
+            self.to_watch
+                .push((attempt.pid, path.map(|p| (attempt.cgroup_id, p))));
+        }
+        let talks = attempt.verdict == decode::Verdict::Connected
+            && attempt.transport == Some(Transport::Tcp);
+        if talks && watched {
+            if let Some(h) = self
+                .held
+                .hold(attempt.clone(), proc, verdict, listed, Instant::now())
+            {
+                self.write_held(&h);
+            }
+            return Ok(());
+        }
+        let state = talks.then_some(ExchangeState::NotWatched);
+        let x = exchange::unheld(listed, state);
+        self.write_attempt(attempt, &proc, verdict.as_ref(), Some(&x));
+        Ok(())
+    }
+
+    /// Write one attempt (the hot path when `exchange` is None).
+    fn write_attempt(
+        &mut self,
+        attempt: &Attempt,
+        proc: &Arc<ProcInfo>,
+        verdict: Option<&ProxyVerdict>,
+        exchange: Option<&ProxyExchange>,
+    ) {
+        let dest = match &attempt.destination {
+            Peer::Ip { ip, port } => Some((*ip, *port)),
+            Peer::Unix(_) => None,
+        };
         let domain = match (&self.dns, dest) {
             (Some(watch), Some((ip, _))) => watch.domain_for(attempt.pid, ip, attempt.start_ns),
             _ => None,
         };
         let facts = Facts {
             attempt,
-            proc: &proc,
-            verdict: verdict.as_ref(),
+            proc,
+            verdict,
+            exchange,
             mode: self.mode,
             wall_offset_ns: self.wall_offset_ns,
             domain,
@@ -205,7 +346,7 @@ impl Pipeline {
             // The hot path: written straight into the batch buffer.
             Format::Json => {
                 let writer = &mut self.writer;
-                self.sink.record(|out| writer.write(out, &facts, &proc));
+                self.sink.record(|out| writer.write(out, &facts, proc));
             }
             Format::Text => {
                 let line = text::render(&facts, self.sink.color);
@@ -213,7 +354,6 @@ impl Pipeline {
             }
         }
         self.attempts += 1;
-        Ok(())
     }
 
     /// A failed or unanswered lookup (`--dns`), as a `dns-query` event.
@@ -396,11 +536,12 @@ impl Pipeline {
     /// Cache sizes, for `SIGUSR1` and the shutdown summary.
     pub fn stats(&self) -> String {
         let mut out = format!(
-            "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}",
+            "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}, held for a proxy's answer {}",
             self.procs.len(),
             self.endpoints.len(),
             self.writer.cached(),
-            self.resolver.names()
+            self.resolver.names(),
+            self.held.len()
         );
         if let Some(watch) = &self.dns {
             let (pending, per_process, node) = watch.sizes();
@@ -417,6 +558,28 @@ impl Pipeline {
     pub fn settle_lookups(&mut self, grace: std::time::Duration) {
         self.resolver.settle(grace);
     }
+}
+
+/// `--proxy HOST:PORT` values as addresses. A name that does not resolve
+/// is reported and left out (the flag is a hint, not a requirement).
+fn resolve_listed(values: &[String]) -> Vec<(IpAddr, u16)> {
+    let mut out = Vec::new();
+    for value in values {
+        let Some((host, port)) = crate::doctor::reach::split_host_port(value) else {
+            continue;
+        };
+        match (host.as_str(), port).to_socket_addrs() {
+            Ok(addrs) => {
+                for a in addrs {
+                    if !out.contains(&(a.ip(), a.port())) {
+                        out.push((a.ip(), a.port()));
+                    }
+                }
+            }
+            Err(e) => log::warn!("--proxy {value}: cannot resolve {host}: {e}"),
+        }
+    }
+    out
 }
 
 /// Whose view of names a process has (see verdict/resolve.rs).

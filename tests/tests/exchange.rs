@@ -1,0 +1,339 @@
+//! The proxy exchange (issue #11, part 1): what a process asked its proxy
+//! for and what the proxy answered, from the kernel's cgroup_skb view.
+//! Real parts only: Debian's containerd 1.6 pulling from Debian's
+//! docker-registry on a test host (203.0.113.2, its own network namespace)
+//! through Debian's tinyproxy on loopback, and curl. Privileged; run by
+//! `cargo xtask test -- exchange`.
+//!
+//! The daemon is started before the tracer, as on a node: the tracer finds
+//! the running processes with proxy variables at start and attaches the
+//! payload programs to their cgroups, so their next connection is watched.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tracer_tests::{
+    containerd::{Containerd, Options},
+    registry::Registry,
+    temp_dir,
+    tinyproxy::{Tinyproxy, TinyproxyOptions},
+    Tracer, UnitCgroup,
+};
+
+const DROPIN: &str = "/etc/systemd/system/containerd.service.d/http-proxy.conf";
+
+/// A host root whose containerd drop-in sets `vars` (line 1 `[Service]`,
+/// then one `Environment=` per variable).
+fn host_root_with(vars: &[(&str, &str)]) -> PathBuf {
+    let root = temp_dir("xroot");
+    let path = root.join(DROPIN.trim_start_matches('/'));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let mut text = String::from("[Service]\n");
+    for (k, v) in vars {
+        text.push_str(&format!("Environment=\"{k}={v}\"\n"));
+    }
+    std::fs::write(&path, text).expect("write drop-in");
+    root
+}
+
+fn proxy_env(url: &str) -> Vec<(&str, &str)> {
+    vec![
+        ("HTTP_PROXY", url),
+        ("HTTPS_PROXY", url),
+        ("NO_PROXY", "localhost,127.0.0.1"),
+    ]
+}
+
+fn containerd(vars: &[(&str, &str)], registry: &Registry) -> Containerd {
+    Containerd::start_with(
+        &temp_dir("xctrd"),
+        vars,
+        &Options {
+            insecure_registries: &[registry.host()],
+        },
+    )
+    .unwrap_or_else(|e| panic!("containerd: {e}"))
+}
+
+/// The tracer, started after the daemon, pointed at the drop-in's root.
+fn tracer(root: &std::path::Path) -> Tracer {
+    Tracer::start(&[
+        "--proxy-only",
+        "--host-root",
+        root.to_str().expect("utf8 path"),
+    ])
+}
+
+/// Events of `pid` that carry a proxy exchange with a request line.
+fn exchanges(events: &[Value], pid: u32) -> Vec<&Value> {
+    events
+        .iter()
+        .filter(|e| e["process"]["pid"] == pid)
+        .filter(|e| !e["tracer"]["proxy"]["request"].is_null())
+        .collect()
+}
+
+/// Print events (shown with --nocapture; the README's examples).
+fn show(events: &[&Value]) {
+    for e in events {
+        println!("{e}");
+    }
+}
+
+/// Test 1: a pull through a working proxy. The event of the dial to the
+/// proxy carries `CONNECT 203.0.113.2:443` and the proxy's 200.
+#[test]
+fn a_pull_through_a_working_proxy_shows_connect_and_200() {
+    let registry = Registry::start(0);
+    assert_eq!(registry.host(), "203.0.113.2");
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let url = proxy.url();
+    let vars = proxy_env(&url);
+    let root = host_root_with(&vars);
+    let daemon = containerd(&vars, &registry);
+    let tracer = tracer(&root);
+    daemon
+        .cri_pull(&registry.image())
+        .unwrap_or_else(|e| panic!("the pull through the proxy fails: {e}"));
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, daemon.pid);
+    show(&found);
+    let connect = found
+        .iter()
+        .find(|e| e["tracer"]["proxy"]["request"]["method"] == "CONNECT")
+        .unwrap_or_else(|| {
+            panic!(
+                "no CONNECT in the events of containerd {}: {:#?}\nstderr: {}",
+                daemon.pid, stopped.events, stopped.stderr
+            )
+        });
+    let p = &connect["tracer"]["proxy"];
+    assert_eq!(p["request"]["target"], "203.0.113.2:443");
+    assert_eq!(p["response"]["status_code"], 200, "{connect}");
+    assert_eq!(p["exchange"], "answered");
+    assert_eq!(p["via"], true);
+    assert_eq!(p["variable"], "HTTPS_PROXY");
+    assert_eq!(connect["tracer"]["result"], "connected");
+    // The proxy agrees: it logged the same request line.
+    assert!(proxy
+        .connect_lines()
+        .iter()
+        .any(|l| l.starts_with("CONNECT 203.0.113.2:443")));
+}
+
+/// Test 2: the registry is down behind a live proxy. containerd says only
+/// "Unable to connect"; the event carries the proxy's 500 and says it all.
+#[test]
+fn the_registry_down_behind_the_proxy_shows_the_500() {
+    let mut registry = Registry::start(0);
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let url = proxy.url();
+    let vars = proxy_env(&url);
+    let root = host_root_with(&vars);
+    let daemon = containerd(&vars, &registry);
+    registry.stop();
+    let tracer = tracer(&root);
+    let err = daemon
+        .cri_pull(&registry.image())
+        .expect_err("the pull fails with the registry down");
+    assert!(err.contains("Unable to connect"), "containerd says: {err}");
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, daemon.pid);
+    show(&found);
+    let e = found
+        .iter()
+        .find(|e| e["tracer"]["proxy"]["response"]["status_code"] == 500)
+        .unwrap_or_else(|| panic!("no 500 in {:#?}", stopped.events));
+    let p = &e["tracer"]["proxy"];
+    assert_eq!(p["response"]["reason"], "Unable to connect");
+    assert_eq!(p["request"]["method"], "CONNECT");
+    assert_eq!(p["request"]["target"], "203.0.113.2:443");
+    let message = e["message"].as_str().unwrap_or_default();
+    let want = format!(
+        "containerd (pid {}, containerd.service) reached its HTTPS proxy 127.0.0.1:{} (HTTPS_PROXY, {DROPIN}:3) and asked for CONNECT 203.0.113.2:443; the proxy answered 500 Unable to connect",
+        daemon.pid, proxy.port
+    );
+    assert_eq!(message, want);
+}
+
+/// Test 3: the proxy demands credentials and the variable has none: 407,
+/// and the message says HTTPS_PROXY carries none.
+#[test]
+fn a_proxy_demanding_credentials_shows_the_407() {
+    let registry = Registry::start(0);
+    let proxy = Tinyproxy::start(&TinyproxyOptions::with_basic_auth("ops", "s3cret"));
+    let url = proxy.url();
+    let vars = proxy_env(&url);
+    let root = host_root_with(&vars);
+    let daemon = containerd(&vars, &registry);
+    let tracer = tracer(&root);
+    let err = daemon
+        .cri_pull(&registry.image())
+        .expect_err("the pull fails without credentials");
+    assert!(
+        err.contains("Proxy Authentication Required"),
+        "containerd says: {err}"
+    );
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, daemon.pid);
+    show(&found);
+    let e = found
+        .iter()
+        .find(|e| e["tracer"]["proxy"]["response"]["status_code"] == 407)
+        .unwrap_or_else(|| panic!("no 407 in {:#?}", stopped.events));
+    // tinyproxy answers 407 in HTTP/1.0.
+    assert_eq!(e["tracer"]["proxy"]["response"]["version"], "HTTP/1.0");
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("the proxy answered 407 Proxy Authentication Required; the proxy wants credentials and HTTPS_PROXY carries none"),
+        "{message}"
+    );
+    assert!(message.contains(&format!("{DROPIN}:3")), "{message}");
+}
+
+/// A stand-in daemon: `sleep` with proxy variables in a unit cgroup,
+/// started before the tracer so that the cgroup is watched, as a real
+/// proxied service's would be. Killed on drop.
+struct Resident {
+    child: Child,
+}
+
+impl Resident {
+    fn start(unit: &UnitCgroup, env: &[(&str, &str)]) -> Resident {
+        let child = unit
+            .command(std::path::Path::new("/bin/sleep"))
+            .arg("120")
+            .env_clear()
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("start the resident sleep");
+        Resident { child }
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        tracer_tests::terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// curl in `unit`'s cgroup with `env`; returns its pid and stdout.
+fn curl_in(unit: &UnitCgroup, env: &[(&str, &str)], args: &[&str]) -> (u32, String) {
+    let child = unit
+        .command(std::path::Path::new("/usr/bin/curl"))
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run curl");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("curl output");
+    (pid, String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Test 4: plain HTTP through HTTP_PROXY sends no CONNECT: the request
+/// line is the absolute form, and that is what the event reports.
+#[test]
+fn plain_http_through_http_proxy_reports_the_absolute_form() {
+    let registry = Registry::start(0);
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let url = proxy.url();
+    let env = [("HTTP_PROXY", url.as_str()), ("http_proxy", url.as_str())];
+    let unit = UnitCgroup::new("trt-xplain.service");
+    let _resident = Resident::start(&unit, &env);
+    let tracer = Tracer::start(&["--proxy-only"]);
+    // Plain HTTP to the registry's port: the registry (TLS) answers 400,
+    // relayed by the proxy; what matters is the line curl sent.
+    let target = format!("http://{}:443/v2/acc/img/manifests/1", registry.host());
+    let (pid, code) = curl_in(&unit, &env, &["-I", &target]);
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, pid);
+    show(&found);
+    let e = found.first().unwrap_or_else(|| {
+        panic!(
+            "no exchange for curl {pid} (HTTP {code}): {:#?}\nstderr: {}",
+            stopped.events, stopped.stderr
+        )
+    });
+    let p = &e["tracer"]["proxy"];
+    assert_eq!(p["request"]["method"], "HEAD");
+    assert_eq!(p["request"]["target"], target);
+    assert_eq!(p["request"]["version"], "HTTP/1.1");
+    assert_eq!(p["variable"], "HTTP_PROXY");
+    assert_eq!(p["exchange"], "answered");
+    assert!(
+        proxy
+            .request_lines()
+            .iter()
+            .any(|l| l.starts_with(&format!("HEAD {target}"))),
+        "tinyproxy's log: {}",
+        proxy.log()
+    );
+}
+
+/// Test 6: only the request and status lines leave the kernel. curl sends
+/// `Proxy-Authorization` (from credentials in its proxy URL) and a secret
+/// header in the same segment as its request line; neither, nor the
+/// password, appears anywhere in the tracer's output.
+#[test]
+fn headers_and_credentials_never_leave_the_kernel() {
+    let registry = Registry::start(0);
+    let proxy = Tinyproxy::start(&TinyproxyOptions::with_basic_auth("ops", "s3cret"));
+    let url = proxy.url_with_credentials("ops", "s3cret");
+    let env = [("HTTP_PROXY", url.as_str()), ("http_proxy", url.as_str())];
+    let unit = UnitCgroup::new("trt-xprivacy.service");
+    let _resident = Resident::start(&unit, &env);
+    let tracer = Tracer::start(&["--proxy-only"]);
+    let target = format!("http://{}:443/v2/", registry.host());
+    // The header comes from a file, not curl's arguments (which the event
+    // reports as process.args).
+    let headers = temp_dir("xhdr").join("headers.txt");
+    std::fs::write(&headers, "X-Secret-Token: hunter2-topsecret\n").expect("write headers");
+    let header_arg = format!("@{}", headers.display());
+    let (pid, code) = curl_in(&unit, &env, &["-H", &header_arg, &target]);
+    let output = tracer.output.clone();
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, pid);
+    show(&found);
+    let e = found
+        .first()
+        .unwrap_or_else(|| panic!("no exchange for curl {pid}: {:#?}", stopped.events));
+    // The request line itself is there...
+    assert_eq!(e["tracer"]["proxy"]["request"]["method"], "GET");
+    assert_eq!(e["tracer"]["proxy"]["request"]["target"], target);
+    // ...and nothing after it, anywhere.
+    let raw = std::fs::read_to_string(&output).expect("read output");
+    for secret in [
+        "s3cret",
+        "b3BzOnMzY3JldA", // base64 of ops:s3cret, as Proxy-Authorization carries it
+        "Proxy-Authorization",
+        "X-Secret-Token",
+        "hunter2-topsecret",
+    ] {
+        assert!(!raw.contains(secret), "{secret} leaked into the events");
+        assert!(
+            !stopped.stderr.contains(secret),
+            "{secret} leaked into stderr"
+        );
+    }
+    // The proxy got the credentials (else it answers 407), so they were
+    // on the wire, in the segment the kernel read.
+    assert_ne!(code, "407", "tinyproxy refused the credentials");
+    assert_ne!(e["tracer"]["proxy"]["response"]["status_code"], 407);
+}

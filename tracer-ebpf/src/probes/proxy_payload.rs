@@ -1,0 +1,198 @@
+//! The proxy exchange: cgroup_skb/egress and cgroup_skb/ingress.
+//!
+//! Kernel hook: BPF_CGROUP_RUN_PROG_INET_EGRESS, run from
+//! `ip_finish_output()` / `ip6_finish_output()` (net/ipv4/ip_output.c,
+//! net/ipv6/ip6_output.c) for every packet a socket of the cgroup sends,
+//! and BPF_CGROUP_RUN_PROG_INET_INGRESS from `sk_filter_trim_cap()`
+//! (net/core/filter.c), i.e. `tcp_v4_rcv()` / `tcp_v6_rcv()` once the
+//! receiving socket is known. `__cgroup_bpf_run_filter_skb()`
+//! (kernel/bpf/cgroup.c) points `skb->data` at the network header first.
+//! https://elixir.bootlin.com/linux/v6.18/source/kernel/bpf/cgroup.c#L1530
+//!
+//! They run for every packet of the cgroups they are attached to, often in
+//! softirq or in the peer's context (loopback), so the current task means
+//! nothing here: the attempt is named by what connect4/6 stored for the
+//! socket's cookie (`PROXY_SOCKS`). Sockets without that mark cost one
+//! cookie lookup and nothing else. Userspace attaches these programs only
+//! to the cgroups of processes that have a proxy, never to the root, so
+//! the node's other traffic does not run them at all.
+//!
+//! Privacy: of the first payload segment in each direction, only the bytes
+//! before the first CR or LF (the request line, the status line) are
+//! copied to the ring buffer. Headers such as `Proxy-Authorization` are
+//! read into a per-CPU scratch buffer, which is never sent, and overwritten
+//! by the next packet.
+//!
+//! `bpf_skb_pull_data` is refused in cgroup_skb and the linear area holds
+//! only the headers, so the payload is read with `bpf_skb_load_bytes`.
+//! Both programs always return 1 (let the packet through).
+
+use aya_ebpf::{
+    helpers::generated::{bpf_get_socket_cookie, bpf_skb_load_bytes},
+    macros::cgroup_skb,
+    programs::SkBuffContext,
+    EbpfContext,
+};
+use tracer_common::{exchange, kind, lost, ExchangeEvent, LINE_MAX};
+
+/// The scratch buffer in 8-byte words (zeroed and copied a word at a time).
+const LINE_WORDS: usize = LINE_MAX / 8;
+
+use crate::maps::{count_lost, EVENTS, LINE_SCRATCH, PROXY_SOCKS};
+
+/// include/uapi/linux/in.h
+const IPPROTO_TCP: u8 = 6;
+
+#[cgroup_skb(egress)]
+pub fn proxy_egress(ctx: SkBuffContext) -> i32 {
+    on_packet(&ctx, exchange::REQUEST);
+    1
+}
+
+#[cgroup_skb(ingress)]
+pub fn proxy_ingress(ctx: SkBuffContext) -> i32 {
+    on_packet(&ctx, exchange::RESPONSE);
+    1
+}
+
+#[inline(always)]
+fn on_packet(ctx: &SkBuffContext, direction: u32) {
+    // SAFETY: the program's own __sk_buff context, which
+    // bpf_get_socket_cookie accepts in cgroup_skb (it names skb->sk).
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let Some(entry) = PROXY_SOCKS.get_ptr_mut(&cookie) else {
+        return;
+    };
+    // SAFETY: map value pointer, valid for this program run.
+    let entry = unsafe { &mut *entry };
+    let bit = if direction == exchange::REQUEST {
+        exchange::SEEN_REQUEST
+    } else {
+        exchange::SEEN_RESPONSE
+    };
+    if entry.state & bit != 0 {
+        return;
+    }
+    // Bytes from the proxy before the client spoke are no answer to it.
+    if direction == exchange::RESPONSE && entry.state & exchange::SEEN_REQUEST == 0 {
+        return;
+    }
+    let Some(offset) = payload_offset(ctx) else {
+        return;
+    };
+    let len = ctx.len();
+    if len <= offset {
+        // SYN, ACK, FIN: no payload yet.
+        return;
+    }
+    let avail = len - offset;
+    let Some(buf) = LINE_SCRATCH.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU scratch, exclusively ours for this program run.
+    let buf = unsafe { &mut *buf };
+    // Zero it first: the scan below then stops at the copied bytes' end
+    // (a NUL), and nothing of an earlier packet survives.
+    let mut w = 0usize;
+    while w < LINE_WORDS {
+        buf[w] = 0;
+        w += 1;
+    }
+    // black_box: the verifier must see the 1..=LINE_MAX bound checked
+    // here, not a range LLVM proved and folded away.
+    let n = core::hint::black_box(if avail > LINE_MAX as u32 {
+        LINE_MAX as u32
+    } else {
+        avail
+    });
+    if n == 0 || n > LINE_MAX as u32 {
+        return;
+    }
+    // SAFETY: `buf` holds LINE_MAX bytes and 0 < n <= LINE_MAX.
+    let ret = unsafe { bpf_skb_load_bytes(ctx.as_ptr(), offset, buf.as_mut_ptr().cast(), n) };
+    if ret != 0 {
+        return;
+    }
+    // The line ends at the first CR, LF or NUL (the end of the copied
+    // bytes); nothing after it is sent.
+    let bytes: &[u8; LINE_MAX] = unsafe { &*(buf as *const [u64; LINE_WORDS]).cast() };
+    let mut line_len = LINE_MAX;
+    let mut i = 0usize;
+    while i < LINE_MAX {
+        let b = bytes[i];
+        if b == b'\r' || b == b'\n' || b == 0 {
+            line_len = i;
+            break;
+        }
+        i += 1;
+    }
+    // Cut before a CR/LF only if one was there: else the line went on
+    // past what this segment (or LINE_MAX) holds.
+    let truncated = line_len >= n as usize || bytes[line_len & (LINE_MAX - 1)] == 0;
+    entry.state |= bit;
+    let pid_tgid = entry.pid_tgid;
+    let start_ns = entry.start_ns;
+    if entry.state & (exchange::SEEN_REQUEST | exchange::SEEN_RESPONSE)
+        == exchange::SEEN_REQUEST | exchange::SEEN_RESPONSE
+    {
+        // Both lines seen: the socket is of no more interest.
+        let _ = PROXY_SOCKS.remove(&cookie);
+    }
+    let Some(mut rec) = EVENTS.reserve::<ExchangeEvent>(0) else {
+        count_lost(lost::RINGBUF_FULL);
+        return;
+    };
+    let ev = rec.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved, exclusively owned record; every
+    // byte is written before submit, so no stale ring memory leaks.
+    unsafe {
+        (*ev).kind = kind::EXCHANGE;
+        (*ev).direction = direction;
+        (*ev).pid_tgid = pid_tgid;
+        (*ev).start_ns = start_ns;
+        (*ev).len = line_len as u32;
+        (*ev).flags = if truncated { exchange::TRUNCATED } else { 0 };
+        let line = (*ev).line.as_mut_ptr().cast::<u64>();
+        let mut j = 0usize;
+        while j < LINE_WORDS {
+            // Word by word; bytes past the line are zeroed.
+            let word = buf[j];
+            let keep = line_len.saturating_sub(j * 8);
+            let masked = if keep >= 8 {
+                word
+            } else {
+                word & ((1u64 << (keep * 8)) - 1)
+            };
+            line.add(j).write_unaligned(masked);
+            j += 1;
+        }
+    }
+    rec.submit(0);
+}
+
+/// Where the TCP payload starts, from the network header (`skb->data`
+/// here): IPv4 with options, or IPv6 whose next header is TCP. None for
+/// anything else (UDP, IPv6 extension headers).
+#[inline(always)]
+fn payload_offset(ctx: &SkBuffContext) -> Option<u32> {
+    let first: u8 = ctx.load(0).ok()?;
+    let ip_len = match first >> 4 {
+        4 => {
+            let proto: u8 = ctx.load(9).ok()?;
+            if proto != IPPROTO_TCP {
+                return None;
+            }
+            u32::from(first & 0x0f) * 4
+        }
+        6 => {
+            let next: u8 = ctx.load(6).ok()?;
+            if next != IPPROTO_TCP {
+                return None;
+            }
+            40
+        }
+        _ => return None,
+    };
+    let doff: u8 = ctx.load(ip_len as usize + 12).ok()?;
+    Some(ip_len + u32::from(doff >> 4) * 4)
+}
