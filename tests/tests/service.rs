@@ -76,6 +76,30 @@ fn the_units_capabilities_are_real_names() {
     assert_eq!(values(&text, "WatchdogSec"), ["30s"]);
 }
 
+/// The flags of the unit's `ExecStart=tracer trace ...`, without
+/// `--output FILE` (the harness writes to a file of its own), and with
+/// `--metrics-addr` moved to a free loopback port.
+fn exec_start_flags(text: &str) -> Vec<String> {
+    let words = values(text, "ExecStart");
+    assert_eq!(words.get(1).map(String::as_str), Some("trace"), "{words:?}");
+    let mut out = Vec::new();
+    let mut it = words.into_iter().skip(2);
+    while let Some(w) = it.next() {
+        match w.as_str() {
+            "--output" => {
+                it.next();
+            }
+            "--metrics-addr" => {
+                it.next();
+                out.extend(["--metrics-addr".to_string(), "127.0.0.1:0".to_string()]);
+            }
+            _ => out.push(w),
+        }
+    }
+    assert!(out.iter().any(|w| w == "--events"), "{out:?}");
+    out
+}
+
 /// Every capability the running system knows (capsh's view of our bounding
 /// set: the test runs as root with all of them).
 fn all_capabilities() -> Vec<String> {
@@ -93,7 +117,8 @@ fn all_capabilities() -> Vec<String> {
         .collect()
 }
 
-/// The tracer run with exactly the unit's capabilities (every other one
+/// The tracer run with exactly the unit's capabilities and the flags of
+/// its ExecStart (every other capability
 /// dropped from the bounding set by capsh, so the exec'd tracer, uid 0,
 /// gets only those) loads, attaches and traces a refused proxy dial of a
 /// process in a unit cgroup, with the process's executable, its unit, its
@@ -134,8 +159,12 @@ fn the_units_capabilities_are_enough_to_trace_a_proxy_dial() {
     )
     .expect("write drop-in");
     let cgroup = UnitCgroup::new(&unit);
-    let tracer =
-        Tracer::start_wrapped(&wrapper, &["--host-root", &host_root.display().to_string()]);
+    // The unit's own command line: the output is the harness's file, and
+    // the metrics port a free one (the unit's 9464 may be taken here).
+    let mut args = exec_start_flags(&unit_text());
+    args.extend(["--host-root".to_string(), host_root.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let tracer = Tracer::start_wrapped(&wrapper, &args);
     let status =
         std::fs::read_to_string(format!("/proc/{}/status", tracer.pid())).expect("tracer status");
     let cap_eff = status
