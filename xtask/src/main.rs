@@ -431,6 +431,8 @@ const FUZZ_TARGETS: &[&str] = &[
     "cgroup",
     "hosts",
     "decode",
+    "dns_message",
+    "proxy_line",
 ];
 
 /// Install cargo-fuzz unless it is on PATH (about 1-2 minutes, once).

@@ -26,6 +26,15 @@ fuzz_target!(|data: &[u8]| {
         Ok(Record::Exit { pid }) => {
             let _ = pid;
         }
+        Ok(Record::Dns(packet)) => {
+            // The message as --dns reads it.
+            let _ = tracer_user::enrich::dns::message::parse(&packet.message);
+        }
+        Ok(Record::Exchange(line)) => {
+            // The line as the proxy exchange reads it.
+            let _ = tracer_user::exchange::parse_request(&line.text, line.truncated);
+            let _ = tracer_user::exchange::parse_status(&line.text);
+        }
         Err(e) => {
             let _ = e.to_string();
         }
