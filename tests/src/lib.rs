@@ -584,33 +584,39 @@ impl UnitCgroup {
 
     /// A command that joins the unit's cgroup before exec.
     pub fn command(&self, program: &Path) -> Command {
-        use std::os::unix::process::CommandExt;
-        let files: Vec<std::ffi::CString> = self
-            .procs_files()
-            .iter()
-            .map(|p| std::ffi::CString::new(p.to_string_lossy().as_bytes()).expect("cstring"))
-            .collect();
-        let mut cmd = Command::new(program);
-        // SAFETY: only async-signal-safe calls (open/write/close) between
-        // fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                for f in &files {
-                    let fd = libc::open(f.as_ptr(), libc::O_WRONLY);
-                    if fd < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                    libc::close(fd);
-                    if n != 1 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
-        cmd
+        command_in_cgroups(program, &self.procs_files())
     }
+}
+
+/// A command that writes itself into each of these `cgroup.procs` files
+/// between fork and exec, so it runs in those cgroups from its first
+/// instruction.
+pub fn command_in_cgroups(program: &Path, procs_files: &[PathBuf]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let files: Vec<std::ffi::CString> = procs_files
+        .iter()
+        .map(|p| std::ffi::CString::new(p.to_string_lossy().as_bytes()).expect("cstring"))
+        .collect();
+    let mut cmd = Command::new(program);
+    // SAFETY: only async-signal-safe calls (open/write/close) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            for f in &files {
+                let fd = libc::open(f.as_ptr(), libc::O_WRONLY);
+                if fd < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                libc::close(fd);
+                if n != 1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    cmd
 }
 
 impl Drop for UnitCgroup {

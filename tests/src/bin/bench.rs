@@ -30,7 +30,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tracer_tests::{connector_bin, temp_dir, tracer_bin};
+use tracer_tests::{command_in_cgroups, connector_bin, temp_dir, tracer_bin};
 
 /// One line per connect() outcome, like the tracer: the classic bpftrace
 /// way, on the connect syscall tracepoints.
@@ -702,28 +702,11 @@ const BULK_SLICES: usize = 3;
 
 /// One bulk client run in the bench cgroup: ns for the transfer.
 fn bulk_once(port: u16, proxy: bool, cgroup: &Path) -> f64 {
-    use std::os::unix::process::CommandExt;
-    let procs = std::ffi::CString::new(cgroup.join("cgroup.procs").to_string_lossy().as_bytes())
-        .expect("cstring");
-    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    let own = std::env::current_exe().expect("own path");
+    let mut cmd = command_in_cgroups(&own, &[cgroup.join("cgroup.procs")]);
     cmd.args(["bulk-client", &port.to_string(), &BULK_BYTES.to_string()])
         .arg(if proxy { "1" } else { "0" })
         .env_clear();
-    // SAFETY: only async-signal-safe calls between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-            if fd < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-            libc::close(fd);
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
     let out = cmd.output().expect("bulk client");
     String::from_utf8_lossy(&out.stdout)
         .trim()
@@ -796,29 +779,10 @@ fn bulk(dir: &Path, rounds: usize) -> Value {
     // A resident with a proxy in `proxied`, so the tracer attaches the
     // payload programs there at start: the node has a proxied service.
     let resident = {
-        use std::os::unix::process::CommandExt;
-        let procs =
-            std::ffi::CString::new(proxied.join("cgroup.procs").to_string_lossy().as_bytes())
-                .expect("cstring");
-        let mut cmd = Command::new("sleep");
+        let mut cmd = command_in_cgroups(Path::new("sleep"), &[proxied.join("cgroup.procs")]);
         cmd.arg("600")
             .env_clear()
             .env("HTTPS_PROXY", format!("http://127.0.0.1:{proxy_port}"));
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
-                if fd < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                libc::close(fd);
-                if n != 1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         cmd.spawn().expect("resident sleep")
     };
     // Warm-up.

@@ -774,12 +774,7 @@ mod tests {
             pipeline.ring_drained();
             pipeline.flush().expect("flush");
         };
-        batch(&mut pipeline);
-        let before = allocations();
-        for _ in 0..10 {
-            batch(&mut pipeline);
-        }
-        let during = allocations() - before;
+        let during = allocations_after_warm_up(&mut pipeline, batch);
         let _ = child.kill();
         let _ = child.wait();
         // notable: the refused and timed-out two thirds are written.
@@ -844,15 +839,22 @@ mod tests {
             }
             pipeline.flush().expect("flush");
         };
-        batch(&mut pipeline);
-        let before = allocations();
-        for _ in 0..10 {
-            batch(&mut pipeline);
-        }
-        let during = allocations() - before;
+        let during = allocations_after_warm_up(&mut pipeline, batch);
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(during, 0, "allocations while writing 640 named events");
+    }
+
+    /// Allocations during ten runs of `batch`, after one to warm up: the
+    /// first event reads /proc and escapes the process's fragments, and the
+    /// batch buffer grows to its working size.
+    fn allocations_after_warm_up(pipeline: &mut Pipeline, batch: impl Fn(&mut Pipeline)) -> u64 {
+        batch(pipeline);
+        let before = allocations();
+        for _ in 0..10 {
+            batch(pipeline);
+        }
+        allocations() - before
     }
 
     #[test]
@@ -867,14 +869,7 @@ mod tests {
             }
             pipeline.flush().expect("flush");
         };
-        // Warm-up: the first event reads /proc and escapes the process's
-        // fragments; the batch buffer grows to its working size.
-        batch(&mut pipeline);
-        let before = allocations();
-        for _ in 0..10 {
-            batch(&mut pipeline);
-        }
-        let during = allocations() - before;
+        let during = allocations_after_warm_up(&mut pipeline, batch);
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(pipeline.attempts, 64 * 5 * 11);
