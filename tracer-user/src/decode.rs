@@ -89,6 +89,16 @@ pub enum Peer {
     Unix(String),
 }
 
+impl Peer {
+    /// The address and port of an IP peer; None for AF_UNIX.
+    pub fn ip_port(&self) -> Option<(IpAddr, u16)> {
+        match self {
+            Peer::Ip { ip, port } => Some((*ip, *port)),
+            Peer::Unix(_) => None,
+        }
+    }
+}
+
 /// One decoded connect attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
@@ -199,13 +209,7 @@ impl KernelEnv {
 /// Decode one ring-buffer record: a `ConnEvent`, or for AF_UNIX an `Event`
 /// (which starts like a `ConnEvent` and carries the path after it).
 pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
-    let size = size_of::<ConnEvent>();
-    if bytes.len() < size {
-        return Err(DecodeError::Short(bytes.len(), size));
-    }
-    // SAFETY: length checked above; ConnEvent is plain old data (every bit
-    // pattern valid) and read_unaligned copes with any alignment.
-    let head: ConnEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ConnEvent>()) };
+    let head: ConnEvent = read_record(bytes)?;
     match head.kind {
         kind::PROCESS => Ok(Record::Process {
             pid: (head.conn.pid_tgid >> 32) as u32,
@@ -236,14 +240,30 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     }
 }
 
-/// The DNS message of a `DnsEvent` record.
-fn dns_of(bytes: &[u8]) -> Result<DnsPacket, DecodeError> {
-    let size = size_of::<DnsEvent>();
+/// A record struct from the front of `bytes`, or `Short` when they are
+/// fewer than its size.
+pub(crate) fn read_record<T: RingRecord>(bytes: &[u8]) -> Result<T, DecodeError> {
+    let size = size_of::<T>();
     if bytes.len() < size {
         return Err(DecodeError::Short(bytes.len(), size));
     }
-    // SAFETY: length checked; DnsEvent is plain old data.
-    let ev: DnsEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<DnsEvent>()) };
+    // SAFETY: length checked above; `RingRecord` types are plain old data
+    // (every bit pattern valid) and read_unaligned copes with any
+    // alignment of the ring buffer's bytes.
+    Ok(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}
+
+/// The `repr(C)` plain-old-data structs the kernel writes to the rings
+/// (tracer-common), which `read_record` may read from any bytes.
+pub(crate) trait RingRecord: Copy {}
+impl RingRecord for ConnEvent {}
+impl RingRecord for DnsEvent {}
+impl RingRecord for ProcEvent {}
+impl RingRecord for tracer_common::ExchangeEvent {}
+
+/// The DNS message of a `DnsEvent` record.
+fn dns_of(bytes: &[u8]) -> Result<DnsPacket, DecodeError> {
+    let ev: DnsEvent = read_record(bytes)?;
     let len = (ev.len as usize).min(DNS_PAYLOAD_MAX);
     let c = &ev.conn;
     Ok(DnsPacket {
@@ -269,12 +289,7 @@ fn dns_of(bytes: &[u8]) -> Result<DnsPacket, DecodeError> {
 
 /// The environment capture of a `ProcEvent` record.
 fn kernel_env_of(bytes: &[u8]) -> Result<KernelEnv, DecodeError> {
-    let size = size_of::<ProcEvent>();
-    if bytes.len() < size {
-        return Err(DecodeError::Short(bytes.len(), size));
-    }
-    // SAFETY: length checked; ProcEvent is plain old data.
-    let ev: ProcEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ProcEvent>()) };
+    let ev: ProcEvent = read_record(bytes)?;
     let len = (ev.env_len as usize).min(ENV_CAP);
     Ok(KernelEnv {
         entries: ev.env[..len].to_vec(),

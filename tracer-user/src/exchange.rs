@@ -40,12 +40,7 @@ pub enum Direction {
 /// `ExchangeEvent` bytes -> `Line`. None when the record is too short or
 /// names no known direction.
 pub fn line_of(bytes: &[u8]) -> Option<Line> {
-    if bytes.len() < size_of::<ExchangeEvent>() {
-        return None;
-    }
-    // SAFETY: length checked; ExchangeEvent is plain old data and
-    // read_unaligned copes with any alignment.
-    let ev: ExchangeEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let ev: ExchangeEvent = crate::decode::read_record(bytes).ok()?;
     let direction = match ev.direction {
         exchange::REQUEST => Direction::Request,
         exchange::RESPONSE => Direction::Response,

@@ -82,14 +82,18 @@ fn lines_full(
 }
 
 fn proxy_verdict(a: &Attempt, proc: &ProcInfo) -> Option<ProxyVerdict> {
-    let mut resolver = Resolver::new(std::path::Path::new("/nonexistent-root"));
-    let dest = match a.destination {
-        Peer::Ip { ip, port } => Some((ip, port)),
-        Peer::Unix(_) => None,
-    };
+    verdict_with(
+        a,
+        proc,
+        Resolver::new(std::path::Path::new("/nonexistent-root")),
+    )
+}
+
+/// The pipeline's verdict on `a`, names resolved by `resolver`.
+fn verdict_with(a: &Attempt, proc: &ProcInfo, mut resolver: Resolver) -> Option<ProxyVerdict> {
     proc.proxy_env().and_then(|env| {
         judge(
-            dest,
+            a.destination.ip_port(),
             env,
             &endpoints_of(env),
             None,
@@ -332,24 +336,11 @@ fn dns_cases() -> Vec<(&'static str, String, String)> {
 /// The verdict on the first attempt of a process whose proxy is a host
 /// name: the lookup has only been queued (and never answers here).
 fn unresolved_verdict(a: &Attempt, proc: &ProcInfo) -> Option<ProxyVerdict> {
-    let mut resolver = Resolver::with_lookup(
+    let resolver = Resolver::with_lookup(
         std::path::Path::new("/nonexistent-root"),
         Arc::new(|_: &str| LookupResult::Temporary),
     );
-    let dest = match a.destination {
-        Peer::Ip { ip, port } => Some((ip, port)),
-        Peer::Unix(_) => None,
-    };
-    proc.proxy_env().and_then(|env| {
-        judge(
-            dest,
-            env,
-            &endpoints_of(env),
-            None,
-            &mut resolver,
-            Root::HOST,
-        )
-    })
+    verdict_with(a, proc, resolver)
 }
 
 /// Prints the lines of every case, to pin a new one:

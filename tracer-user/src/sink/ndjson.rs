@@ -526,10 +526,7 @@ mod tests {
         let a = attempt();
         let proc = Arc::new(proc_info());
         let mut resolver = Resolver::new(std::path::Path::new("/nonexistent-root"));
-        let dest = match a.destination {
-            Peer::Ip { ip, port } => Some((ip, port)),
-            Peer::Unix(_) => None,
-        };
+        let dest = a.destination.ip_port();
         let verdict = proc.proxy_env().and_then(|env| {
             judge(
                 dest,

@@ -343,9 +343,16 @@ pub(crate) fn apply_exchange_watch(probes: &mut Probes, pipeline: &mut Pipeline)
         }
     }
     for (pid, hint) in std::mem::take(&mut pipeline.to_watch) {
-        let hint = hint.as_ref().map(|(id, path)| (*id, path.as_str()));
-        if let Some(id) = probes.watch_pid(pid, hint) {
-            pipeline.set_watched(id, true);
+        let hint_ref = hint.as_ref().map(|(id, path)| (*id, path.as_str()));
+        match probes.watch_pid(pid, hint_ref) {
+            Some(id) => pipeline.set_watched(id, true),
+            // Refused (root cgroup, limit, gone): a proxy dial from that
+            // cgroup no longer reads /proc to ask again.
+            None => {
+                if let Some((id, _)) = hint.filter(|(id, _)| *id != 0) {
+                    pipeline.set_unwatchable(id);
+                }
+            }
         }
     }
 }

@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::ratelimit::{Dropped, RateLimitedRecord, RateLimiter};
 use crate::{
     cli::{Events, TraceArgs},
-    decode::{self, Attempt, Peer, Record, Transport},
+    decode::{self, Attempt, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
         proc::{ProcCache, ProcInfo},
@@ -84,7 +84,13 @@ pub struct Pipeline {
     pub to_watch: Vec<(u32, Option<(u64, String)>)>,
     pub to_mark: Vec<(IpAddr, u16)>,
     marked: HashSet<(IpAddr, u16)>,
+    /// Cgroup ids the exchange programs cannot be attached to (the root
+    /// cgroup, past the limit, gone): not asked for again at every dial.
+    unwatchable: HashSet<u64>,
 }
+
+/// Cgroups remembered as unwatchable before the set starts over.
+const MAX_UNWATCHABLE: usize = 4096;
 
 /// Size of the EVENTS ring buffer (tracer-ebpf/src/maps.rs), for the fill
 /// ratio.
@@ -119,6 +125,7 @@ impl Pipeline {
             to_watch: Vec::new(),
             to_mark: Vec::new(),
             marked: HashSet::new(),
+            unwatchable: HashSet::new(),
         }
     }
 
@@ -140,6 +147,14 @@ impl Pipeline {
         } else {
             self.watched.remove(&cgroup_id);
         }
+    }
+
+    /// The exchange programs could not be attached to `cgroup_id`.
+    pub fn set_unwatchable(&mut self, cgroup_id: u64) {
+        if self.unwatchable.len() >= MAX_UNWATCHABLE {
+            self.unwatchable.clear();
+        }
+        self.unwatchable.insert(cgroup_id);
     }
 
     /// A process running before the tracer started, with proxy variables
@@ -237,10 +252,7 @@ impl Pipeline {
 
     pub fn handle_attempt(&mut self, attempt: &Attempt) -> Result<(), SinkError> {
         let proc = self.procs.get(attempt.pid, attempt.start_ns);
-        let dest = match &attempt.destination {
-            Peer::Ip { ip, port } => Some((*ip, *port)),
-            Peer::Unix(_) => None,
-        };
+        let dest = attempt.destination.ip_port();
         // Most processes have no proxy: then there is no verdict to make and
         // the unit's files are not consulted.
         let endpoints = self.endpoints.of(attempt.pid, &proc);
@@ -293,7 +305,7 @@ impl Pipeline {
             self.to_mark.push(d);
         }
         let watched = self.watched.contains(&attempt.cgroup_id);
-        if !watched {
+        if !watched && !self.unwatchable.contains(&attempt.cgroup_id) {
             // Watch its cgroup from now on (a --proxy dialled by a process
             // without proxy variables; a cgroup the process moved to).
             let path = proc.cgroup.as_ref().map(|c| c.path.clone());
@@ -325,10 +337,7 @@ impl Pipeline {
         verdict: Option<&ProxyVerdict>,
         exchange: Option<&ProxyExchange>,
     ) {
-        let dest = match &attempt.destination {
-            Peer::Ip { ip, port } => Some((*ip, *port)),
-            Peer::Unix(_) => None,
-        };
+        let dest = attempt.destination.ip_port();
         let domain = match (&self.dns, dest) {
             (Some(watch), Some((ip, _))) => watch.domain_for(attempt.pid, ip, attempt.start_ns),
             _ => None,

@@ -95,6 +95,29 @@ pub struct Lookup {
     pub resolved: Vec<IpAddr>,
 }
 
+impl Lookup {
+    /// A lookup that started with `pkt` (its query, or the answer when the
+    /// query was not seen), not answered yet.
+    fn started(pkt: &DnsPacket, id: u16, question: Option<(String, u16)>) -> Lookup {
+        Lookup {
+            start_ns: pkt.time_ns,
+            end_ns: None,
+            pid: pkt.pid,
+            tid: pkt.tid,
+            uid: pkt.uid,
+            gid: pkt.gid,
+            cgroup_id: pkt.cgroup_id,
+            comm: pkt.comm,
+            server: pkt.server,
+            transport: pkt.transport,
+            id,
+            question,
+            rcode: None,
+            resolved: Vec::new(),
+        }
+    }
+}
+
 /// A query waiting for its answer.
 struct Pending {
     lookup: Lookup,
@@ -150,22 +173,7 @@ impl DnsWatch {
         self.pending
             .entry((pkt.cookie, msg.id))
             .or_insert_with(|| Pending {
-                lookup: Lookup {
-                    start_ns: pkt.time_ns,
-                    end_ns: None,
-                    pid: pkt.pid,
-                    tid: pkt.tid,
-                    uid: pkt.uid,
-                    gid: pkt.gid,
-                    cgroup_id: pkt.cgroup_id,
-                    comm: pkt.comm,
-                    server: pkt.server,
-                    transport: pkt.transport,
-                    id: msg.id,
-                    question: msg.question,
-                    rcode: None,
-                    resolved: Vec::new(),
-                },
+                lookup: Lookup::started(pkt, msg.id, msg.question),
             });
     }
 
@@ -188,22 +196,7 @@ impl DnsWatch {
             // The query was not seen (the socket was marked by this very
             // send, or the table started over): the answer alone still
             // tells who failed to resolve what.
-            None => Lookup {
-                start_ns: pkt.time_ns,
-                end_ns: None,
-                pid: pkt.pid,
-                tid: pkt.tid,
-                uid: pkt.uid,
-                gid: pkt.gid,
-                cgroup_id: pkt.cgroup_id,
-                comm: pkt.comm,
-                server: pkt.server,
-                transport: pkt.transport,
-                id: msg.id,
-                question: None,
-                rcode: None,
-                resolved: Vec::new(),
-            },
+            None => Lookup::started(pkt, msg.id, None),
         };
         lookup.end_ns = Some(pkt.time_ns);
         lookup.question = question;
