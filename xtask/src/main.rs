@@ -381,6 +381,17 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
 /// Run one of the test crate's programs (`bench`, `soak`) against the
 /// release tracer.
 fn run_harness(root: &Path, program: &str, args: &[OsString]) -> Result<()> {
+    // Every program of the test crate first: `soak` and `bench` start the
+    // `connector` client from beside themselves, and `cargo run --bin`
+    // builds only the one it runs (a fresh clone's `cargo xtask soak` used
+    // to fail with "storm: No such file or directory").
+    run(Command::new("cargo").current_dir(root).args([
+        "build",
+        "--release",
+        "--package",
+        "tracer-tests",
+        "--bins",
+    ]))?;
     let tracer = root.join("target/release/tracer");
     run(Command::new("cargo")
         .current_dir(root)
