@@ -34,7 +34,10 @@ mod tests {
         ("verdict", &["sink", "trace"]),
         ("sink", &["trace"]),
         ("redact.rs", &["enrich", "verdict", "sink", "trace"]),
-        ("nodefs.rs", &["decode", "enrich", "verdict", "sink", "trace", "doctor"]),
+        (
+            "nodefs.rs",
+            &["decode", "enrich", "verdict", "sink", "trace", "doctor"],
+        ),
         ("doctor", &["sink", "trace", "diff"]),
         ("diff.rs", &["sink", "trace"]),
         ("metrics", &["sink", "trace"]),

@@ -308,7 +308,11 @@ impl NodeRoot {
 
     /// The root of process `pid` (`<proc_root>/<pid>/root`): where that
     /// process's own absolute paths lead.
-    pub fn of_process(proc_root: &Path, pid: u32, budget: &'static Budget) -> Result<Self, NodeFsError> {
+    pub fn of_process(
+        proc_root: &Path,
+        pid: u32,
+        budget: &'static Budget,
+    ) -> Result<Self, NodeFsError> {
         Self::open(&proc_root.join(pid.to_string()).join("root"), budget)
     }
 
@@ -452,7 +456,10 @@ enum Walked {
     DevNull,
     /// An `O_PATH` handle on what the path leads to, and that place's path
     /// inside the root.
-    Found { fd: OwnedFd, real: PathBuf },
+    Found {
+        fd: OwnedFd,
+        real: PathBuf,
+    },
 }
 
 fn is_missing_errno(e: rustix::io::Errno) -> bool {
@@ -569,7 +576,8 @@ impl At {
                     });
                 }
                 // Empty path: the link the O_PATH handle is on (Linux 2.6.39).
-                let target = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(|e| self.errno(e))?;
+                let target =
+                    rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(|e| self.errno(e))?;
                 let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
                 if target.is_absolute() {
                     dirs.clear();
@@ -822,7 +830,16 @@ mod tests {
         let host = NodeRoot::open(Path::new("/"), &TEST).unwrap();
         let started = Instant::now();
         let err = host.read(Path::new("/dev/zero"), 1 << 20).unwrap_err();
-        assert!(matches!(err, NodeFsError::NotRegular { kind: "character device", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                NodeFsError::NotRegular {
+                    kind: "character device",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // A symlink inside the root to a device: the root has no /dev, the
         // link leads nowhere.
         symlink("/dev/zero", f.root.join("zero")).unwrap();
@@ -844,8 +861,14 @@ mod tests {
         .unwrap();
         let root = f.open();
         let err = read(&root, "/etc/hosts").unwrap_err();
-        assert!(matches!(err, NodeFsError::NotRegular { kind: "FIFO", .. }), "{err}");
-        assert_eq!(root.stat(Path::new("/etc/hosts")).unwrap().kind, FileKind::Fifo);
+        assert!(
+            matches!(err, NodeFsError::NotRegular { kind: "FIFO", .. }),
+            "{err}"
+        );
+        assert_eq!(
+            root.stat(Path::new("/etc/hosts")).unwrap().kind,
+            FileKind::Fifo
+        );
     }
 
     #[test]
@@ -855,7 +878,10 @@ mod tests {
         let root = f.open();
         assert_eq!(root.read(Path::new("big"), 4096).unwrap().len(), 4096);
         let err = root.read(Path::new("big"), 4095).unwrap_err();
-        assert!(matches!(err, NodeFsError::TooLarge { limit: 4095, .. }), "{err}");
+        assert!(
+            matches!(err, NodeFsError::TooLarge { limit: 4095, .. }),
+            "{err}"
+        );
         // A file that says size 0 but streams (procfs): the cap still holds.
         let host = NodeRoot::open(Path::new("/"), &TEST).unwrap();
         let err = host.read(Path::new("/proc/self/maps"), 16).unwrap_err();
@@ -878,12 +904,21 @@ mod tests {
         ));
         assert!(read(&root, "nothing/here").unwrap_err().is_missing());
         assert!(read(&root, "etc/shadow/below").unwrap_err().is_missing());
-        assert_eq!(root.resolve(Path::new("nothing")).unwrap(), Resolved::Missing);
+        assert_eq!(
+            root.resolve(Path::new("nothing")).unwrap(),
+            Resolved::Missing
+        );
         symlink("/dev/null", f.root.join("masked")).unwrap();
-        assert_eq!(root.resolve(Path::new("masked")).unwrap(), Resolved::DevNull);
+        assert_eq!(
+            root.resolve(Path::new("masked")).unwrap(),
+            Resolved::DevNull
+        );
         assert!(matches!(
             read(&root, "etc").unwrap_err(),
-            NodeFsError::NotRegular { kind: "directory", .. }
+            NodeFsError::NotRegular {
+                kind: "directory",
+                ..
+            }
         ));
     }
 
@@ -899,7 +934,10 @@ mod tests {
         assert_eq!(entries[0].kind, FileKind::Symlink);
         assert_eq!(entries[0].link_target, Some(PathBuf::from("/etc/shadow")));
         assert_eq!(entries[1].kind, FileKind::Regular);
-        assert!(root.list_dir(Path::new("/nothing")).unwrap_err().is_missing());
+        assert!(root
+            .list_dir(Path::new("/nothing"))
+            .unwrap_err()
+            .is_missing());
         // The root itself, also through "..".
         assert_eq!(root.list_dir(Path::new("/..")).unwrap().len(), 1);
     }
@@ -923,11 +961,17 @@ mod tests {
             std::thread::sleep(Duration::from_millis(700));
             Ok(())
         });
-        assert!(matches!(hung, Err(NodeFsError::TimedOut { .. })), "{hung:?}");
+        assert!(
+            matches!(hung, Err(NodeFsError::TimedOut { .. })),
+            "{hung:?}"
+        );
         assert!(started.elapsed() < Duration::from_millis(600));
         // While it hangs, the budget is spent: the next fails at once.
         let busy = bounded(&SLOW, root, Path::new("y"), || Ok(()));
-        assert!(matches!(busy, Err(NodeFsError::Busy { in_flight: 1, .. })), "{busy:?}");
+        assert!(
+            matches!(busy, Err(NodeFsError::Busy { in_flight: 1, .. })),
+            "{busy:?}"
+        );
         // Once the hung one ends, reads start again.
         let deadline = Instant::now() + Duration::from_secs(5);
         while SLOW.in_flight() > 0 && Instant::now() < deadline {

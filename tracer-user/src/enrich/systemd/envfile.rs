@@ -11,8 +11,8 @@
 //! `**` and rejects an unclosed `[`.
 
 use super::root::HostFs;
-use crate::nodefs::NodeFsError;
 use super::syntax::is_ws;
+use crate::nodefs::NodeFsError;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 

@@ -288,10 +288,11 @@ pub fn load_unit_environment(
 /// the node's configuration (`nodefs::HOST_CONFIG`: confined, capped,
 /// bounded in time).
 fn open_host_root(host_root: &Path) -> Result<NodeRoot, SystemdError> {
-    let root = NodeRoot::open(host_root, &HOST_CONFIG).map_err(|source| SystemdError::HostRoot {
-        path: host_root.to_path_buf(),
-        source,
-    })?;
+    let root =
+        NodeRoot::open(host_root, &HOST_CONFIG).map_err(|source| SystemdError::HostRoot {
+            path: host_root.to_path_buf(),
+            source,
+        })?;
     // A regular file as the root would fail every lookup as "missing".
     match root.stat(Path::new("/")) {
         Ok(_) => Ok(root),

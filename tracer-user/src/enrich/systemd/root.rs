@@ -84,7 +84,10 @@ impl HostFs<'_> {
 
     /// Entries of a directory, or `None` if it does not exist (or is not a
     /// directory).
-    pub(super) fn list_dir(&self, host_dir: &Path) -> Result<Option<Vec<DirEntryInfo>>, NodeFsError> {
+    pub(super) fn list_dir(
+        &self,
+        host_dir: &Path,
+    ) -> Result<Option<Vec<DirEntryInfo>>, NodeFsError> {
         let entries = match self.root.list_dir(host_dir) {
             Ok(entries) => entries,
             Err(e) if e.is_missing() => return Ok(None),
