@@ -390,8 +390,8 @@ fn kubelets_whose_config_is_a_device_a_fifo_or_an_escape() {
 /// with its own proxy name. A plain open() of that file parked the
 /// resolver's workers forever, so no proxy name on the node resolved any
 /// more. Now the FIFO is refused at once, the host's hosts file answers,
-/// and a later client whose proxy name only the host's file knows still
-/// gets its verdict.
+/// and later clients whose proxy names are in their hosts files still get
+/// their verdicts.
 #[test]
 fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
     let root = HostRoot::new("fifo-hosts");
@@ -406,8 +406,11 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
     mkfifo(&fifo);
     let watched = Watched::start(&root);
 
+    // Each container connects once, waits, and connects again (both to
+    // its own address): the first attempt may be drained before its name
+    // is answered; the second must find the answer.
     let script = format!(
-        "mount --bind '{}' /etc/hosts || exit 97; exec \"$0\" \"$@\"",
+        "mount --bind '{}' /etc/hosts || exit 97; \"$0\" \"$1\" \"$2\"; sleep 1; exec \"$0\" \"$@\"",
         fifo.display()
     );
     let started = Instant::now();
@@ -441,15 +444,36 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
         assert!(status.success(), "container: {status}");
     }
 
-    // The control: the host's namespace, a name only the host's file has.
+    // The controls, after them: a healthy container whose own hosts file
+    // names its proxy, and a process in the node's own namespace whose
+    // proxy is `localhost` (the node's /etc/hosts, which is its root's).
+    let own = temp_dir("own-hosts");
+    write(
+        &own,
+        "/hosts",
+        "127.0.0.8 control-proxy.example
+",
+    );
+    let healthy = format!(
+        "mount --bind '{}/hosts' /etc/hosts || exit 97; exec \"$0\" \"$@\"",
+        own.display()
+    );
     let (control, _) = connector_with(
-        Command::new(connector_bin())
+        Command::new("unshare")
+            .args(["-m", "--propagation", "private", "sh", "-c", &healthy])
+            .arg(connector_bin())
             .env_clear()
             .env(
                 "HTTPS_PROXY",
                 format!("http://control-proxy.example:{port}"),
             )
             .args(["tcp", &format!("127.0.0.8:{port}"), "--linger-ms", "300"]),
+    );
+    let (node, _) = connector_with(
+        Command::new(connector_bin())
+            .env_clear()
+            .env("HTTPS_PROXY", format!("http://localhost:{port}"))
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
     );
     watched.assert_doctor_keeps_running(2);
     let reports = doctors(&["--host-root", &root.arg()]);
@@ -464,13 +488,23 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
             .unwrap_or_else(|| panic!("no event of {pid}"))["tracer"]["proxy"]
             .clone()
     };
-    let control = verdict(control);
-    assert_eq!(control["via"], true, "control client: {control}");
-    for pid in pids {
-        // Every container got a verdict too (from the host's file), none
-        // is left "still being resolved".
+    for (who, pid) in [("healthy container", control), ("node process", node)] {
         let p = verdict(pid);
-        assert_eq!(p["via"], true, "container {pid}: {p}");
+        assert_eq!(p["via"], true, "{who}: {p}");
+    }
+    for n in 1..=3 {
+        // Every container's name was answered too (from the host's file):
+        // its second attempt has the verdict.
+        let address = format!("127.0.0.2{n}");
+        let last = events
+            .iter()
+            .filter(|e| e["event"]["action"] == "connect" && e["destination"]["ip"] == address)
+            .last()
+            .unwrap_or_else(|| panic!("no event to {address}"));
+        assert_eq!(
+            last["tracer"]["proxy"]["via"], true,
+            "container {n}: {last}"
+        );
     }
 }
 
