@@ -14,6 +14,7 @@ pub mod doctor;
 pub mod enrich;
 pub mod exchange;
 pub mod metrics;
+pub mod nodefs;
 pub mod preflight;
 pub mod probe;
 pub mod redact;
@@ -33,6 +34,10 @@ mod tests {
         ("verdict", &["sink", "trace"]),
         ("sink", &["trace"]),
         ("redact.rs", &["enrich", "verdict", "sink", "trace"]),
+        (
+            "nodefs.rs",
+            &["decode", "enrich", "verdict", "sink", "trace", "doctor"],
+        ),
         ("doctor", &["sink", "trace", "diff"]),
         ("diff.rs", &["sink", "trace"]),
         ("metrics", &["sink", "trace"]),

@@ -8,3 +8,7 @@
 //! within a bound, and no planted secret appears anywhere (stdout, stderr,
 //! metrics, the doctor's text and JSON). One module per kind of hostile
 //! input:
+//! - `files`: a kubelet `--config` that is `/dev/zero`, a FIFO or an escaping
+//!   path; container hosts files that are FIFOs or absolute symlinks.
+
+mod files;

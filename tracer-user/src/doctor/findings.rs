@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     reach::{ReachResult, Tunnel},
-    sources::{on_host, Configured},
+    sources::{host_file_info, Configured},
     DaemonReport, Drift, Privileges, Source, Variable,
 };
 use crate::{
@@ -535,7 +535,6 @@ fn no_proxy_coverage(out: &mut Out<'_>, env: &ProxyEnv, ctx: &Context<'_>) {
 }
 
 fn world_readable_credentials(out: &mut Out<'_>, ctx: &Context<'_>) {
-    use std::os::unix::fs::PermissionsExt;
     let who = out.who();
     let mut seen = Vec::new();
     for (name, var) in &ctx.configured.vars {
@@ -544,11 +543,10 @@ fn world_readable_credentials(out: &mut Out<'_>, ctx: &Context<'_>) {
         if !has_credentials || seen.contains(&var.source.file) {
             continue;
         }
-        let path = on_host(ctx.host_root, Path::new(&var.source.file));
-        let Ok(meta) = std::fs::metadata(&path) else {
+        let Some(info) = host_file_info(ctx.host_root, Path::new(&var.source.file)) else {
             continue;
         };
-        if meta.permissions().mode() & 0o004 != 0 {
+        if info.mode & 0o004 != 0 {
             seen.push(var.source.file.clone());
             out.push(
                 Severity::Warning,
@@ -557,7 +555,7 @@ fn world_readable_credentials(out: &mut Out<'_>, ctx: &Context<'_>) {
                 format!(
                     "{} holds proxy credentials for {who} ({name}) and is world-readable (mode {:o}); chmod 600 it, or move the credentials to an EnvironmentFile= only root can read",
                     var.source.location(),
-                    meta.permissions().mode() & 0o7777
+                    info.mode
                 ),
             );
         }

@@ -23,6 +23,7 @@ use crate::{
         proxy_env::{ProxyEnv, ProxyVar},
         systemd::{load_unit_environment, read_environment_file, EnvSource, SourceKind},
     },
+    nodefs::{NodeRoot, HOST_CONFIG, NAMED_BY_PROCESS},
     redact::{redact, redact_value},
     verdict::proxy::{parse_proxy_url, Rules},
 };
@@ -158,9 +159,7 @@ fn source_of(
         } => (Some(unit_file.display().to_string()), Some(*unit_line)),
         _ => (None, None),
     };
-    let modified = std::fs::metadata(on_host(host_root, &src.file))
-        .and_then(|m| m.modified())
-        .ok();
+    let modified = host_file_info(host_root, &src.file).and_then(|info| info.modified);
     Source {
         origin,
         file: src.file.display().to_string(),
@@ -174,9 +173,12 @@ fn source_of(
     }
 }
 
-/// A host path under the host root.
-pub fn on_host(host_root: &Path, host_path: &Path) -> PathBuf {
-    host_root.join(host_path.strip_prefix("/").unwrap_or(host_path))
+/// `stat` of a host file, inside the host root (symlinks followed there);
+/// None when it cannot be had.
+pub fn host_file_info(host_root: &Path, host_path: &Path) -> Option<crate::nodefs::FileInfo> {
+    NodeRoot::open(host_root, &HOST_CONFIG)
+        .and_then(|root| root.stat(host_path))
+        .ok()
 }
 
 /// When a process started, from its start time in clock ticks since boot.
@@ -238,10 +240,20 @@ pub fn variables(env: &ProxyEnv, configured: &Configured) -> Vec<Variable> {
     out
 }
 
+/// The kubelet's configuration is a few KB; more is not a kubelet config.
+const MAX_KUBELET_CONFIG_BYTES: u64 = 1024 * 1024;
+
 /// The cluster's ranges from the kubelet's configuration file (`--config`,
 /// default /var/lib/kubelet/config.yaml): `podCIDR` and `clusterDNS`.
-/// A line-based read of the two keys, not a YAML parser: the file is
-/// machine-written and both keys are top-level.
+///
+/// The path comes from the arguments of a process that calls itself
+/// `kubelet`, so it is hostile input: it is read inside the host root (a
+/// relative path starts at the host's `/`, never at the process's working
+/// directory, and `..` stops at the root), only if it is a regular file of
+/// at most 1 MiB, within the time budget of files named by processes, and
+/// nothing of it but the two keys' addresses is used: a file that is not a
+/// kubelet configuration (`/etc/shadow`) yields nothing, and no message
+/// quotes it.
 pub fn kubelet_ranges(host_root: &Path, proc_root: &Path, pid: u32) -> Vec<IpNet> {
     let args = super::discover::args_of(proc_root, pid);
     let mut config = PathBuf::from("/var/lib/kubelet/config.yaml");
@@ -254,33 +266,40 @@ pub fn kubelet_ranges(host_root: &Path, proc_root: &Path, pid: u32) -> Vec<IpNet
             }
         }
     }
-    std::fs::read_to_string(on_host(host_root, &config))
-        .map(|text| parse_kubelet_ranges(&text))
-        .unwrap_or_default()
+    let text = NodeRoot::open(host_root, &NAMED_BY_PROCESS)
+        .and_then(|root| root.read(&config, MAX_KUBELET_CONFIG_BYTES));
+    match text {
+        Ok(text) => parse_kubelet_ranges(&text),
+        Err(e) => {
+            // The reason only (path, type, size, time): never content.
+            log::debug!("kubelet {pid}: configuration not used: {e}");
+            Vec::new()
+        }
+    }
 }
 
-fn parse_kubelet_ranges(text: &str) -> Vec<IpNet> {
+/// `clusterDNS` then `podCIDR` of a KubeletConfiguration (YAML or JSON);
+/// anything else in the file, or a file that is no such mapping, yields
+/// nothing. The parser's own errors are dropped: they may quote the text.
+fn parse_kubelet_ranges(text: &[u8]) -> Vec<IpNet> {
+    use serde_yaml_ng::Value;
+    let Ok(doc) = serde_yaml_ng::from_slice::<Value>(text) else {
+        return Vec::new();
+    };
     let mut out = Vec::new();
-    let mut in_dns = false;
-    for line in text.lines() {
-        let unquote = |s: &str| s.trim().trim_matches(|c| c == '"' || c == '\'').to_string();
-        if let Some(v) = line.strip_prefix("podCIDR:") {
-            out.extend(parse_net(&unquote(v)));
-            in_dns = false;
-        } else if let Some(v) = line.strip_prefix("clusterDNS:") {
-            in_dns = true;
-            // Flow style: clusterDNS: [10.96.0.10]
-            let v = v.trim().trim_start_matches('[').trim_end_matches(']');
-            for item in v.split(',') {
-                out.extend(parse_net(&unquote(item)));
-            }
-        } else if in_dns && line.trim_start().starts_with('-') {
-            out.extend(parse_net(&unquote(
-                line.trim_start().trim_start_matches('-'),
-            )));
-        } else if !line.starts_with(' ') && !line.starts_with('-') {
-            in_dns = false;
+    let addresses = |v: &Value| -> Vec<IpNet> {
+        v.as_str()
+            .map(|s| s.split(',').filter_map(|a| parse_net(a.trim())).collect())
+            .unwrap_or_default()
+    };
+    if let Some(dns) = doc.get("clusterDNS") {
+        match dns.as_sequence() {
+            Some(items) => items.iter().for_each(|v| out.extend(addresses(v))),
+            None => out.extend(addresses(dns)),
         }
+    }
+    if let Some(cidr) = doc.get("podCIDR") {
+        out.extend(addresses(cidr));
     }
     out
 }
@@ -415,7 +434,7 @@ mod tests {
 
     #[test]
     fn kubelet_config_ranges() {
-        let text = "apiVersion: kubelet.config.k8s.io/v1beta1\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\npodCIDR: \"10.244.0.0/24\"\n";
+        let text = b"apiVersion: kubelet.config.k8s.io/v1beta1\nclusterDNS:\n- 10.96.0.10\nclusterDomain: cluster.local\npodCIDR: \"10.244.0.0/24\"\n";
         assert_eq!(
             parse_kubelet_ranges(text),
             vec![
@@ -424,8 +443,73 @@ mod tests {
             ]
         );
         assert_eq!(
-            parse_kubelet_ranges("clusterDNS: [10.43.0.10]\n"),
+            parse_kubelet_ranges(b"clusterDNS: [10.43.0.10]\n"),
             vec![parse_net("10.43.0.10").unwrap()]
         );
+        // JSON is YAML too; indentation and quoting as any writer likes.
+        assert_eq!(
+            parse_kubelet_ranges(br#"{"podCIDR": "10.1.0.0/16", "clusterDNS": ["10.2.0.10"]}"#),
+            vec![
+                parse_net("10.2.0.10").unwrap(),
+                parse_net("10.1.0.0/16").unwrap()
+            ]
+        );
+        assert_eq!(
+            parse_kubelet_ranges(b"kind: KubeletConfiguration\nclusterDNS:\n    -   '10.3.0.10'\n"),
+            vec![parse_net("10.3.0.10").unwrap()]
+        );
+        // Not a kubelet configuration: nothing, and no panic.
+        for junk in [
+            &b"root:$6$s3cr3t:19000:0:99999:7:::\n"[..],
+            b"\0\xff\xfe",
+            b"podCIDR: [1, 2",
+            b"a: &a [*a, *a]",
+            b"- 1\n- 2\n",
+            b"",
+        ] {
+            assert!(parse_kubelet_ranges(junk).is_empty(), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn kubelet_config_outside_the_host_root_is_never_read() {
+        // host root four levels deep; the escape target holds a config
+        // whose ranges would show if it were read.
+        let base = std::env::temp_dir().join(format!("doctor-kubelet-{}", std::process::id()));
+        let root = base.join("a/b/c/root");
+        std::fs::create_dir_all(root.join("etc")).unwrap();
+        std::fs::create_dir_all(base.join("etc")).unwrap();
+        std::fs::write(base.join("etc/kubelet.yaml"), "podCIDR: 10.66.0.0/16\n").unwrap();
+        std::fs::write(root.join("etc/kubelet.yaml"), "podCIDR: 10.77.0.0/16\n").unwrap();
+        // A /proc of our own holding the "kubelet" and its arguments.
+        let proc_root = base.join("proc");
+        let args = |pid: u32, cmdline: &[u8]| {
+            std::fs::create_dir_all(proc_root.join(pid.to_string())).unwrap();
+            std::fs::write(proc_root.join(format!("{pid}/cmdline")), cmdline).unwrap();
+        };
+        args(7, b"kubelet\0--config=../../../../etc/kubelet.yaml\0");
+        args(8, b"kubelet\0--config\0/../../../../etc/kubelet.yaml\0");
+        for pid in [7, 8] {
+            assert_eq!(
+                kubelet_ranges(&root, &proc_root, pid),
+                vec![parse_net("10.77.0.0/16").unwrap()],
+                "pid {pid}"
+            );
+        }
+        // A FIFO or a device as --config: nothing, at once.
+        let fifo = root.join("etc/fifo");
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        args(9, b"kubelet\0--config=/etc/fifo\0");
+        args(10, b"kubelet\0--config=/dev/zero\0");
+        assert!(kubelet_ranges(&root, &proc_root, 9).is_empty());
+        assert!(kubelet_ranges(Path::new("/"), &proc_root, 10).is_empty());
+        std::fs::remove_dir_all(&base).unwrap();
     }
 }

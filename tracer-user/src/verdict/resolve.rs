@@ -29,15 +29,16 @@
 
 use std::{
     collections::HashMap,
-    io::Read,
     net::IpAddr,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         mpsc::{self, Receiver, SyncSender, TrySendError},
         Arc, Mutex,
     },
     time::{Duration, Instant},
 };
+
+use crate::nodefs::{NodeFsError, NodeRoot, HOST_CONFIG, PROCESS_FILES};
 
 /// How long answers (positive and NXDOMAIN alike) are trusted before a
 /// background refresh.
@@ -436,15 +437,22 @@ fn resolve_blocking(
     host_root: &Path,
     lookup: &(dyn Fn(&str) -> LookupResult + Send + Sync),
 ) -> LookupResult {
-    let process_hosts = root
+    // The process's file is read inside its own root, so its absolute
+    // symlinks and its mounts are the ones it sees, and never parks this
+    // worker: a FIFO or device there is refused, a hung file system is
+    // given up after `PROCESS_FILES`' deadline. A process that is gone (or
+    // a root we may not enter, or a file that cannot be read) leaves the
+    // host's file, which is also what processes in the host's namespace see.
+    let text = root
         .pid
-        .map(|pid| PathBuf::from(format!("/proc/{pid}/root/etc/hosts")));
-    // A process that is gone (or a root we may not enter) leaves the host's
-    // file, which is also what processes in the host's namespace see.
-    let text = process_hosts
-        .as_deref()
-        .and_then(read_hosts_file)
-        .or_else(|| read_hosts_file(&host_root.join("etc/hosts")));
+        .and_then(|pid| {
+            read_hosts_file(NodeRoot::of_process(
+                Path::new("/proc"),
+                pid,
+                &PROCESS_FILES,
+            ))
+        })
+        .or_else(|| read_hosts_file(NodeRoot::open(host_root, &HOST_CONFIG)));
     if let Some(addrs) = text.and_then(|t| parse_hosts(&t).remove(name)) {
         if !addrs.is_empty() {
             return LookupResult::Addrs(addrs);
@@ -489,13 +497,18 @@ fn parse_ip_literal(s: &str) -> Option<IpAddr> {
     addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-fn read_hosts_file(path: &Path) -> Option<String> {
-    let file = std::fs::File::open(path).ok()?;
-    let mut bytes = Vec::new();
-    file.take(MAX_HOSTS_FILE_BYTES)
-        .read_to_end(&mut bytes)
-        .ok()?;
-    Some(String::from_utf8_lossy(&bytes).into_owned())
+fn read_hosts_file(root: Result<NodeRoot, NodeFsError>) -> Option<String> {
+    let read = root.and_then(|root| root.read(Path::new("/etc/hosts"), MAX_HOSTS_FILE_BYTES));
+    match read {
+        Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+        Err(e) => {
+            if !e.is_missing() {
+                // Debug only: a container can make this happen at will.
+                log::debug!("hosts file not used: {e}");
+            }
+            None
+        }
+    }
 }
 
 /// Parses hosts(5) text: `#` starts a comment; each line is an address
@@ -526,6 +539,7 @@ pub fn parse_hosts(text: &str) -> HashMap<String, Vec<IpAddr>> {
 mod tests {
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::path::PathBuf;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     /// A fresh directory under /tmp holding `etc/hosts` with `content`.

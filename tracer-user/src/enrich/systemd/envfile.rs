@@ -12,7 +12,7 @@
 
 use super::root::HostFs;
 use super::syntax::is_ws;
-use std::io;
+use crate::nodefs::NodeFsError;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -203,7 +203,7 @@ pub(super) fn parse_env_file(content: &[u8]) -> Vec<EnvFileEntry> {
 /// Expand an `EnvironmentFile=` glob (systemd calls glob(3) with flags 0:
 /// results sorted, wildcards do not match a leading '.'). A pattern without
 /// wildcards yields itself; whether it exists is decided when reading.
-pub(super) fn glob_host(host: &HostFs<'_>, pattern: &str) -> io::Result<Vec<PathBuf>> {
+pub(super) fn glob_host(host: &HostFs<'_>, pattern: &str) -> Result<Vec<PathBuf>, NodeFsError> {
     let components: Vec<&str> = pattern
         .split('/')
         .filter(|c| !c.is_empty() && *c != ".")

@@ -42,9 +42,9 @@ mod units;
 mod words;
 
 use std::ffi::OsStr;
-use std::fs;
-use std::io;
 use std::path::{Path, PathBuf};
+
+use crate::nodefs::{NodeFsError, NodeRoot, HOST_CONFIG};
 
 use assemble::{load_default_environment, ExecEnv};
 use root::{io_error, FileContent, HostFs};
@@ -117,15 +117,20 @@ impl UnitEnvironment {
 pub enum SystemdError {
     #[error("invalid unit name {name:?}: {reason}")]
     InvalidUnitName { name: String, reason: &'static str },
-    #[error("host root {} is not a readable directory", path.display())]
-    HostRoot { path: PathBuf },
+    #[error("host root {} is not a readable directory: {source}", path.display())]
+    HostRoot {
+        path: PathBuf,
+        #[source]
+        source: NodeFsError,
+    },
     /// A unit file, drop-in, drop-in directory or `system.conf` exists but
-    /// cannot be read: the answer would silently miss its assignments.
+    /// cannot be read (or is too large, or its file system hangs): the
+    /// answer would silently miss its assignments.
     #[error("cannot read {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
-        source: io::Error,
+        source: NodeFsError,
     },
 }
 
@@ -140,15 +145,8 @@ pub fn load_unit_environment(
         name: unit.to_string(),
         reason,
     })?;
-    match fs::metadata(host_root) {
-        Ok(m) if m.is_dir() => {}
-        _ => {
-            return Err(SystemdError::HostRoot {
-                path: host_root.to_path_buf(),
-            })
-        }
-    }
-    let host = HostFs { root: host_root };
+    let root = open_host_root(host_root)?;
+    let host = HostFs { root: &root };
     let mut out = UnitEnvironment {
         unit: unit.to_string(),
         ..Default::default()
@@ -286,6 +284,25 @@ pub fn load_unit_environment(
     Ok(out)
 }
 
+/// Every file under the host root is read through one handle on it, as
+/// the node's configuration (`nodefs::HOST_CONFIG`: confined, capped,
+/// bounded in time).
+fn open_host_root(host_root: &Path) -> Result<NodeRoot, SystemdError> {
+    let root =
+        NodeRoot::open(host_root, &HOST_CONFIG).map_err(|source| SystemdError::HostRoot {
+            path: host_root.to_path_buf(),
+            source,
+        })?;
+    // A regular file as the root would fail every lookup as "missing".
+    match root.stat(Path::new("/")) {
+        Ok(_) => Ok(root),
+        Err(source) => Err(SystemdError::HostRoot {
+            path: host_root.to_path_buf(),
+            source,
+        }),
+    }
+}
+
 /// The assignments of one environment file (the `EnvironmentFile=` syntax),
 /// read under `host_root`: `Ok(None)` when it does not exist. For files a
 /// program reads itself rather than through systemd, such as
@@ -295,7 +312,8 @@ pub fn read_environment_file(
     host_root: &Path,
     host_path: &Path,
 ) -> Result<Option<Vec<EnvSource>>, SystemdError> {
-    let host = HostFs { root: host_root };
+    let root = open_host_root(host_root)?;
+    let host = HostFs { root: &root };
     let content = match host.read_file(host_path).map_err(io_error(host_path))? {
         FileContent::Bytes(content) => content,
         FileContent::Missing | FileContent::DevNull | FileContent::NotRegular => return Ok(None),

@@ -6,6 +6,7 @@ use super::root::{io_error, FileContent, HostFs, Node};
 use super::SystemdError;
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
+#[cfg(test)]
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -238,7 +239,7 @@ pub(super) fn find_aliases(
             if name == canonical || !same_type_unit(name, utype) {
                 continue;
             }
-            let Ok(target) = fs::read_link(&entry.disk_path) else {
+            let Some(target) = entry.link_target else {
                 continue;
             };
             if target.file_name() == Some(OsStr::new(canonical))
