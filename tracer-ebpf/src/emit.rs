@@ -2,13 +2,12 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_probe_read_kernel},
     EbpfContext,
 };
 use tracer_common::{
-    envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN, ENV_CAP, ENV_ENTRY_MAX,
+    envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN, ENV_CAP,
+    ENV_ENTRY_MAX,
 };
 
 use crate::{

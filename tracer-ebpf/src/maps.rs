@@ -130,4 +130,3 @@ pub static PROXY_ADDRS: HashMap<ProxyKey, u8> = HashMap::with_max_entries(1024, 
 /// an evicted entry only costs that attempt its exchange.
 #[map]
 pub static PROXY_SOCKS: LruHashMap<u64, ProxySock> = LruHashMap::with_max_entries(8192, 0);
-

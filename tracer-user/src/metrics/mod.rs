@@ -467,7 +467,10 @@ mod tests {
         m.counters.losses([5, 2, 1, 6, 2], 4, 7);
         assert_eq!(m.counters.lost("ringbuf_full", "attempt"), Some(5));
         assert_eq!(m.counters.lost("inflight_full", "attempt"), Some(2));
-        assert_eq!(m.counters.lost("announcements_full", "announcement"), Some(1));
+        assert_eq!(
+            m.counters.lost("announcements_full", "announcement"),
+            Some(1)
+        );
         // DNS and exchange losses are series of their own, not attempts.
         assert_eq!(m.counters.lost("ringbuf_full", "dns"), Some(6));
         assert_eq!(m.counters.lost("ringbuf_full", "exchange"), Some(2));

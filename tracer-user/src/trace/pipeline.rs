@@ -481,11 +481,7 @@ impl Pipeline {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        m.losses(
-            lost.by_kind(),
-            self.decode_errors,
-            self.sink.unwritten(),
-        );
+        m.losses(lost.by_kind(), self.decode_errors, self.sink.unwritten());
         m.process_cache
             .set(i64::try_from(self.procs.len()).unwrap_or(i64::MAX));
         m.resolver_names
