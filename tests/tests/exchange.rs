@@ -337,3 +337,69 @@ fn headers_and_credentials_never_leave_the_kernel() {
     assert_ne!(code, "407", "tinyproxy refused the credentials");
     assert_ne!(e["tracer"]["proxy"]["response"]["status_code"], 407);
 }
+
+/// Issue 18: a dual-stack AF_INET6 socket (Java's default; here python3
+/// with IPV6_V6ONLY cleared) dials its IPv4 proxy as `::ffff:127.0.0.1`
+/// and sends CONNECT. The socket is marked like a plain IPv4 dial, so the
+/// attempt carries the CONNECT and tinyproxy's 200 (`exchange: answered`),
+/// not `not_seen`, and its destination reads as the IPv4 proxy.
+#[test]
+fn a_v4_mapped_dial_from_a_dual_stack_socket_shows_the_exchange() {
+    let registry = Registry::start(0);
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let url = proxy.url();
+    let env = [("HTTPS_PROXY", url.as_str()), ("https_proxy", url.as_str())];
+    let unit = UnitCgroup::new("trt-xmapped.service");
+    let _resident = Resident::start(&unit, &env);
+    let tracer = Tracer::start(&["--proxy-only"]);
+    let target = format!("{}:443", registry.host());
+    let script = r#"
+import socket, sys
+port, target = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+s.settimeout(10)
+s.connect(("::ffff:127.0.0.1", port))
+s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
+print(s.recv(256).split(b"\r\n")[0].decode())
+"#;
+    let child = unit
+        .command(std::path::Path::new("/usr/bin/python3"))
+        .args(["-c", script, &proxy.port.to_string(), &target])
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("python3 output");
+    let status_line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        status_line.starts_with("HTTP/1.") && status_line.contains(" 200"),
+        "tinyproxy answered the mapped dial: {status_line:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = tracer.stop();
+    let mine: Vec<&Value> = stopped
+        .events
+        .iter()
+        .filter(|e| e["process"]["pid"] == pid && e["event"]["action"] == "connect")
+        .collect();
+    show(&mine);
+    let e = mine.first().unwrap_or_else(|| {
+        panic!(
+            "no event for python3 {pid}: {:#?}\nstderr: {}",
+            stopped.events, stopped.stderr
+        )
+    });
+    assert_eq!(e["destination"]["ip"], "127.0.0.1", "{e}");
+    assert_eq!(e["destination"]["port"], proxy.port, "{e}");
+    let p = &e["tracer"]["proxy"];
+    assert_eq!(p["via"], true, "{e}");
+    assert_eq!(p["variable"], "HTTPS_PROXY", "{e}");
+    assert_eq!(p["exchange"], "answered", "{e}");
+    assert_eq!(p["request"]["method"], "CONNECT", "{e}");
+    assert_eq!(p["request"]["target"], target, "{e}");
+    assert_eq!(p["response"]["status_code"], 200, "{e}");
+}

@@ -1,6 +1,7 @@
 //! Past capacity, losses are counted exactly: attempts made = events
-//! written + losses reported, for the test's own processes. Privileged; run
-//! by `cargo xtask test`.
+//! written + losses reported, for the test's own processes, and the DNS
+//! messages lost alongside are counted as such, never as attempts.
+//! Privileged; run by `cargo xtask test`.
 
 use std::{
     io::Read,
@@ -22,12 +23,17 @@ use tracer_tests::{assert_matches_schema, connector_bin, rss_kib, temp_dir, trac
 /// fills, records are dropped and counted; afterwards every attempt is
 /// either an event or a counted loss, exactly, and the tracer's memory
 /// stayed bounded while its reader was slow.
+///
+/// With `--dns`, a storm of 20,000 DNS queries (1,168 bytes of ring each:
+/// 8 MiB holds about 7,000) is sent while the tracer is frozen, so DNS
+/// messages are lost too. They must be counted in `dns_full`: counted as
+/// lost attempts, they would break the equality above.
 #[test]
 fn attempts_are_events_plus_counted_losses_under_overload() {
     let dir = temp_dir("overload");
     let stderr_path = dir.join("stderr.txt");
     let mut tracer = Command::new(tracer_bin())
-        .args(["trace", "--comm", "connector"])
+        .args(["trace", "--comm", "connector", "--dns"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&stderr_path).expect("stderr file"))
@@ -78,8 +84,21 @@ fn attempts_are_events_plus_counted_losses_under_overload() {
     thread::sleep(Duration::from_millis(200));
     // SAFETY: plain kill(2) on our own child.
     unsafe { libc::kill(tracer_pid as i32, libc::SIGSTOP) };
+    // Loopback, a port 53 nothing need answer on.
+    let dns = Command::new(connector_bin())
+        .args(["dns-storm", "127.0.0.153:53", "--count", "20000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the DNS storm");
+    let dns_pid = dns.id();
     thread::sleep(Duration::from_secs(3));
     unsafe { libc::kill(tracer_pid as i32, libc::SIGCONT) };
+    let dns_out = dns.wait_with_output().expect("DNS storm output");
+    assert!(dns_out.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&dns_out.stdout).trim(),
+        "queries 20000"
+    );
     let mut made = 0u64;
     for storm in storms {
         let out = storm.wait_with_output().expect("storm output");
@@ -115,20 +134,35 @@ fn attempts_are_events_plus_counted_losses_under_overload() {
         assert_matches_schema(&ev);
         if ev["event"]["action"] == "connect" {
             let pid = ev["process"]["pid"].as_u64().unwrap_or(0) as u32;
-            assert!(pids.contains(&pid), "only the storms are traced: {ev}");
+            assert!(pids.contains(&pid), "only the connect storms: {ev}");
             events += 1;
+        }
+        if ev["event"]["action"] == "dns-query" {
+            assert_eq!(ev["process"]["pid"], dns_pid, "only the DNS storm: {ev}");
         }
         last = Some(ev);
     }
     let last = last.expect("some output");
     assert_eq!(last["event"]["action"], "lost-events-final");
     let lost = last["tracer"]["lost"]["total"].as_u64().expect("total");
+    let dns_lost = last["tracer"]["lost"]["dns_full"]
+        .as_u64()
+        .expect("dns_full");
     println!(
-        "made {made}, events {events}, lost {lost} (ring {}, in-flight {}), announcements lost {}, tracer peak RSS {} KiB",
+        "made {made}, events {events}, lost {lost} (ring {}, in-flight {}), announcements lost {}, DNS messages lost {dns_lost}, exchange lines lost {}, tracer peak RSS {} KiB",
         last["tracer"]["lost"]["ringbuf_full"],
         last["tracer"]["lost"]["inflight_full"],
         last["tracer"]["lost"]["announcements_full"],
+        last["tracer"]["lost"]["exchange_full"],
         peak_rss
+    );
+    assert!(
+        dns_lost > 0,
+        "20,000 queries into a frozen tracer's ring lost some (else the DNS half proves nothing)"
+    );
+    assert!(
+        dns_lost <= 20_000,
+        "no more DNS messages lost than sent: {dns_lost}"
     );
     assert!(
         lost > 0,
@@ -137,7 +171,12 @@ fn attempts_are_events_plus_counted_losses_under_overload() {
     assert_eq!(
         events + lost,
         made,
-        "every attempt is an event or a counted loss"
+        "every attempt is an event or a counted loss (DNS losses apart)"
+    );
+    // The stop line says the same, per kind.
+    assert!(
+        stderr.contains(&format!("{dns_lost} DNS messages lost")),
+        "{stderr}"
     );
     // 8 MiB + 2 MiB of rings, 1 MiB of output buffer, caches: bounded.
     assert!(

@@ -182,9 +182,10 @@ pub mod envcap {
     pub const REQUEST_METHOD_SET: u32 = 256;
 }
 
-/// Indices of the `LOST` per-CPU counter array.
+/// Indices of the `LOST` per-CPU counter array: one per record kind, so
+/// a lost DNS message or exchange line is never counted as a lost attempt.
 pub mod lost {
-    /// `bpf_ringbuf_reserve` failed: the ring buffer was full.
+    /// A finished attempt did not fit in the EVENTS ring (it was full).
     pub const RINGBUF_FULL: u32 = 0;
     /// The in-flight map was full, so an attempt could not be tracked.
     pub const INFLIGHT_FULL: u32 = 1;
@@ -192,7 +193,15 @@ pub mod lost {
     /// No attempt is lost with it: userspace reads /proc when the attempt
     /// comes (and the proxy environment may then be unknown).
     pub const ANNOUNCE_FULL: u32 = 2;
-    pub const COUNT: u32 = 3;
+    /// A DNS message (`--dns`) did not fit in the EVENTS ring. No attempt
+    /// is lost with it: the attempt that follows is reported without the
+    /// name it was looked up by.
+    pub const DNS_FULL: u32 = 3;
+    /// A proxy exchange line (request or status line) did not fit in the
+    /// EVENTS ring. No attempt is lost with it: the attempt is reported
+    /// without that line (`exchange: not_seen` when the request was lost).
+    pub const EXCHANGE_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
 }
 
 /// One connect attempt, as tracked in the kernel.

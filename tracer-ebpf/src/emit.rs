@@ -2,17 +2,50 @@
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_probe_read_kernel},
     EbpfContext,
 };
-use tracer_common::{envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN};
+use tracer_common::{
+    envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN, ENV_CAP,
+    ENV_ENTRY_MAX,
+};
 
 use crate::{
     config,
     debug::diag,
     environ,
-    maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, PROC_SCRATCH, SEEN},
+    maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, SEEN},
 };
+
+/// The longest run of bytes `zero` clears in one call.
+pub const ZEROS_LEN: usize = 2048;
+
+/// Zeros, the source `zero` copies from (read-only data of the object).
+static ZEROS: [u8; ZEROS_LEN] = [0; ZEROS_LEN];
+
+/// Clear `len` bytes at `dst` (at most `ZEROS_LEN`) with one helper call:
+/// a copy from `ZEROS`. Used on records reserved in a ring, whose memory
+/// still holds an earlier record (another process's), for the bytes past
+/// what a record uses: nothing stale may leave the kernel. One call, not a
+/// loop, so the verifier checks it once whatever path led there (a loop
+/// after the environment walk of environ.rs was re-verified for each of
+/// the walk's end states, past the verifier's 1M-instruction budget).
+///
+/// # Safety
+/// `dst..dst + len` must be writable memory of this program (the verifier
+/// checks that the range lies inside the record, with `len` a constant).
+#[inline(always)]
+pub unsafe fn zero(dst: *mut u8, len: u32) {
+    let len = if len as usize > ZEROS_LEN {
+        ZEROS_LEN as u32
+    } else {
+        len
+    };
+    // SAFETY: ZEROS is ZEROS_LEN readable bytes; the caller vouches for dst.
+    unsafe {
+        bpf_probe_read_kernel(dst.cast(), len, ZEROS.as_ptr().cast());
+    }
+}
 
 /// What the connecting task is, captured once in its own context.
 pub struct Task {
@@ -65,22 +98,39 @@ pub fn announce_process<C: EbpfContext>(
     if SEEN.insert(tgid, 1, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
-    let Some(scratch) = PROC_SCRATCH.get_ptr_mut(0) else {
+    // Built in the ring itself: a per-CPU buffer could be shared with
+    // another announcement, because the cgroup hooks that call this
+    // (dns.rs) run preemptible (see maps::SCRATCH), so one process's proxy
+    // variables could end up in another's record.
+    let Some(mut entry) = PROCS.reserve::<ProcEvent>(0) else {
+        count_lost(lost::ANNOUNCE_FULL);
         return;
     };
-    // SAFETY: per-CPU scratch slot, exclusively ours for this program run.
-    let scratch = unsafe { &mut *scratch };
-    let ev = &mut scratch.event;
-    ev.kind = kind::PROCESS;
-    ev.env_len = 0;
-    ev.env_flags = 0;
-    ev.env_steps = 0;
-    ev.conn = Conn::zeroed();
-    ev.conn.pid_tgid = pid_tgid;
-    ev.conn.comm = *comm;
-    ev.conn.start_ns = since_ns;
+    let ev = entry.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved record, exclusively ours until
+    // submit. The header is written first and `env` zeroed, so the record
+    // is fully initialised before a reference to it is made, and nothing
+    // of whatever record used this ring memory before can leave.
+    let ev = unsafe {
+        (*ev).kind = kind::PROCESS;
+        (*ev).env_len = 0;
+        (*ev).env_flags = 0;
+        (*ev).env_steps = 0;
+        (*ev).conn = Conn::zeroed();
+        (*ev).conn.pid_tgid = pid_tgid;
+        (*ev).conn.comm = *comm;
+        (*ev).conn.start_ns = since_ns;
+        let env = (*ev).env.as_mut_ptr();
+        zero(env, ENV_CAP as u32);
+        zero(env.add(ENV_CAP), ENV_ENTRY_MAX as u32);
+        &mut *ev
+    };
     if bpf_get_current_pid_tgid() >> 32 == pid_tgid >> 32 {
-        environ::capture(ev, &mut scratch.head);
+        // The head of each environment entry, including those that are
+        // not proxy variables: on this program's own stack, never in
+        // memory another program or userspace can see.
+        let mut head = [0u8; environ::HEAD_LEN];
+        environ::capture(ev, &mut head);
         if ev.env_flags & envcap::NO_ENV != 0 {
             // Every process that connects is a user process with an
             // environment block; none found means the mm_struct offsets
@@ -95,9 +145,7 @@ pub fn announce_process<C: EbpfContext>(
     } else {
         ev.env_flags = envcap::NOT_CURRENT;
     }
-    if PROCS.output::<ProcEvent>(&*ev, 0).is_err() {
-        count_lost(lost::ANNOUNCE_FULL);
-    }
+    entry.submit(0);
 }
 
 /// Tell userspace that an announced process is gone, so it can forget its

@@ -26,7 +26,7 @@ use aya_ebpf::helpers::{
 };
 use tracer_common::{envcap, ProcEvent, ENV_CAP, ENV_ENTRY_MAX};
 
-use crate::config;
+use crate::{config, emit::zero};
 
 /// Bytes of each entry read to look at its key, and the stride used to
 /// skip over long entries (LS_COLORS is about 1.5 KB).
@@ -93,7 +93,9 @@ fn is_proxy_key(w: &[u64; 2]) -> bool {
 }
 
 /// Fill `ev.env` with the current task's proxy entries and `ev.env_flags`
-/// with how the walk went. `head` is scratch space.
+/// with how the walk went. `ev.env` must be zeroed already. `head` is
+/// scratch space on the caller's stack (it holds the start of every
+/// entry, secrets included, so it must be memory no one else sees).
 #[inline(always)]
 pub fn capture(ev: &mut ProcEvent, head: &mut [u8; HEAD_LEN]) {
     let off = config::offsets();
@@ -203,4 +205,13 @@ pub fn capture(ev: &mut ProcEvent, head: &mut [u8; HEAD_LEN]) {
     }
     ev.env_len = used as u32;
     ev.env_steps = steps;
+    // An entry left out (too long, or cut by a fault) was copied past
+    // `used` before its length was known: clear it. Every copy started at
+    // an offset <= `used` and wrote at most ENV_ENTRY_MAX bytes, so
+    // [used, used + ENV_ENTRY_MAX) holds all that is left of them.
+    if used <= ENV_CAP {
+        // SAFETY: used <= ENV_CAP, so the range ends within `env`
+        // (ENV_CAP + ENV_ENTRY_MAX bytes).
+        unsafe { zero(ev.env.as_mut_ptr().add(used), ENV_ENTRY_MAX as u32) };
+    }
 }

@@ -11,6 +11,10 @@
 //! One file per hook in `probes/`, each citing the kernel code it relies on.
 #![no_std]
 #![no_main]
+// atomic_xadd for the loss counters (maps::count_lost): the eBPF object is
+// built with nightly (build-std), and core has no other atomic add on bpfel.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod config;
 mod debug;

@@ -5,9 +5,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{lost, Conn, Inflight, ProcEvent, ProxyKey, ProxySock, COMM_LEN, LINE_MAX};
+use tracer_common::{lost, Conn, Inflight, ProxyKey, ProxySock, COMM_LEN};
 
-/// Finished attempts, to userspace.
+/// Finished attempts, DNS messages (`--dns`) and proxy exchange lines, to
+/// userspace.
 ///
 /// Budget: a TCP record (`ConnEvent`) is 120 bytes, +8 bytes of ring-buffer
 /// header; an AF_UNIX one (`Event`, syscall mode only) 232 + 8. 8 MiB holds
@@ -15,15 +16,18 @@ use tracer_common::{lost, Conn, Inflight, ProcEvent, ProxyKey, ProxySock, COMM_L
 /// loopback storm rate the issue gives for this machine) while the reader
 /// is descheduled: 65 times the 20 ms userspace lets records accumulate
 /// before each drain, which leaves room for a slow disk write or a busy
-/// CPU. When full, the reservation fails and `LOST[RINGBUF_FULL]` counts
-/// it; userspace reports the count in the stream.
+/// CPU. When full, the reservation fails and the record is counted by its
+/// kind: `LOST[RINGBUF_FULL]` (an attempt), `LOST[DNS_FULL]`,
+/// `LOST[EXCHANGE_FULL]`; userspace reports each count in the stream.
 #[map]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(8 * 1024 * 1024, 0);
 
 /// Process announcements (`kind::PROCESS`, a 4,224-byte `ProcEvent` with
 /// the proxy variables), to userspace. Separate from `EVENTS` because
 /// userspace drains it at once, unbatched: it must read /proc/<pid> while a
-/// short-lived process is still alive. One record per process per exec;
+/// short-lived process is still alive. The record is built in the ring
+/// itself (emit.rs), never in a per-CPU buffer another program could be
+/// writing at the same time. One record per process per exec;
 /// 2 MiB holds about 490, a burst of that many new processes connecting
 /// within one drain. When full, the announcement is counted in
 /// `LOST[RINGBUF_FULL]` and userspace falls back to reading /proc when the
@@ -72,27 +76,41 @@ pub static SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
 pub static LOST: PerCpuArray<u64> = PerCpuArray::with_max_entries(lost::COUNT, 0);
 
 /// Scratch space for building an `Inflight` (240 bytes) without using half
-/// of the 512-byte eBPF stack.
+/// of the 512-byte eBPF stack. Used by `sys_enter_connect` alone, which
+/// cannot share it with another run on the same CPU:
+/// - `perf_syscall_enter()` (kernel/trace/trace_syscalls.c) disables
+///   preemption (`guard(preempt_notrace)()`, since syscall tracepoints
+///   became faultable in 6.14; before that the tracepoint itself ran with
+///   preemption disabled) before `trace_call_bpf()`, so no other task runs
+///   on this CPU until the program returns;
+/// - the syscall-entry tracepoint fires only in process context, at the
+///   entry of a syscall, so no interrupt, softirq or NMI can start a second
+///   run of it on this CPU; and `trace_call_bpf()` (kernel/trace/bpf_trace.c)
+///   refuses to nest tracing programs anyway (`bpf_prog_active`).
+///
+/// The other programs (cgroup sock_addr and cgroup_skb ones run under
+/// `migrate_disable()` only, in `bpf_prog_run_array_cg()`,
+/// kernel/bpf/cgroup.c: preemptible, and interruptible by softirq) build
+/// their records in the ring buffer directly or on their own stack.
 #[map]
 pub static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
 
-/// Where an announcement is built (4 KiB, far beyond the 512-byte stack),
-/// plus the buffer the environment walk reads each entry's head into.
-#[repr(C)]
-pub struct ProcScratch {
-    pub event: ProcEvent,
-    pub head: [u8; crate::environ::HEAD_LEN],
-}
-
-/// One `ProcScratch` per CPU; a program runs to completion on one CPU.
-#[map]
-pub static PROC_SCRATCH: PerCpuArray<ProcScratch> = PerCpuArray::with_max_entries(1, 0);
-
+/// Count a lost record. An atomic add: the slot is this CPU's, but a
+/// preemptible program (cgroup hooks) may be interrupted by another that
+/// counts into the same slot, and a plain `+= 1` would lose one of them.
 #[inline(always)]
 pub fn count_lost(index: u32) {
     if let Some(counter) = LOST.get_ptr_mut(index) {
-        // SAFETY: per-CPU slot; a program runs to completion on one CPU.
-        unsafe { *counter += 1 };
+        // The intrinsic, not AtomicU64::fetch_add: rustc's bpfel target has
+        // no compare-and-swap, so core offers no atomic read-modify-write;
+        // LLVM turns this add, whose result is unused, into BPF's
+        // `lock *(u64 *)(r + 0) += 1`, which every eBPF CPU version has.
+        // SAFETY: a valid, aligned map value for this program run.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                counter, 1,
+            );
+        }
     }
 }
 
@@ -112,9 +130,3 @@ pub static PROXY_ADDRS: HashMap<ProxyKey, u8> = HashMap::with_max_entries(1024, 
 /// an evicted entry only costs that attempt its exchange.
 #[map]
 pub static PROXY_SOCKS: LruHashMap<u64, ProxySock> = LruHashMap::with_max_entries(8192, 0);
-
-/// Scratch for the first `LINE_MAX` bytes of a payload, cut at CR/LF
-/// before anything is copied to the ring (too big for the stack with the
-/// rest of the program's locals).
-#[map]
-pub static LINE_SCRATCH: PerCpuArray<[u64; LINE_MAX / 8]> = PerCpuArray::with_max_entries(1, 0);

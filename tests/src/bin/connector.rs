@@ -5,6 +5,8 @@
 //! connector udp ADDR
 //! connector unix PATH
 //! connector storm --count N
+//! connector dns-storm ADDR --count N  (sends N DNS queries with sendto()
+//!                      from one unconnected UDP socket; prints `queries N`)
 //! connector self      (a TCP socket connecting to its own address: a
 //!                      simultaneous open, SYN_SENT -> SYN_RECV)
 //! connector passfd ADDR  (creates a TCP socket, passes it with SCM_RIGHTS
@@ -409,6 +411,38 @@ fn storm(count: u32) {
     println!("elapsed_ns {} attempts {count}", elapsed.as_nanos());
 }
 
+/// `count` DNS queries (an A question for `storm.test.`, a distinct id
+/// each) sent with sendto() to `server`, as Go's and musl's resolvers may
+/// send them. Nothing needs to answer: the tracer's `--dns` programs copy
+/// each query as it leaves.
+fn dns_storm(server: &SocketAddr, count: u32) {
+    let bind: SocketAddr = if server.is_ipv4() {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    } else {
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0))
+    };
+    let socket = match std::net::UdpSocket::bind(bind) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("bind: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut query = [
+        0, 0, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, // header: id, RD, one question
+        5, b's', b't', b'o', b'r', b'm', 4, b't', b'e', b's', b't', 0, // storm.test.
+        0, 1, 0, 1, // A, IN
+    ];
+    let mut sent = 0u32;
+    for i in 0..count {
+        query[..2].copy_from_slice(&(i as u16).to_be_bytes());
+        if socket.send_to(&query, server).is_ok() {
+            sent += 1;
+        }
+    }
+    println!("queries {sent}");
+}
+
 /// Bind a TCP socket to a free loopback port and connect it to that same
 /// address. The SYN reaches the socket itself while it is in SYN_SENT, which
 /// the kernel treats as a simultaneous open (SYN_SENT -> SYN_RECV ->
@@ -460,6 +494,13 @@ fn main() {
     if args.get(1).map(String::as_str) == Some("exec-race") {
         let addr = args.get(3).cloned().unwrap_or_default();
         exec_race(parse(2), &addr);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("dns-storm") {
+        let count = arg_after(&args, "--count")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1000);
+        dns_storm(&parse(2), count.min(10_000_000));
         return;
     }
     if args.get(1).map(String::as_str) == Some("storm") {

@@ -203,14 +203,24 @@ fn socket_is_nonblocking(sk: u64) -> bool {
 /// its attempt, so `proxy_payload.rs` copies the request and status lines
 /// of this socket, and only of sockets marked here. One hash lookup per
 /// attempt otherwise (the map holds only proxies, and is usually empty).
+///
+/// A dual-stack AF_INET6 socket (Java's default, and any program that
+/// clears IPV6_V6ONLY) dials an IPv4 proxy as `::ffff:a.b.c.d`; it goes out
+/// as IPv4. Such a destination is looked up as the IPv4 key userspace
+/// writes for that proxy, so it is marked like a plain IPv4 dial.
 #[inline(always)]
 fn mark_if_proxy(ctx: &SockAddrContext, conn: &Conn) {
-    let key = ProxyKey {
+    let mut key = ProxyKey {
         addr: conn.daddr,
         port: conn.dport,
         family: conn.family,
         _pad: 0,
     };
+    if conn.family == AF_INET6 && is_v4_mapped(&conn.daddr) {
+        key.addr = [0; 16];
+        key.addr[..4].copy_from_slice(&conn.daddr[12..]);
+        key.family = AF_INET;
+    }
     // SAFETY: the value is not kept past this program run.
     if unsafe { PROXY_ADDRS.get(&key) }.is_none() {
         return;
@@ -229,4 +239,13 @@ fn mark_if_proxy(ctx: &SockAddrContext, conn: &Conn) {
     if let Err(e) = PROXY_SOCKS.insert(&cookie, &entry, 0) {
         diag!(ctx, "PROXY_SOCKS insert failed ({}): exchange not seen", e);
     }
+}
+
+/// `::ffff:a.b.c.d` (RFC 4291 2.5.5.2), as `ipv6_addr_v4mapped()` tests it.
+#[inline(always)]
+fn is_v4_mapped(addr: &[u8; 16]) -> bool {
+    let head = u64::from_ne_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    head == 0 && addr[8] == 0 && addr[9] == 0 && addr[10] == 0xff && addr[11] == 0xff
 }

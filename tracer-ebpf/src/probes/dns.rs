@@ -50,7 +50,7 @@ use tracer_common::{
 };
 
 use crate::{
-    emit::{announce_process, traced_task},
+    emit::{announce_process, traced_task, zero},
     maps::{count_lost, EVENTS},
 };
 
@@ -225,13 +225,16 @@ fn copy_message(
         avail
     };
     let Some(mut entry) = EVENTS.reserve::<DnsEvent>(0) else {
-        count_lost(lost::RINGBUF_FULL);
+        count_lost(lost::DNS_FULL);
         return;
     };
     let ev = entry.as_mut_ptr();
     // SAFETY: `ev` points to a reserved, exclusively owned record; every
-    // field the reader uses is written below (the payload up to `len`).
+    // byte is written below: the payload is zeroed first, so the bytes
+    // past `len` are not those of whatever record (another process's
+    // message, attempt or exchange line) used this ring memory before.
     unsafe {
+        zero((*ev).payload.as_mut_ptr(), DNS_PAYLOAD_MAX as u32);
         (*ev).kind = kind::DNS;
         (*ev).len = n;
         (*ev).cookie = cookie;

@@ -20,8 +20,12 @@
 //! Privacy: of the first payload segment in each direction, only the bytes
 //! before the first CR or LF (the request line, the status line) are
 //! copied to the ring buffer. Headers such as `Proxy-Authorization` are
-//! read into a per-CPU scratch buffer, which is never sent, and overwritten
-//! by the next packet.
+//! read into a buffer on the program's own stack, which is never sent.
+//! Not a per-CPU map: cgroup_skb programs run under `migrate_disable()`
+//! only (`bpf_prog_run_array_cg()`, kernel/bpf/cgroup.c), so an egress
+//! run in a process's context can be preempted, or interrupted by the
+//! softirq that runs ingress for another socket on the same CPU; a shared
+//! buffer would then hand one connection's bytes to another's record.
 //!
 //! `bpf_skb_pull_data` is refused in cgroup_skb and the linear area holds
 //! only the headers, so the payload is read with `bpf_skb_load_bytes`.
@@ -38,7 +42,7 @@ use tracer_common::{exchange, kind, lost, ExchangeEvent, LINE_MAX};
 /// The scratch buffer in 8-byte words (zeroed and copied a word at a time).
 const LINE_WORDS: usize = LINE_MAX / 8;
 
-use crate::maps::{count_lost, EVENTS, LINE_SCRATCH, PROXY_SOCKS};
+use crate::maps::{count_lost, EVENTS, PROXY_SOCKS};
 
 /// include/uapi/linux/in.h
 const IPPROTO_TCP: u8 = 6;
@@ -86,18 +90,8 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
         return;
     }
     let avail = len - offset;
-    let Some(buf) = LINE_SCRATCH.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: per-CPU scratch, exclusively ours for this program run.
-    let buf = unsafe { &mut *buf };
-    // Zero it first: the scan below then stops at the copied bytes' end
-    // (a NUL), and nothing of an earlier packet survives.
-    let mut w = 0usize;
-    while w < LINE_WORDS {
-        buf[w] = 0;
-        w += 1;
-    }
+    // Zeroed: the scan below then stops at the copied bytes' end (a NUL).
+    let mut buf = [0u64; LINE_WORDS];
     // black_box: the verifier must see the 1..=LINE_MAX bound checked
     // here, not a range LLVM proved and folded away.
     let n = core::hint::black_box(if avail > LINE_MAX as u32 {
@@ -115,7 +109,7 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
     }
     // The line ends at the first CR, LF or NUL (the end of the copied
     // bytes); nothing after it is sent.
-    let bytes: &[u8; LINE_MAX] = unsafe { &*(buf as *const [u64; LINE_WORDS]).cast() };
+    let bytes: &[u8; LINE_MAX] = unsafe { &*(&raw const buf).cast() };
     let mut line_len = LINE_MAX;
     let mut i = 0usize;
     while i < LINE_MAX {
@@ -139,7 +133,7 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
         let _ = PROXY_SOCKS.remove(&cookie);
     }
     let Some(mut rec) = EVENTS.reserve::<ExchangeEvent>(0) else {
-        count_lost(lost::RINGBUF_FULL);
+        count_lost(lost::EXCHANGE_FULL);
         return;
     };
     let ev = rec.as_mut_ptr();

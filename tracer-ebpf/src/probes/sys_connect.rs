@@ -85,8 +85,11 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(0)?;
     // SAFETY: per-CPU scratch slot, exclusively ours for this run.
     let inflight = unsafe { &mut *scratch };
+    // All of it, `path` included: the slot still holds this CPU's previous
+    // connect() (another process's, maybe its AF_UNIX path), and the
+    // record is sent whole (emit_event), bytes past `path_len` too.
+    inflight.event = tracer_common::Event::zeroed();
     let conn = &mut inflight.event.conn;
-    *conn = tracer_common::Conn::zeroed();
     conn.start_ns = unsafe { bpf_ktime_get_ns() };
     conn.pid_tgid = task.pid_tgid;
     conn.uid_gid = bpf_get_current_uid_gid();

@@ -14,7 +14,8 @@
 //!   (8 names) x proxy (at most [`MAX_PROXIES`], the rest `other`) x result
 //!   (7); a series not counted for [`IDLE`] is dropped. Destinations are
 //!   never a label, except proxies, which are few on a node;
-//! - losses: one series per cause; internals: one series each;
+//! - losses: one series per cause and record kind (7, fixed); internals:
+//!   one series each;
 //! - doctor: one series per runtime daemon, variable and proxy.
 
 pub mod doctor;
@@ -56,18 +57,25 @@ const RESULTS: [Verdict; 7] = [
 const TRANSPORTS: [&str; 4] = ["tcp", "udp", "unix", "unknown"];
 const VIA: [&str; 3] = ["true", "false", "unknown"];
 
-/// The causes of `tracer_events_lost_total`.
-pub const LOST_CAUSES: [&str; 5] = [
-    "ringbuf_full",
-    "inflight_full",
-    "announcements_full",
-    "unreadable",
-    "output",
+/// The series of `tracer_events_lost_total`: (cause, kind). The first
+/// five are the kernel's counts, in `LostCounts::by_kind` order; `kind`
+/// says what was lost, so that a lost DNS message or exchange line is
+/// never read as a lost attempt. Fixed, so the label is bounded.
+pub const LOST_SERIES: [(&str, &str); 7] = [
+    ("ringbuf_full", "attempt"),
+    ("inflight_full", "attempt"),
+    ("announcements_full", "announcement"),
+    ("ringbuf_full", "dns"),
+    ("ringbuf_full", "exchange"),
+    ("unreadable", "unknown"),
+    ("output", "any"),
 ];
+/// How many of `LOST_SERIES` the kernel counts.
+pub const KERNEL_LOSSES: usize = 5;
 
 type Labels3 = [(&'static str, &'static str); 3];
 type DialLabels = [(&'static str, String); 4];
-type LostLabels = [(&'static str, &'static str); 1];
+type LostLabels = [(&'static str, &'static str); 2];
 
 /// The registry (for the server) and the handles the pipeline and the
 /// doctor worker count into.
@@ -83,8 +91,8 @@ pub struct Counters {
     attempts: Vec<Counter>,
     pub dials: ProxyDials,
     lost: Vec<Counter>,
-    /// Last cumulative kernel counts seen, to add the difference.
-    lost_seen: [u64; 5],
+    /// Last cumulative counts seen, to add the difference.
+    lost_seen: [u64; LOST_SERIES.len()],
     pub rate_limited: Counter,
     pub ring_fill: Gauge<f64, std::sync::atomic::AtomicU64>,
     pub process_cache: Gauge,
@@ -125,12 +133,14 @@ impl Metrics {
         let lost_family = Family::<LostLabels, Counter>::default();
         registry.register(
             "events_lost",
-            "Events lost, by cause: ringbuf_full and inflight_full (attempts lost in the kernel), announcements_full (process announcements lost; no attempt lost), unreadable (ring records that could not be decoded), output (events the output could not write)",
+            "Events lost, by cause and kind: cause ringbuf_full or inflight_full with kind attempt (attempts lost in the kernel), ringbuf_full with kind dns or exchange (DNS messages or proxy exchange lines lost in the kernel; no attempt lost), announcements_full (process announcements lost; no attempt lost), unreadable (ring records that could not be decoded), output (events of any kind the output could not write)",
             lost_family.clone(),
         );
-        let lost = LOST_CAUSES
+        let lost = LOST_SERIES
             .iter()
-            .map(|cause| lost_family.get_or_create_owned(&[("cause", *cause)]))
+            .map(|(cause, kind)| {
+                lost_family.get_or_create_owned(&[("cause", *cause), ("kind", *kind)])
+            })
             .collect();
 
         let rate_limited = Counter::default();
@@ -166,7 +176,7 @@ impl Metrics {
         // A gauge at 1 rather than an OpenMetrics info metric: the classic
         // text parser (promtool check metrics, older scrapers) knows no
         // `info` type.
-        let build = Family::<LostLabels, Gauge>::default();
+        let build = Family::<[(&'static str, &'static str); 1], Gauge>::default();
         build
             .get_or_create(&[("version", env!("CARGO_PKG_VERSION"))])
             .set(1);
@@ -178,7 +188,7 @@ impl Metrics {
                 attempts,
                 dials: ProxyDials::new(dial_family),
                 lost,
-                lost_seen: [0; 5],
+                lost_seen: [0; LOST_SERIES.len()],
                 rate_limited,
                 ring_fill,
                 process_cache,
@@ -240,8 +250,10 @@ impl Counters {
     /// Add what the kernel's cumulative loss counts, the decoder's
     /// unreadable count and the output's unwritten count grew by since the
     /// last call.
-    pub fn losses(&mut self, kernel: [u64; 3], unreadable: u64, unwritten: u64) {
-        let now = [kernel[0], kernel[1], kernel[2], unreadable, unwritten];
+    pub fn losses(&mut self, kernel: [u64; KERNEL_LOSSES], unreadable: u64, unwritten: u64) {
+        let now = [
+            kernel[0], kernel[1], kernel[2], kernel[3], kernel[4], unreadable, unwritten,
+        ];
         for (i, (seen, now)) in self.lost_seen.iter_mut().zip(now).enumerate() {
             if now > *seen {
                 if let Some(c) = self.lost.get(i) {
@@ -252,9 +264,9 @@ impl Counters {
         }
     }
 
-    /// Total of `tracer_events_lost_total{cause=...}` (tests).
-    pub fn lost(&self, cause: &str) -> Option<u64> {
-        let i = LOST_CAUSES.iter().position(|c| *c == cause)?;
+    /// Total of `tracer_events_lost_total{cause=...,kind=...}` (tests).
+    pub fn lost(&self, cause: &str, kind: &str) -> Option<u64> {
+        let i = LOST_SERIES.iter().position(|s| *s == (cause, kind))?;
         self.lost.get(i).map(Counter::get)
     }
 }
@@ -388,10 +400,12 @@ mod tests {
             .filter(|l| l.starts_with("tracer_connect_attempts_total{"))
             .count();
         assert_eq!(n, 7 * 4 * 3);
-        for cause in LOST_CAUSES {
+        for (cause, kind) in LOST_SERIES {
             assert!(
-                text.contains(&format!("tracer_events_lost_total{{cause=\"{cause}\"}} 0")),
-                "{cause}: {text}"
+                text.contains(&format!(
+                    "tracer_events_lost_total{{cause=\"{cause}\",kind=\"{kind}\"}} 0"
+                )),
+                "{cause} {kind}: {text}"
             );
         }
         assert!(text.contains("tracer_build_info{version=\""), "{text}");
@@ -449,12 +463,18 @@ mod tests {
     #[test]
     fn kernel_losses_are_added_as_differences() {
         let mut m = Metrics::new();
-        m.counters.losses([3, 0, 1], 0, 0);
-        m.counters.losses([5, 2, 1], 4, 7);
-        assert_eq!(m.counters.lost("ringbuf_full"), Some(5));
-        assert_eq!(m.counters.lost("inflight_full"), Some(2));
-        assert_eq!(m.counters.lost("announcements_full"), Some(1));
-        assert_eq!(m.counters.lost("unreadable"), Some(4));
-        assert_eq!(m.counters.lost("output"), Some(7));
+        m.counters.losses([3, 0, 1, 0, 2], 0, 0);
+        m.counters.losses([5, 2, 1, 6, 2], 4, 7);
+        assert_eq!(m.counters.lost("ringbuf_full", "attempt"), Some(5));
+        assert_eq!(m.counters.lost("inflight_full", "attempt"), Some(2));
+        assert_eq!(
+            m.counters.lost("announcements_full", "announcement"),
+            Some(1)
+        );
+        // DNS and exchange losses are series of their own, not attempts.
+        assert_eq!(m.counters.lost("ringbuf_full", "dns"), Some(6));
+        assert_eq!(m.counters.lost("ringbuf_full", "exchange"), Some(2));
+        assert_eq!(m.counters.lost("unreadable", "unknown"), Some(4));
+        assert_eq!(m.counters.lost("output", "any"), Some(7));
     }
 }

@@ -287,7 +287,7 @@ impl Probes {
         RingBuf::try_from(map).map_err(|source| ProbeError::Map { map: name, source })
     }
 
-    /// Lost-record counters summed over CPUs: (ring buffer full, in-flight map full).
+    /// Lost-record counters summed over CPUs, one per record kind.
     pub fn lost(&self) -> Result<LostCounts, ProbeError> {
         let map = self
             .ebpf
@@ -309,6 +309,8 @@ impl Probes {
             ringbuf_full: sum(lost::RINGBUF_FULL)?,
             inflight_full: sum(lost::INFLIGHT_FULL)?,
             announcements_full: sum(lost::ANNOUNCE_FULL)?,
+            dns_full: sum(lost::DNS_FULL)?,
+            exchange_full: sum(lost::EXCHANGE_FULL)?,
         })
     }
 
@@ -361,6 +363,8 @@ impl Probes {
 /// An attempt without an outcome yet, with its raw AF_UNIX path if any.
 pub type InFlight = (Conn, Option<Vec<u8>>);
 
+/// Records lost in the kernel, by kind (`tracer_common::lost`). Only the
+/// first two are attempts; the others lose detail, never an attempt.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LostCounts {
     /// Finished attempts the EVENTS ring could not take.
@@ -370,11 +374,43 @@ pub struct LostCounts {
     /// Process announcements or exits the PROCS ring could not take. No
     /// attempt is lost with them, so they are not in `total`.
     pub announcements_full: u64,
+    /// DNS messages (`--dns`) the EVENTS ring could not take.
+    pub dns_full: u64,
+    /// Proxy exchange lines the EVENTS ring could not take.
+    pub exchange_full: u64,
 }
 
 impl LostCounts {
+    /// Attempts lost: attempts made = connect events + this, exactly.
     pub fn total(&self) -> u64 {
         self.ringbuf_full + self.inflight_full
+    }
+
+    /// The kernel's counts in the order of the first five series of
+    /// `metrics::LOST_SERIES`.
+    pub fn by_kind(&self) -> [u64; 5] {
+        [
+            self.ringbuf_full,
+            self.inflight_full,
+            self.announcements_full,
+            self.dns_full,
+            self.exchange_full,
+        ]
+    }
+
+    /// The counts in words, for the lost-events record and the stats
+    /// lines: every kind, so a lost DNS message or exchange line is never
+    /// read as a lost attempt.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} attempts lost in the kernel ({} because the ring buffer was full, {} because the in-flight table was full); not attempts: {} process announcements lost (their proxy environment may be unknown), {} DNS messages lost, {} proxy exchange lines lost",
+            self.total(),
+            self.ringbuf_full,
+            self.inflight_full,
+            self.announcements_full,
+            self.dns_full,
+            self.exchange_full
+        )
     }
 }
 

@@ -113,7 +113,10 @@ pub(super) fn add_proxy(ebpf: &mut Ebpf, ip: IpAddr, port: u16) -> Result<(), Pr
         family: AF_INET,
         _pad: 0,
     };
-    match ip {
+    // `::ffff:a.b.c.d` is stored as the IPv4 key: connect6 looks a
+    // v4-mapped destination up that way (connect_hook.rs), so a proxy is
+    // marked however a client spells it.
+    match ip.to_canonical() {
         IpAddr::V4(v4) => key.addr[..4].copy_from_slice(&v4.octets()),
         IpAddr::V6(v6) => {
             key.addr = v6.octets();

@@ -216,13 +216,10 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
             _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
                 eprintln!(
-                    "tracer: stats: {} attempts written, {}, lost {} (ring buffer full {}, in-flight table full {}, announcements {}), {}",
+                    "tracer: stats: {} attempts written, {}, {}, {}",
                     pipeline.attempts,
                     pipeline.stats(),
-                    lost.total(),
-                    lost.ringbuf_full,
-                    lost.inflight_full,
-                    lost.announcements_full,
+                    lost.describe(),
                     pipeline.output_stats()
                 );
                 Ok(())
@@ -286,11 +283,9 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         }
     }
     eprintln!(
-        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {} events lost in the kernel (ring buffer full: {}, in-flight table full: {}), {} unreadable records, {}",
+        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {}, {} unreadable records, {}",
         pipeline.attempts,
-        lost.total(),
-        lost.ringbuf_full,
-        lost.inflight_full,
+        lost.describe(),
         pipeline.decode_errors,
         pipeline.output_stats()
     );

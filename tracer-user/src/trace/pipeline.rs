@@ -388,13 +388,7 @@ impl Pipeline {
     pub fn lost_record(&mut self, lost: LostCounts, last: bool) -> Result<(), SinkError> {
         let now = words::rfc3339(now_epoch_ns());
         let unwritten = self.sink.unwritten();
-        let mut message = format!(
-            "{} events lost in the kernel so far: {} because the ring buffer was full, {} because the in-flight table was full ({} process announcements lost: their proxy environment may be unknown, no attempt lost)",
-            lost.total(),
-            lost.ringbuf_full,
-            lost.inflight_full,
-            lost.announcements_full
-        );
+        let mut message = format!("so far: {}", lost.describe());
         if unwritten > 0 {
             message.push_str(&format!(
                 "; {unwritten} events could not be written to the output (disk full or write errors)"
@@ -423,6 +417,8 @@ impl Pipeline {
                         ringbuf_full: lost.ringbuf_full,
                         inflight_full: lost.inflight_full,
                         announcements_full: lost.announcements_full,
+                        dns_full: lost.dns_full,
+                        exchange_full: lost.exchange_full,
                         unwritten,
                     },
                 },
@@ -485,15 +481,7 @@ impl Pipeline {
         let Some(m) = self.metrics.as_mut() else {
             return;
         };
-        m.losses(
-            [
-                lost.ringbuf_full,
-                lost.inflight_full,
-                lost.announcements_full,
-            ],
-            self.decode_errors,
-            self.sink.unwritten(),
-        );
+        m.losses(lost.by_kind(), self.decode_errors, self.sink.unwritten());
         m.process_cache
             .set(i64::try_from(self.procs.len()).unwrap_or(i64::MAX));
         m.resolver_names
@@ -633,6 +621,10 @@ struct LostFields {
     ringbuf_full: u64,
     inflight_full: u64,
     announcements_full: u64,
+    /// DNS messages and proxy exchange lines lost in the kernel (not
+    /// attempts, so not part of `total`).
+    dns_full: u64,
+    exchange_full: u64,
     /// Events the tracer could not write to its output (not part of
     /// `total`, which counts the kernel's losses).
     unwritten: u64,
