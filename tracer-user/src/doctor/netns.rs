@@ -142,6 +142,37 @@ mod tests {
         assert_eq!(ran_on, Ok(here));
     }
 
+    /// A process in a network namespace of its own (`unshare -n`): the
+    /// work runs there (only a loopback, so no node address), and this
+    /// thread's namespace is untouched.
+    #[test]
+    fn another_processs_namespace_is_entered_on_a_thread() {
+        let mut child = std::process::Command::new("unshare")
+            .args(["-n", "sleep", "10"])
+            .spawn()
+            .expect("unshare");
+        let pid = child.id();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while ns_id(Path::new("/proc"), &pid.to_string(), NET) == own_ns_id(NET) {
+            assert!(std::time::Instant::now() < deadline, "unshare -n did not");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let ours = crate::doctor::discover::node_addresses();
+        let theirs = within(Path::new("/proc"), pid, &[NET], || {
+            (
+                std::thread::current().id(),
+                crate::doctor::discover::node_addresses(),
+            )
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let (thread, addresses) = theirs.expect("entered");
+        assert_ne!(thread, std::thread::current().id());
+        assert!(addresses.is_empty(), "{addresses:?}");
+        assert!(!ours.is_empty(), "this machine has eth0's addresses");
+        assert_eq!(crate::doctor::discover::node_addresses(), ours);
+    }
+
     #[test]
     fn a_missing_process_says_why() {
         let err = within(Path::new("/proc"), u32::MAX, &[NET], || ()).unwrap_err();
