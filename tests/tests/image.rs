@@ -511,8 +511,8 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
         ns_of("self", "cgroup"),
         "--cgroupns private"
     );
-    let own_view = std::fs::read_to_string(format!("/proc/{container_pid}/cgroup"))
-        .unwrap_or_default();
+    let own_view =
+        std::fs::read_to_string(format!("/proc/{container_pid}/cgroup")).unwrap_or_default();
     println!("the pod's /proc/self/cgroup, as the node reads it: {own_view:?}");
 
     // The manifest's readiness probe, from the node to the pod's address.
@@ -531,7 +531,10 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     println!("containerd: {err}");
     assert!(err.contains("Unable to connect"), "tinyproxy's 500: {err}");
     assert!(
-        proxy.connect_lines().iter().any(|l| l.starts_with(&format!("CONNECT {target}"))),
+        proxy
+            .connect_lines()
+            .iter()
+            .any(|l| l.starts_with(&format!("CONNECT {target}"))),
         "the proxy saw the CONNECT: {}",
         proxy.log()
     );
@@ -539,10 +542,7 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     // The doctor, measured from containerd's network namespace (the node's):
     // the node-loopback proxy is reachable.
     let endpoint = format!("127.0.0.1:{}", proxy.port);
-    let reachable = [
-        "daemon=\"containerd\"",
-        "unit=\"containerd.service\"",
-    ];
+    let reachable = ["daemon=\"containerd\"", "unit=\"containerd.service\""];
     let proxy_label = format!("proxy=\"{endpoint}\"");
     let deadline = Instant::now() + Duration::from_secs(30);
     let line = loop {
@@ -560,7 +560,10 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
         std::thread::sleep(Duration::from_millis(500));
     };
     println!("metrics: {line}");
-    assert!(line.ends_with(" 1"), "the node-loopback proxy is reachable: {line}");
+    assert!(
+        line.ends_with(" 1"),
+        "the node-loopback proxy is reachable: {line}"
+    );
 
     // The kubelet stops a pod with SIGTERM.
     podman.output(&["kill", "--signal", "TERM", &name]);

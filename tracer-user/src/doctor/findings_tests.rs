@@ -297,7 +297,8 @@ fn loopback_proxy_in_its_own_network_namespace() {
     let f = judge(&d, &e, &c, &[], &[]);
     assert!(codes_of(&f).contains(&codes::LOOPBACK_PROXY_OTHER_NETNS));
     assert!(
-        f.iter().any(|f| f.message.contains("measured from its network namespace")),
+        f.iter()
+            .any(|f| f.message.contains("measured from its network namespace")),
         "{f:?}"
     );
 }
@@ -339,9 +340,9 @@ fn unreachable_says_where_it_was_measured() {
         .find(|f| f.code == codes::PROXY_UNREACHABLE)
         .expect("proxy-unreachable");
     assert!(
-        unreachable.message.contains(
-            "measured from the tracer's network namespace, not its own: cannot enter"
-        ),
+        unreachable
+            .message
+            .contains("measured from the tracer's network namespace, not its own: cannot enter"),
         "{}",
         unreachable.message
     );

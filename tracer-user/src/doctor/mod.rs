@@ -726,8 +726,8 @@ fn node_info(proc_root: &Path) -> Node {
         )
     };
     let node = netns::node_pid(proc_root);
-    let (hostname, addresses) =
-        netns::within(proc_root, node, &[netns::NET, netns::UTS], facts).unwrap_or_else(|why| {
+    let (hostname, addresses) = netns::within(proc_root, node, &[netns::NET, netns::UTS], facts)
+        .unwrap_or_else(|why| {
             log::warn!("the node's host name and addresses are this process's own: {why}");
             facts()
         });

@@ -147,7 +147,9 @@ impl HostCgroups {
 /// The tree, learned once per process (a namespace root never moves).
 pub fn host_cgroups() -> Result<&'static HostCgroups, CgroupTreeError> {
     static TREE: OnceLock<Result<HostCgroups, CgroupTreeError>> = OnceLock::new();
-    TREE.get_or_init(HostCgroups::discover).as_ref().map_err(Clone::clone)
+    TREE.get_or_init(HostCgroups::discover)
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 /// `ns_root` joined with `ns_path`, `..` and `.` resolved; None when the
