@@ -1,11 +1,13 @@
 //! The container image and the DaemonSet, end to end: the manifest
 //! validates against the Kubernetes schemas, and a real podman runs the
-//! image (`cargo xtask image`) with the DaemonSet's own settings, read from
-//! deploy/kubernetes/tracer.yaml, so the manifest and what is tested cannot
-//! drift apart. The tracer inside must become ready and trace a host
-//! process of `containerd.service` whose proxy a drop-in under the host's
-//! /etc/systemd/system sets, with the drop-in's file:line read through
-//! `/host`.
+//! image (`cargo xtask image`) the way a kubelet on a cgroup v2 node runs
+//! the DaemonSet: its own settings, read from deploy/kubernetes/tracer.yaml
+//! (so the manifest and what is tested cannot drift apart), a private
+//! cgroup namespace and a pod network namespace of its own. The tracer
+//! inside must become ready, trace containerd's dials to a proxy on the
+//! node's loopback with the unit, the drop-in's file:line (read through
+//! `/host`) and the proxy's answer, and its doctor must find that proxy
+//! reachable from where containerd dials it.
 //! Run by `cargo xtask test` as root with --test-threads=1.
 
 use std::{
@@ -17,7 +19,11 @@ use std::{
 use serde::Deserialize as _;
 use serde_json::Value;
 use tracer_tests::{
-    attempts_of, closed_port, connector_bin, connector_with, read_events, temp_dir, UnitCgroup,
+    containerd::Containerd,
+    prometheus::http_get,
+    read_events, temp_dir,
+    tinyproxy::{Tinyproxy, TinyproxyOptions},
+    NetNs,
 };
 
 fn manifest_path() -> PathBuf {
@@ -176,7 +182,7 @@ fn volume<'a>(pod: &'a Value, name: &str) -> &'a Value {
 /// test leaves nothing in the machine's container storage. Only with
 /// `--runtime runc` (crun refuses this hybrid cgroup layout), and never
 /// podman's default network (it would turn on ip_forward and add nft
-/// tables to the host): `--network none` or the host's.
+/// tables to the host): the host's, or a namespace the test made.
 struct Podman {
     dir: PathBuf,
     containers: Vec<String>,
@@ -216,15 +222,17 @@ impl Podman {
     }
 
     /// `podman run` options every container here gets: the platform's
-    /// (runtime, rlimits) and the network: the DaemonSet's hostNetwork, else
-    /// none.
-    fn base_run_args(host_network: bool) -> Vec<String> {
-        let network = if host_network { "host" } else { "none" };
+    /// (runtime, rlimits), the network (`host`, or `ns:/run/netns/NAME`
+    /// for a pod network the test made), and a private cgroup namespace,
+    /// the CRI default on cgroup v2 nodes.
+    fn base_run_args(network: &str) -> Vec<String> {
         [
             "--runtime",
             "runc",
             "--network",
             network,
+            "--cgroupns",
+            "private",
             "--ulimit",
             "nofile=20000:20000",
             "--ulimit",
@@ -272,11 +280,17 @@ fn image_archive() -> PathBuf {
 }
 
 /// `podman run` options for the DaemonSet's pod and container settings:
-/// hostPID, privileges, seccomp, the read-only root, hostPath volumes with
-/// their propagation, resources. Panics on a setting it cannot map, so a
-/// new setting in the manifest cannot go untested unnoticed.
-fn daemonset_run_args(pod: &Value, c: &Value) -> Vec<String> {
-    let mut args = Podman::base_run_args(pod["hostNetwork"] == true);
+/// hostPID, hostNetwork (else the pod network `pod_netns`), privileges,
+/// seccomp, the read-only root, hostPath volumes with their propagation,
+/// resources. Panics on a setting it cannot map, so a new setting in the
+/// manifest cannot go untested unnoticed.
+fn daemonset_run_args(pod: &Value, c: &Value, pod_netns: &NetNs) -> Vec<String> {
+    let network = if pod["hostNetwork"] == true {
+        "host".to_string()
+    } else {
+        format!("ns:/run/netns/{}", pod_netns.name)
+    };
+    let mut args = Podman::base_run_args(&network);
     if pod["hostPID"] == true {
         args.extend(["--pid".into(), "host".into()]);
     }
@@ -386,30 +400,41 @@ impl Drop for DropIn {
     }
 }
 
-/// GET http://127.0.0.1:PORT/PATH inside the network namespace of the
-/// container's process, as the kubelet's httpGet probe asks the pod's IP.
-fn http_get_in_netns(pid: u32, port: u64, path: &str) -> Option<String> {
-    let out = Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "--"])
-        .args(["curl", "-fsS", "--max-time", "3"])
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+/// The pod's address and the manifest's metrics port, as the kubelet's
+/// probe and Prometheus reach it: from the node, over the pod's veth.
+fn pod_get(ns: &NetNs, port: u16, path: &str) -> (u16, String) {
+    ns.assert_routed();
+    let addr = format!("{}:{port}", ns.addr).parse().expect("pod address");
+    http_get(addr, path, None)
 }
 
-/// The DaemonSet, run by podman from the manifest: the tracer inside becomes
-/// ready, and a refused connect by a host process in
-/// system.slice/containerd.service, whose HTTPS_PROXY a drop-in under the
-/// host's /etc/systemd/system sets, is traced with the unit and with the
-/// drop-in's file:line, read through /host.
+/// Lines of a Prometheus text body that start with `family{` and hold
+/// every one of `labels`.
+fn series<'a>(body: &'a str, family: &str, labels: &[&str]) -> Vec<&'a str> {
+    body.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")))
+        .filter(|l| labels.iter().all(|x| l.contains(x)))
+        .collect()
+}
+
+/// The DaemonSet, run by podman the way a kubelet on a cgroup v2 node runs
+/// it: the manifest's own settings and command line, a private cgroup
+/// namespace, and a pod network namespace joined to the node by a veth.
 ///
-/// The proxy is named by a host name that only the container's own
-/// /etc/hosts knows (`--add-host`, the test's one addition to the
-/// manifest's settings): the event can only say the dial went to the proxy
-/// if getaddrinfo(3) works inside the static binary of the scratch image.
+/// On the node: tinyproxy on the node's loopback, and containerd (started
+/// first, as on a node) in system.slice/containerd.service with the
+/// drop-in's HTTPS_PROXY pointing at it. containerd pulls an image from
+/// the pod's own address, port 443, where nothing listens: tinyproxy
+/// answers its CONNECT with 500.
+///
+/// From the pod the test sees: containerd's dials carry the unit and the
+/// drop-in's file:line (read through /host); the exchange is answered (the
+/// CONNECT and the 500), which needs the payload programs attached to the
+/// node's `system.slice/containerd.service` though the tracer reads it as
+/// `/../../system.slice/containerd.service`; /metrics from the pod's address
+/// shows the doctor calling the node-loopback proxy reachable (dialled
+/// from containerd's network namespace, not the pod's); /healthz answers
+/// 200.
 #[test]
 fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     let (pod, c) = pod_and_container();
@@ -425,23 +450,25 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     let args = string_list(&c["args"]);
     let metrics_port = flag_value(&args, "--metrics-addr")
         .and_then(|a| a.rsplit(':').next())
-        .and_then(|p| p.parse::<u64>().ok())
+        .and_then(|p| p.parse::<u16>().ok())
         .expect("the manifest passes --metrics-addr IP:PORT");
 
-    // The host side: containerd.service's proxy from a drop-in, at line 3.
-    let port = closed_port();
-    let proxy_name = "trt-image-proxy.example";
-    let proxy_ip = "127.0.0.79";
-    let proxy = format!("http://{proxy_name}:{port}");
+    // The pod's network: its own namespace, a veth to the node.
+    let pod_net = NetNs::new(41);
+
+    // The node: a proxy on its loopback, containerd's drop-in at line 3.
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let proxy_url = proxy.url();
     let dropin_name = format!("zz-trt-image-{}.conf", std::process::id());
     let dropin = DropIn::write(
         "containerd.service",
         &dropin_name,
         &format!(
-            "[Service]\n# written by tests/tests/image.rs\nEnvironment=\"HTTPS_PROXY={proxy}\"\n"
+            "[Service]\n# written by tests/tests/image.rs\nEnvironment=\"HTTPS_PROXY={proxy_url}\"\n"
         ),
     );
-    let cgroup = UnitCgroup::new("containerd.service");
+    let daemon = Containerd::start(&temp_dir("imgctrd"), &[("HTTPS_PROXY", &proxy_url)])
+        .unwrap_or_else(|e| panic!("containerd: {e}"));
 
     let name = format!("trt-image-{}", std::process::id());
     let dir = temp_dir("image");
@@ -451,8 +478,7 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     run.arg("run")
         .arg("--rm")
         .args(["--name", &name])
-        .args(daemonset_run_args(&pod, &c))
-        .args(["--add-host", &format!("{proxy_name}:{proxy_ip}")])
+        .args(daemonset_run_args(&pod, &c, &pod_net))
         .arg(&image)
         .args(&args)
         .stdin(Stdio::null())
@@ -463,8 +489,7 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     let mut podman = podman;
     podman.containers.push(name.clone());
 
-    // Ready: the tracer's own "ready" line (probes attached), and, when the
-    // binary serves metrics, the manifest's readiness probe answering.
+    // Ready: the tracer's own "ready" line (probes attached).
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
@@ -477,36 +502,68 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
         assert!(Instant::now() < deadline, "not ready after 90 s: {stderr}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // It runs in a cgroup namespace of its own, as under a kubelet.
     let inspect = podman.output(&["inspect", "--format", "{{.State.Pid}}", &name]);
     let container_pid: u32 = inspect.trim().parse().expect("container pid");
-    // The manifest's readiness probe: /healthz answers 200 once the probes
-    // are attached.
+    let ns_of = |pid: &str, kind: &str| std::fs::read_link(format!("/proc/{pid}/ns/{kind}")).ok();
+    assert_ne!(
+        ns_of(&container_pid.to_string(), "cgroup"),
+        ns_of("self", "cgroup"),
+        "--cgroupns private"
+    );
+    let own_view =
+        std::fs::read_to_string(format!("/proc/{container_pid}/cgroup")).unwrap_or_default();
+    println!("the pod's /proc/self/cgroup, as the node reads it: {own_view:?}");
+
+    // The manifest's readiness probe, from the node to the pod's address.
     let probe = &c["readinessProbe"]["httpGet"];
-    assert_eq!(probe["port"].as_u64(), Some(metrics_port));
+    assert_eq!(probe["port"].as_u64(), Some(u64::from(metrics_port)));
     let path = probe["path"].as_str().expect("probe path");
+    let (code, body) = pod_get(&pod_net, metrics_port, path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+
+    // containerd pulls through its proxy; behind it, the pod's address has
+    // nothing on 443: tinyproxy answers 500.
+    let target = format!("{}:443", pod_net.addr);
+    let err = daemon
+        .cri_pull(&format!("{}/trt/image:1", pod_net.addr))
+        .expect_err("nothing serves the registry");
+    println!("containerd: {err}");
+    assert!(err.contains("Unable to connect"), "tinyproxy's 500: {err}");
+    assert!(
+        proxy
+            .connect_lines()
+            .iter()
+            .any(|l| l.starts_with(&format!("CONNECT {target}"))),
+        "the proxy saw the CONNECT: {}",
+        proxy.log()
+    );
+
+    // The doctor, measured from containerd's network namespace (the node's):
+    // the node-loopback proxy is reachable.
+    let endpoint = format!("127.0.0.1:{}", proxy.port);
+    let reachable = ["daemon=\"containerd\"", "unit=\"containerd.service\""];
+    let proxy_label = format!("proxy=\"{endpoint}\"");
     let deadline = Instant::now() + Duration::from_secs(30);
-    let body = loop {
-        if let Some(body) = http_get_in_netns(container_pid, metrics_port, path) {
-            break body;
+    let line = loop {
+        let (code, body) = pod_get(&pod_net, metrics_port, "/metrics");
+        assert_eq!(code, 200, "/metrics");
+        let mut labels = reachable.to_vec();
+        labels.push(&proxy_label);
+        if let Some(l) = series(&body, "tracer_doctor_proxy_reachable", &labels).first() {
+            break l.to_string();
         }
         assert!(
             Instant::now() < deadline,
-            "the readiness probe GET :{metrics_port}{path} did not succeed within 30 s"
+            "no doctor series for {endpoint} within 30 s:\n{body}"
         );
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(500));
     };
-    assert!(body.contains("ready"), "readiness answer: {body}");
-
-    // A host process of containerd.service with the drop-in's proxy in its
-    // environment dials the proxy, and is refused.
-    let (pid, errnos) = connector_with(
-        cgroup
-            .command(&connector_bin())
-            .env_clear()
-            .env("HTTPS_PROXY", &proxy)
-            .args(["tcp", &format!("{proxy_ip}:{port}"), "--linger-ms", "300"]),
+    println!("metrics: {line}");
+    assert!(
+        line.ends_with(" 1"),
+        "the node-loopback proxy is reachable: {line}"
     );
-    assert_eq!(errnos, vec![libc::ECONNREFUSED]);
 
     // The kubelet stops a pod with SIGTERM.
     podman.output(&["kill", "--signal", "TERM", &name]);
@@ -528,35 +585,46 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     );
     // Every line on stdout is a complete event valid against the schema.
     let events = read_events(&stdout_path);
-    let ev = attempts_of(&events, pid)
-        .into_iter()
-        .find(|e| e["destination"]["port"] == port)
-        .unwrap_or_else(|| {
-            panic!("no event for pid {pid} (hostPID: host pids) in {events:#?}\nstderr: {stderr}")
-        });
-    println!("json: {ev}");
-    assert_eq!(ev["tracer"]["result"], "refused");
-    assert_eq!(ev["tracer"]["unit"], "containerd.service");
-    assert_eq!(
-        ev["tracer"]["cgroup"]["path"], "/system.slice/containerd.service",
-        "the host's cgroup path"
-    );
-    let p = &ev["tracer"]["proxy"];
-    assert_eq!(p["variable"], "HTTPS_PROXY");
-    assert_eq!(p["url"], proxy.as_str());
-    assert_eq!(
-        p["via"], true,
-        "{proxy_name} resolved inside the container: {p}"
+    let dials: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["process"]["pid"] == daemon.pid)
+        .filter(|e| e["destination"]["port"] == proxy.port)
+        .collect();
+    assert!(
+        !dials.is_empty(),
+        "no dial of containerd {} to its proxy in {events:#?}\nstderr: {stderr}",
+        daemon.pid
     );
     let dropin_path = format!("/etc/systemd/system/containerd.service.d/{dropin_name}");
-    assert_eq!(
-        p["source"]["file"],
-        dropin_path.as_str(),
-        "read through /host"
-    );
-    assert_eq!(p["source"]["line"], 3);
-    let msg = ev["message"].as_str().expect("message");
+    for ev in &dials {
+        println!("json: {ev}");
+        assert_eq!(ev["tracer"]["unit"], "containerd.service");
+        assert_eq!(
+            ev["tracer"]["cgroup"]["path"], "/system.slice/containerd.service",
+            "the node's cgroup path, not the pod's view of it"
+        );
+        let p = &ev["tracer"]["proxy"];
+        assert_eq!(p["variable"], "HTTPS_PROXY");
+        assert_eq!(p["via"], true, "{p}");
+        assert_eq!(
+            p["source"]["file"],
+            dropin_path.as_str(),
+            "read through /host"
+        );
+        assert_eq!(p["source"]["line"], 3);
+        assert_ne!(p["exchange"], "not_watched", "{ev}");
+    }
+    let connect = dials
+        .iter()
+        .find(|e| e["tracer"]["proxy"]["request"]["method"] == "CONNECT")
+        .unwrap_or_else(|| panic!("no CONNECT among containerd's dials: {dials:#?}\n{stderr}"));
+    let p = &connect["tracer"]["proxy"];
+    assert_eq!(p["exchange"], "answered");
+    assert_eq!(p["request"]["target"], target.as_str());
+    assert_eq!(p["response"]["status_code"], 500, "{connect}");
+    let msg = connect["message"].as_str().expect("message");
     assert!(msg.contains(&format!("{dropin_path}:3")), "{msg}");
+    drop(daemon);
     drop(dropin);
     let _ = std::fs::remove_dir_all(dir);
 }

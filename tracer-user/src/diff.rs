@@ -329,6 +329,8 @@ mod tests {
             parent: None,
             started: Some(format!("2026-01-01T00:00:{:02}Z", pid % 60)),
             own_network_namespace: false,
+            measured_from: crate::doctor::Vantage::Daemon,
+            measured_from_error: None,
             environ_error: None,
             config_files: vec![],
             config_warnings: vec![],

@@ -110,15 +110,14 @@ pub fn args_of(proc_root: &Path, pid: u32) -> Vec<String> {
     cmdline(proc_root, pid)
 }
 
-fn net_ns(proc_root: &Path, pid: &str) -> Option<std::path::PathBuf> {
-    std::fs::read_link(proc_root.join(pid).join("ns/net")).ok()
-}
-
-/// The process's network namespace is not the host's (PID 1's, or ours
-/// when PID 1's cannot be read): loopback there is another loopback.
+/// The process's network namespace is not the node's (a kernel thread's,
+/// netns.rs; ours when that cannot be read): loopback there is another
+/// loopback. Not compared with ours: a DaemonSet pod has its own.
 pub fn own_network_namespace(proc_root: &Path, pid: u32) -> bool {
-    let host = net_ns(proc_root, "1").or_else(|| net_ns(Path::new("/proc"), "self"));
-    match (host, net_ns(proc_root, &pid.to_string())) {
+    let node = super::netns::node_pid(proc_root).to_string();
+    let net = |root: &Path, pid: &str| super::netns::ns_id(root, pid, super::netns::NET);
+    let host = net(proc_root, &node).or_else(|| net(Path::new("/proc"), "self"));
+    match (host, net(proc_root, &pid.to_string())) {
         (Some(host), Some(its)) => host != its,
         _ => false,
     }

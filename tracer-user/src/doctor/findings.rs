@@ -12,6 +12,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    netns::Vantage,
     reach::{ReachResult, Tunnel},
     sources::{host_file_info, Configured},
     DaemonReport, Drift, Privileges, Source, Variable,
@@ -141,6 +142,17 @@ impl Out<'_> {
         match &d.unit {
             Some(unit) => format!("{} (pid {}, {unit})", d.name, d.pid),
             None => format!("{} (pid {})", d.name, d.pid),
+        }
+    }
+
+    /// Where its proxies were dialled from, for the findings' text.
+    fn vantage(&self) -> String {
+        match (self.daemon.measured_from, &self.daemon.measured_from_error) {
+            (Vantage::Daemon, _) => "its network namespace".to_string(),
+            (Vantage::Tracer, Some(why)) => {
+                format!("the tracer's network namespace, not its own: {why}")
+            }
+            (Vantage::Tracer, None) => "the tracer's network namespace".to_string(),
         }
     }
 
@@ -326,9 +338,10 @@ fn reachability(out: &mut Out<'_>) {
                 codes::PROXY_UNREACHABLE,
                 Some(var),
                 format!(
-                    "{who} cannot reach its proxy {}: {} ({detail}); {set}; start the proxy, or remove the setting and restart",
+                    "{who} cannot reach its proxy {}: {} ({detail}, measured from {}); {set}; start the proxy, or remove the setting and restart",
                     p.endpoint,
-                    p.tcp.result.as_str()
+                    p.tcp.result.as_str(),
+                    out.vantage()
                 ),
             );
         }
@@ -442,8 +455,9 @@ fn loopback_in_other_netns(out: &mut Out<'_>, env: &ProxyEnv) {
                 codes::LOOPBACK_PROXY_OTHER_NETNS,
                 Some(var.name()),
                 format!(
-                    "{who} runs in its own network namespace, so its proxy {} is its own loopback, not the node's (reachability was measured from the node's); {set}",
-                    url.redacted()
+                    "{who} runs in its own network namespace, so its proxy {} is its own loopback, not the node's (reachability was measured from {}); {set}",
+                    url.redacted(),
+                    out.vantage()
                 ),
             );
         }

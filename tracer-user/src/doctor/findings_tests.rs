@@ -51,6 +51,8 @@ fn daemon(env: &ProxyEnv, conf: &Configured) -> DaemonReport {
         parent: None,
         started: None,
         own_network_namespace: false,
+        measured_from: crate::doctor::Vantage::Daemon,
+        measured_from_error: None,
         environ_error: None,
         config_files: vec![],
         config_warnings: vec![],
@@ -294,6 +296,56 @@ fn loopback_proxy_in_its_own_network_namespace() {
     d.own_network_namespace = true;
     let f = judge(&d, &e, &c, &[], &[]);
     assert!(codes_of(&f).contains(&codes::LOOPBACK_PROXY_OTHER_NETNS));
+    assert!(
+        f.iter()
+            .any(|f| f.message.contains("measured from its network namespace")),
+        "{f:?}"
+    );
+}
+
+/// The text says where the proxy was dialled from: the daemon's own
+/// network namespace, or the tracer's, and then why.
+#[test]
+fn unreachable_says_where_it_was_measured() {
+    let e = env(&[("HTTPS_PROXY", "http://127.0.0.1:3128"), ("NO_PROXY", "*")]);
+    let c = Configured::default();
+    let mut d = daemon(&e, &c);
+    d.proxies = vec![super::super::ProxyCheck {
+        url: "http://127.0.0.1:3128".into(),
+        endpoint: "127.0.0.1:3128".into(),
+        variables: vec!["HTTPS_PROXY".into()],
+        tcp: super::super::Reach {
+            result: ReachResult::Refused,
+            address: Some("127.0.0.1:3128".into()),
+            detail: Some("connection refused".into()),
+        },
+    }];
+    let f = judge(&d, &e, &c, &[], &[]);
+    let unreachable = f
+        .iter()
+        .find(|f| f.code == codes::PROXY_UNREACHABLE)
+        .expect("proxy-unreachable");
+    assert!(
+        unreachable
+            .message
+            .contains("(connection refused, measured from its network namespace)"),
+        "{}",
+        unreachable.message
+    );
+    d.measured_from = crate::doctor::Vantage::Tracer;
+    d.measured_from_error = Some("cannot enter the net namespace of pid 42: EPERM".into());
+    let f = judge(&d, &e, &c, &[], &[]);
+    let unreachable = f
+        .iter()
+        .find(|f| f.code == codes::PROXY_UNREACHABLE)
+        .expect("proxy-unreachable");
+    assert!(
+        unreachable
+            .message
+            .contains("measured from the tracer's network namespace, not its own: cannot enter"),
+        "{}",
+        unreachable.message
+    );
 }
 
 #[test]

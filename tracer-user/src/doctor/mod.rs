@@ -12,6 +12,7 @@
 
 pub mod discover;
 pub mod findings;
+pub mod netns;
 pub mod reach;
 pub mod sources;
 pub mod text;
@@ -34,6 +35,7 @@ use crate::{
     verdict::proxy::{parse_proxy_url, route, select_proxy, RequestScheme, Route, Rules},
 };
 pub use findings::{Finding, Severity};
+pub use netns::Vantage;
 pub use reach::{connect_through, Reach, ReachResult, Tunnel};
 
 /// Version of the report's JSON layout; bumped on incompatible changes.
@@ -167,8 +169,15 @@ pub struct DaemonReport {
     /// RFC 3339 UTC, when known.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub started: Option<String>,
-    /// Runs in a network namespace other than the host's.
+    /// Runs in a network namespace other than the node's.
     pub own_network_namespace: bool,
+    /// Where its proxies and probe targets were dialled from: its own
+    /// network namespace, or the tracer's when that could not be entered.
+    #[serde(default)]
+    pub measured_from: Vantage,
+    /// Why its network namespace could not be entered.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub measured_from_error: Option<String>,
     /// Why /proc/<pid>/environ could not be read; absent when it was.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub environ_error: Option<String>,
@@ -476,14 +485,22 @@ fn examine_as(
         .unwrap_or_default();
     let selection = env.as_ref().map(selection_of).unwrap_or_default();
     let own_netns = discover::own_network_namespace(&opts.proc_root, pid);
-    let proxies = env
-        .as_ref()
-        .map(|env| check_proxies(env, opts.timeout))
-        .unwrap_or_default();
-    let probes = env
-        .as_ref()
-        .map(|env| run_probes(env, &opts.probes, opts.timeout))
-        .unwrap_or_default();
+    // Dialled from where the daemon dials: its network namespace.
+    let dial = || {
+        env.as_ref()
+            .map(|env| {
+                (
+                    check_proxies(env, opts.timeout),
+                    run_probes(env, &opts.probes, opts.timeout),
+                )
+            })
+            .unwrap_or_default()
+    };
+    let ((proxies, probes), measured_from, measured_from_error) =
+        match netns::within(&opts.proc_root, pid, &[netns::NET], dial) {
+            Ok(dialled) => (dialled, Vantage::Daemon, None),
+            Err(why) => (dial(), Vantage::Tracer, Some(why)),
+        };
     let mut daemon = DaemonReport {
         name,
         comm,
@@ -494,6 +511,8 @@ fn examine_as(
         parent,
         started: started.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
         own_network_namespace: own_netns,
+        measured_from,
+        measured_from_error,
         environ_error,
         config_files: configured.files.clone(),
         config_warnings: configured.warnings.iter().map(|w| redact(w)).collect(),
@@ -686,19 +705,36 @@ fn privileges() -> Privileges {
     }
 }
 
+/// The node's host name and addresses, read in the node's UTS and network
+/// namespaces (a pod has its own of both); the tracer's own when those
+/// cannot be entered, with a warning.
 fn node_info(proc_root: &Path) -> Node {
     let read = |p: &str| {
         std::fs::read_to_string(proc_root.join(p))
             .map(|s| s.trim().to_string())
             .unwrap_or_default()
     };
+    // /proc/sys/kernel/hostname answers for the reader's UTS namespace,
+    // getifaddrs(3) for the caller's network namespace: the thread's.
+    let facts = || {
+        (
+            read("sys/kernel/hostname"),
+            discover::node_addresses()
+                .into_iter()
+                .map(|a: IpAddr| a.to_string())
+                .collect::<Vec<_>>(),
+        )
+    };
+    let node = netns::node_pid(proc_root);
+    let (hostname, addresses) = netns::within(proc_root, node, &[netns::NET, netns::UTS], facts)
+        .unwrap_or_else(|why| {
+            log::warn!("the node's host name and addresses are this process's own: {why}");
+            facts()
+        });
     Node {
-        hostname: read("sys/kernel/hostname"),
+        hostname,
         kernel: read("sys/kernel/osrelease"),
         time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-        addresses: discover::node_addresses()
-            .into_iter()
-            .map(|a: IpAddr| a.to_string())
-            .collect(),
+        addresses,
     }
 }

@@ -128,6 +128,9 @@ pub fn daemon(s: &mut String, d: &DaemonReport) {
             let _ = writeln!(s, "{line}");
         }
     }
+    if let (Some(why), false) = (&d.measured_from_error, d.proxies.is_empty()) {
+        let _ = writeln!(s, "  dialled from the tracer's network namespace: {why}");
+    }
     for p in &d.proxies {
         let detail = p
             .tcp

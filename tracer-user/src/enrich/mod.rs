@@ -2,6 +2,7 @@
 //! host's unit files.
 
 pub mod cgroup;
+pub mod cgroupns;
 pub mod dns;
 pub mod proc;
 pub mod proxy_env;

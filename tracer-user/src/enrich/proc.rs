@@ -17,6 +17,7 @@ use crate::{
     decode::KernelEnv,
     enrich::{
         cgroup::{cgroup_info, CgroupInfo},
+        cgroupns::host_cgroups,
         proxy_env::ProxyEnv,
     },
     redact::redact,
@@ -87,11 +88,34 @@ pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> 
                 })
                 .collect()
         });
-        info.cgroup = process.cgroups().ok().map(|groups| cgroup_info(&groups.0));
+        info.cgroup = process
+            .cgroups()
+            .ok()
+            .map(|groups| cgroup_info(&on_the_node(groups.0)));
     }
     info.mnt_ns = mount_namespace(&dir);
     info.env = Some(environment(&dir, kernel_env));
     info
+}
+
+/// The v2 line's path as the node names it, whatever cgroup namespace the
+/// tracer runs in (cgroupns.rs): naming (unit, container, pod) and the
+/// exchange watch then see `/system.slice/containerd.service`, not
+/// `/../../system.slice/containerd.service`. Left as read when it cannot be
+/// placed.
+fn on_the_node(mut groups: Vec<procfs::ProcessCGroup>) -> Vec<procfs::ProcessCGroup> {
+    let Ok(tree) = host_cgroups() else {
+        return groups;
+    };
+    for g in groups
+        .iter_mut()
+        .filter(|g| g.hierarchy == 0 && g.controllers.is_empty())
+    {
+        if let Some(path) = tree.host_path(&g.pathname) {
+            g.pathname = path;
+        }
+    }
+    groups
 }
 
 /// "mnt:[4026531841]" -> 4026531841.

@@ -9,7 +9,7 @@
 //!   per runtime daemon and live proxy variable; `source` is the file:line
 //!   that sets it, empty when no configuration does;
 //! - `tracer_doctor_proxy_reachable{daemon,unit,proxy}` 1 or 0: a TCP
-//!   connect to the proxy (`host:port`) from this node;
+//!   connect to the proxy (`host:port`) from the daemon's network namespace;
 //! - `tracer_doctor_findings{code,severity}`: how many findings of each;
 //! - `tracer_doctor_daemons`, `tracer_doctor_runs_total{result}`,
 //!   `tracer_doctor_last_run_timestamp_seconds`.
@@ -70,7 +70,7 @@ impl DoctorMetrics {
         );
         registry.register(
             "doctor_proxy_reachable",
-            "1 when a TCP connect from this node to the daemon's proxy (host:port) succeeded at the last examination, 0 when it did not",
+            "1 when a TCP connect to the daemon's proxy (host:port), made from the daemon's network namespace, succeeded at the last examination, 0 when it did not",
             m.reachable.clone(),
         );
         registry.register(

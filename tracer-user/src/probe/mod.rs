@@ -18,6 +18,8 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{lost, Conn, Inflight, COMM_LEN};
 
+use crate::enrich::cgroupns::{host_cgroups, CgroupTreeError};
+
 /// Which hooks are attached. See the README's "Modes" section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
@@ -82,8 +84,8 @@ pub enum ProbeError {
     },
     #[error("cannot read the eBPF programs' diagnostics: {0}")]
     Logger(#[source] aya_log::Error),
-    #[error("no cgroup v2 hierarchy is mounted (looked in /proc/self/mountinfo); the connect hooks attach to it")]
-    NoCgroup2,
+    #[error(transparent)]
+    Cgroup(#[from] CgroupTreeError),
     #[error("cannot open cgroup v2 root {path}: {source}")]
     OpenCgroup {
         path: PathBuf,
@@ -205,7 +207,10 @@ impl Probes {
             None
         };
 
-        let cgroup_root = cgroup2_root().ok_or(ProbeError::NoCgroup2)?;
+        // The node's hierarchy root, never a container's own subtree: the
+        // connect hooks must see every process of the node.
+        let tree = host_cgroups()?;
+        let cgroup_root = tree.mount().to_path_buf();
         let cgroup = File::open(&cgroup_root).map_err(|source| ProbeError::OpenCgroup {
             path: cgroup_root.clone(),
             source,
@@ -230,7 +235,7 @@ impl Probes {
                 })?;
         }
         // Loaded now, attached per cgroup as processes with a proxy appear.
-        let payload = payload::PayloadWatch::load(&mut ebpf, cgroup_root)?;
+        let payload = payload::PayloadWatch::load(&mut ebpf, tree)?;
         Ok(Self {
             ebpf,
             mode: config.mode,
@@ -482,26 +487,9 @@ fn load_error(name: &'static str, source: aya::programs::ProgramError) -> ProbeE
     }
 }
 
-/// The cgroup v2 mount point: /sys/fs/cgroup on a pure v2 node,
-/// /sys/fs/cgroup/unified on a hybrid one (from /proc/self/mountinfo).
-fn cgroup2_root() -> Option<PathBuf> {
-    let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
-    mounts
-        .into_iter()
-        .find(|m| m.fs_type == "cgroup2")
-        .map(|m| m.mount_point)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn finds_this_machines_cgroup2_mount() {
-        // Hybrid here (/sys/fs/cgroup/unified), pure v2 on most nodes.
-        let root = cgroup2_root().expect("a cgroup2 mount");
-        assert!(root.join("cgroup.procs").exists(), "{}", root.display());
-    }
 
     #[test]
     fn comm_keys_are_cut_like_the_kernel() {

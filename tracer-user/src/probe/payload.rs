@@ -16,7 +16,7 @@ use std::{
     fs::File,
     net::IpAddr,
     os::unix::fs::MetadataExt,
-    path::{Path, PathBuf},
+    path::Path,
 };
 
 use aya::{
@@ -27,6 +27,7 @@ use aya::{
 use tracer_common::{ProxyKey, AF_INET, AF_INET6};
 
 use super::{load_error, program_of, ProbeError};
+use crate::enrich::cgroupns::HostCgroups;
 
 /// At most this many cgroups carry the payload programs; a node with more
 /// proxied services than this keeps the first ones (a warning says so).
@@ -46,8 +47,9 @@ struct Watched {
 
 /// Where the payload programs are attached, and for whom.
 pub struct PayloadWatch {
-    /// The cgroup v2 mount point.
-    root: PathBuf,
+    /// The node's cgroup v2 tree: paths are the node's, whatever cgroup
+    /// namespace the tracer runs in (enrich/cgroupns.rs).
+    tree: &'static HostCgroups,
     /// False when the programs did not load (an old kernel): nothing is
     /// attached and every proxy attempt is `not_watched`.
     pub enabled: bool,
@@ -57,7 +59,7 @@ pub struct PayloadWatch {
 }
 
 impl PayloadWatch {
-    pub(super) fn load(ebpf: &mut Ebpf, root: PathBuf) -> Result<Self, ProbeError> {
+    pub(super) fn load(ebpf: &mut Ebpf, tree: &'static HostCgroups) -> Result<Self, ProbeError> {
         let mut enabled = true;
         for name in [EGRESS, INGRESS] {
             let program: &mut CgroupSkb = program_of(ebpf, name)?;
@@ -72,7 +74,7 @@ impl PayloadWatch {
             }
         }
         Ok(Self {
-            root,
+            tree,
             enabled,
             by_path: HashMap::new(),
             refused: HashSet::new(),
@@ -83,18 +85,6 @@ impl PayloadWatch {
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
         self.by_path.values().map(|w| w.id)
     }
-}
-
-/// The cgroup v2 path of `pid` (the `0::` line of /proc/<pid>/cgroup).
-fn v2_path(pid: u32) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(str::to_string)
-}
-
-fn cgroup_dir(root: &Path, path: &str) -> PathBuf {
-    root.join(path.trim_start_matches('/'))
 }
 
 /// Put a proxy endpoint into the kernel's `PROXY_ADDRS`.
@@ -144,10 +134,10 @@ pub(super) fn watch_pid(
     if !w.enabled {
         return None;
     }
-    let path = match (v2_path(pid), hint) {
+    let path = match (w.tree.path_of(Path::new("/proc"), pid), hint) {
         (Some(p), _) => p,
         (None, Some((id, p))) if id != 0 => {
-            let dir = cgroup_dir(&w.root, p);
+            let dir = w.tree.dir(p)?;
             let ino = std::fs::metadata(&dir).ok()?.ino();
             if ino != id {
                 return None;
@@ -163,10 +153,14 @@ pub(super) fn watch_pid(
     if w.refused.contains(&path) {
         return None;
     }
-    if path == "/" || path.is_empty() || w.by_path.len() >= MAX_WATCHED {
+    let dir = w.tree.dir(&path);
+    // The root asked of the kernel too (no `cgroup.events`), not only of
+    // the path's spelling.
+    let is_root = dir.as_deref().is_none_or(HostCgroups::is_root_dir);
+    if is_root || w.by_path.len() >= MAX_WATCHED {
         log::warn!(
             "not watching the proxy exchanges of pid {pid}: its cgroup is {}",
-            if path == "/" || path.is_empty() {
+            if is_root {
                 "the root cgroup (attaching there would make every packet of the node pay)"
             } else {
                 "beyond the limit of watched cgroups"
@@ -175,7 +169,9 @@ pub(super) fn watch_pid(
         w.refused.insert(path);
         return None;
     }
-    let dir = cgroup_dir(&w.root, &path);
+    let Some(dir) = dir else {
+        return None;
+    };
     let attached = File::open(&dir).and_then(|f| {
         let id = f.metadata()?.ino();
         Ok((f, id))
@@ -248,12 +244,14 @@ pub(super) fn watch_pid(
 /// its first packet. Returns the ids of the cgroups no longer watched.
 pub(super) fn prune(ebpf: &mut Ebpf, w: &mut PayloadWatch) -> Vec<u64> {
     let mut gone = Vec::new();
-    let root = w.root.clone();
+    let tree = w.tree;
     w.by_path.retain(|path, watched| {
         watched
             .pids
             .retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
-        let procs = std::fs::read_to_string(cgroup_dir(&root, path).join("cgroup.procs"))
+        let procs = tree
+            .dir(path)
+            .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
             .unwrap_or_default();
         if !watched.pids.is_empty() || !procs.trim().is_empty() {
             return true;
