@@ -46,6 +46,13 @@ pub struct CgroupInfo {
     /// container's scope): units of one manager share it, so it keys their
     /// unit files.
     pub manager_cgroup: String,
+    /// `unit` as metrics label it: the bare name for the host's system
+    /// manager, else prefixed with the unit its manager runs in
+    /// (`user@1000.service/containerd.service`,
+    /// `docker-<id>.scope/containerd.service`), so a user's or a
+    /// container's `containerd.service` never reads as the host's. Made
+    /// once per process, so counting a dial does not allocate.
+    pub qualified_unit: Option<String>,
 }
 
 /// The service manager a unit belongs to, from where its cgroup sits in the
@@ -224,6 +231,12 @@ fn analyse_path(path: &str) -> CgroupInfo {
     };
     if let Some((at, name)) = unit_at {
         let (manager, owner) = manager_of(&components, at);
+        info.qualified_unit = Some(match owner.rsplit_once('/') {
+            Some((_, delegate)) if manager != UnitManager::System => {
+                format!("{}/{name}", cg_unescape(delegate))
+            }
+            _ => name.clone(),
+        });
         info.manager = Some(manager);
         info.manager_cgroup = owner;
         info.unit = Some(name);
@@ -443,6 +456,7 @@ mod tests {
                 path: "/system.slice/containerd.service".into(),
                 unit: Some("containerd.service".into()),
                 manager: Some(UnitManager::System),
+                qualified_unit: Some("containerd.service".into()),
                 ..Default::default()
             }
         );
@@ -488,6 +502,12 @@ mod tests {
                 Some(UnitManager::User { uid: 1000 }),
                 "/user.slice/user-1000.slice/user@1000.service".to_string()
             )
+        );
+        assert_eq!(
+            parse_proc_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/containerd.service\n")
+                .qualified_unit
+                .as_deref(),
+            Some("user@1000.service/containerd.service")
         );
         // The user manager itself is a system unit.
         assert_eq!(

@@ -172,6 +172,23 @@ pub fn load_user_unit_environment(
     Ok(withhold_unreadable(&host, env, &user))
 }
 
+/// The metadata of the regular file `host_path` names under `host_root`,
+/// its symlinks resolved inside that root (an absolute target restarts at
+/// the root, `..` stops at it), as systemd's chase() does; `Ok(None)` when
+/// it is missing or not a regular file. For identifying a daemon by its
+/// executable: the host's own file, not one a link points elsewhere.
+pub fn host_file_metadata(host_root: &Path, host_path: &Path) -> io::Result<Option<fs::Metadata>> {
+    let host = HostFs { root: host_root };
+    match host.resolve(host_path)? {
+        root::Node::Present {
+            disk,
+            is_file: true,
+            ..
+        } => fs::metadata(disk).map(Some),
+        _ => Ok(None),
+    }
+}
+
 /// The fields of one `/etc/passwd` entry (passwd(5)) that locate a user's
 /// files and say what it may read.
 struct PasswdEntry {
