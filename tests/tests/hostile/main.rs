@@ -8,3 +8,7 @@
 //! within a bound, and no planted secret appears anywhere (stdout, stderr,
 //! metrics, the doctor's text and JSON). One module per kind of hostile
 //! input:
+//! - `identity`: a process named like a runtime daemon, a user manager's
+//!   unit named like the host's (impersonation, unit attribution).
+
+mod identity;
