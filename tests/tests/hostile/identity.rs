@@ -16,8 +16,8 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{
     assert_matches_doctor_schema, assert_matches_schema, attempts_of, closed_port, connector,
-    connector_bin, containerd::Containerd, read_events, rss_kib, temp_dir,
-    terminate, tracer_bin, Tracer, UnitCgroup,
+    connector_bin, containerd::Containerd, read_events, rss_kib, temp_dir, terminate, tracer_bin,
+    Tracer, UnitCgroup,
 };
 
 /// The incident's drop-in for the host's containerd.
@@ -79,7 +79,12 @@ fn doctor(root: &Path, args: &[&str]) -> (String, Duration) {
     let started = Instant::now();
     let out = Command::new(tracer_bin())
         .arg("doctor")
-        .args(["--host-root", &root.display().to_string(), "--timeout", "2s"])
+        .args([
+            "--host-root",
+            &root.display().to_string(),
+            "--timeout",
+            "2s",
+        ])
         .args(args)
         .stdin(Stdio::null())
         .output()
@@ -231,7 +236,8 @@ fn a_copy_named_containerd_is_not_containerd() {
     // Both have exec'd and call themselves containerd.
     let deadline = Instant::now() + Duration::from_secs(5);
     while fakes.iter().any(|p| {
-        std::fs::read_to_string(format!("/proc/{p}/comm")).map_or(true, |c| c.trim() != "containerd")
+        std::fs::read_to_string(format!("/proc/{p}/comm"))
+            .map_or(true, |c| c.trim() != "containerd")
     }) {
         assert!(Instant::now() < deadline, "the fakes did not start");
         std::thread::sleep(Duration::from_millis(20));
@@ -245,10 +251,7 @@ fn a_copy_named_containerd_is_not_containerd() {
             "an impostor was reported: {d:#}"
         );
     }
-    let found: Vec<&Value> = daemons
-        .iter()
-        .filter(|d| d["pid"] == real.pid)
-        .collect();
+    let found: Vec<&Value> = daemons.iter().filter(|d| d["pid"] == real.pid).collect();
     assert_eq!(found.len(), 1, "the real containerd is missing: {report:#}");
     let d = found[0];
     assert_eq!(d["name"], "containerd");
@@ -277,16 +280,22 @@ fn a_copy_named_containerd_is_not_containerd() {
     let exposition = metrics(metrics_addr);
     let dead_endpoint = dead.trim_start_matches("http://");
     assert!(
-        exposition.lines().any(|l| l.starts_with("tracer_doctor_proxy_reachable{")
-            && l.contains(r#"daemon="containerd""#)
-            && l.contains(dead_endpoint)),
+        exposition
+            .lines()
+            .any(|l| l.starts_with("tracer_doctor_proxy_reachable{")
+                && l.contains(r#"daemon="containerd""#)
+                && l.contains(dead_endpoint)),
         "no doctor series for the real containerd:\n{exposition}"
     );
     assert!(
         !exposition.contains(&format!("127.0.0.1:{port}")),
         "the impostors' proxy reached the metrics:\n{exposition}"
     );
-    assert_eq!(dialled(&listener), 0, "the doctor dialled an impostor's proxy");
+    assert_eq!(
+        dialled(&listener),
+        0,
+        "the doctor dialled an impostor's proxy"
+    );
 
     assert_tracer_healthy(&tracer);
     drop(in_unit);
@@ -337,7 +346,10 @@ fn a_user_unit_named_containerd_is_not_the_hosts() {
         .env("HTTPS_PROXY", &dead)
         .env("HTTP_PROXY", &dead);
     // The doctor examines it by pid while it lingers.
-    let child = cmd.stdout(Stdio::piped()).spawn().expect("start the user unit");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the user unit");
     let pid = child.id();
     std::thread::sleep(Duration::from_millis(500));
     let report = doctor_json(&root, &["--pid", &pid.to_string()]);
@@ -393,9 +405,11 @@ fn a_user_unit_named_containerd_is_not_the_hosts() {
         .filter(|l| l.starts_with("tracer_proxy_dials_total{"))
         .collect();
     assert!(
-        dials.iter().any(|l| l.contains(r#"unit="user@1000.service/containerd.service""#)
-            && l.contains(r#"manager="user""#)
-            && l.contains(r#"result="refused""#)),
+        dials.iter().any(
+            |l| l.contains(r#"unit="user@1000.service/containerd.service""#)
+                && l.contains(r#"manager="user""#)
+                && l.contains(r#"result="refused""#)
+        ),
         "{exposition}"
     );
     assert!(

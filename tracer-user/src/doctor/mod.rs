@@ -412,8 +412,7 @@ fn report_for(
     let targets: Vec<_> = targets
         .into_iter()
         .map(|(pid, known)| {
-            let known =
-                known.or_else(|| discover::identify(&opts.proc_root, &opts.host_root, pid));
+            let known = known.or_else(|| discover::identify(&opts.proc_root, &opts.host_root, pid));
             (pid, known)
         })
         .collect();

@@ -20,9 +20,9 @@ use ipnet::IpNet;
 use super::{Drift, Origin, Source, Variable, PROXY_VARS};
 use crate::{
     enrich::{
-        proxy_env::{ProxyEnv, ProxyVar},
         cgroup::{CgroupInfo, UnitManager},
         load_unit_of,
+        proxy_env::{ProxyEnv, ProxyVar},
         systemd::{
             load_unit_environment, read_environment_file, EnvSource, SourceKind, SystemdError,
             UnitEnvironment,

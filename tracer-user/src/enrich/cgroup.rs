@@ -267,11 +267,7 @@ fn manager_of(components: &[&str], at: usize) -> (UnitManager, String) {
         .strip_prefix("user@")
         .and_then(|rest| rest.strip_suffix(".service"))
         .and_then(|uid| uid.parse::<u32>().ok())
-        .filter(|_| {
-            components[..owner]
-                .iter()
-                .all(|c| is_slice(cg_unescape(c)))
-        });
+        .filter(|_| components[..owner].iter().all(|c| is_slice(cg_unescape(c))));
     let manager = match user {
         Some(uid) => UnitManager::User { uid },
         None => UnitManager::Container,
@@ -504,9 +500,11 @@ mod tests {
             )
         );
         assert_eq!(
-            parse_proc_cgroup("0::/user.slice/user-1000.slice/user@1000.service/app.slice/containerd.service\n")
-                .qualified_unit
-                .as_deref(),
+            parse_proc_cgroup(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/containerd.service\n"
+            )
+            .qualified_unit
+            .as_deref(),
             Some("user@1000.service/containerd.service")
         );
         // The user manager itself is a system unit.
@@ -528,13 +526,19 @@ mod tests {
             assert_eq!(of(&text).0, Some(UnitManager::Container), "{text}");
         }
         assert_eq!(
-            of(&format!("0::/system.slice/docker-{ID}.scope/system.slice/containerd.service\n")).1,
+            of(&format!(
+                "0::/system.slice/docker-{ID}.scope/system.slice/containerd.service\n"
+            ))
+            .1,
             format!("/system.slice/docker-{ID}.scope")
         );
         // No unit, no manager; a container's own scope is the system's.
         assert_eq!(of("0::/\n").0, None);
         assert_eq!(
-            of(&format!("0::/kubepods.slice/kubepods-pod{UID_US}.slice/cri-containerd-{ID}.scope\n")).0,
+            of(&format!(
+                "0::/kubepods.slice/kubepods-pod{UID_US}.slice/cri-containerd-{ID}.scope\n"
+            ))
+            .0,
             Some(UnitManager::System)
         );
     }

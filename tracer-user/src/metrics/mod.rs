@@ -361,13 +361,7 @@ impl ProxyDials {
         }
     }
 
-    fn labels(
-        unit: &str,
-        manager: &str,
-        variable: &str,
-        proxy: &str,
-        result: &str,
-    ) -> DialLabels {
+    fn labels(unit: &str, manager: &str, variable: &str, proxy: &str, result: &str) -> DialLabels {
         [
             ("unit", unit.to_string()),
             ("manager", manager.to_string()),

@@ -222,15 +222,17 @@ fn withhold_unreadable(
     env: UnitEnvironment,
     user: &PasswdEntry,
 ) -> UnitEnvironment {
-    let files = env.fragment.iter().chain(&env.dropins).chain(
-        env.vars.iter().flat_map(|v| {
+    let files = env
+        .fragment
+        .iter()
+        .chain(&env.dropins)
+        .chain(env.vars.iter().flat_map(|v| {
             let via = match &v.via {
                 SourceKind::EnvironmentFile { unit_file, .. } => Some(unit_file),
                 _ => None,
             };
             std::iter::once(&v.file).chain(via)
-        }),
-    );
+        }));
     for file in files {
         if !readable_by(host, file, user) {
             return UnitEnvironment {
@@ -562,12 +564,18 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\nbob:x:4242:4242::/home/bob:/bin/sh\nodd:x:4343:4343::relative:/bin/sh\n",
         );
         let own = "/home/bob/.config/systemd/user/containerd.service";
-        root.write(own, "[Service]\nExecStart=/bin/true\nEnvironment=HTTPS_PROXY=http://own:1\n");
+        root.write(
+            own,
+            "[Service]\nExecStart=/bin/true\nEnvironment=HTTPS_PROXY=http://own:1\n",
+        );
         root.write(
             "/etc/systemd/system.conf",
             "[Manager]\nDefaultEnvironment=FROM_SYSTEM=1\n",
         );
-        root.write("/etc/systemd/user.conf", "[Manager]\nDefaultEnvironment=FROM_USER=1\n");
+        root.write(
+            "/etc/systemd/user.conf",
+            "[Manager]\nDefaultEnvironment=FROM_USER=1\n",
+        );
         let env = load_user_unit_environment(&root.path, 4242, "containerd.service").unwrap();
         assert_eq!(env.fragment.as_deref(), Some(Path::new(own)));
         assert!(env.dropins.is_empty(), "{:?}", env.dropins);
@@ -588,7 +596,10 @@ mod tests {
         }
 
         // A drop-in linking to a file only its owner can read.
-        root.write("/etc/secret.conf", "[Service]\nEnvironment=HTTPS_PROXY=http://u:pw@secret:1\n");
+        root.write(
+            "/etc/secret.conf",
+            "[Service]\nEnvironment=HTTPS_PROXY=http://u:pw@secret:1\n",
+        );
         let secret = root.disk("/etc/secret.conf");
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
         root.symlink(
@@ -597,7 +608,11 @@ mod tests {
         );
         let env = load_user_unit_environment(&root.path, 4242, "containerd.service").unwrap();
         assert!(env.vars.is_empty() && env.fragment.is_none(), "{env:?}");
-        assert!(env.warnings[0].contains("containerd.service.d/x.conf"), "{:?}", env.warnings);
+        assert!(
+            env.warnings[0].contains("containerd.service.d/x.conf"),
+            "{:?}",
+            env.warnings
+        );
         assert!(!format!("{env:?}").contains("pw@"));
         // World-readable, it applies like any drop-in.
         fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
