@@ -124,8 +124,10 @@ fn configured_from(
     parent: Option<&str>,
     started: Option<SystemTime>,
 ) -> Configured {
-    let mut out = Configured::default();
-    out.managed = true;
+    let mut out = Configured {
+        managed: true,
+        ..Configured::default()
+    };
     let k3s = k3s_stem(unit).filter(|_| host_unit);
     // k3s's embedded containerd runs in k3s.service's cgroup with k3s as
     // its parent.
