@@ -563,18 +563,33 @@ pub fn is_test_host(addr: &str) -> bool {
 /// and the v1 name=systemd hierarchies (the machine is hybrid).
 pub struct UnitCgroup {
     dirs: Vec<PathBuf>,
+    /// Every folder this created, deepest last (removed in reverse).
+    created: Vec<PathBuf>,
 }
 
 impl UnitCgroup {
     pub fn new(unit: &str) -> UnitCgroup {
-        let mut dirs = Vec::new();
+        Self::at(&format!("system.slice/{unit}"))
+    }
+
+    /// The cgroup at `rel` (e.g. `user.slice/user-1000.slice/user@1000.service/app.slice/x.service`)
+    /// below each hierarchy's root; the folders it creates are removed
+    /// again when dropped.
+    pub fn at(rel: &str) -> UnitCgroup {
+        let (mut dirs, mut created) = (Vec::new(), Vec::new());
         for root in cgroup_roots() {
-            let dir = root.join("system.slice").join(unit);
-            std::fs::create_dir_all(&dir)
-                .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            let mut dir = root.clone();
+            for part in rel.split('/') {
+                dir.push(part);
+                if !dir.exists() {
+                    std::fs::create_dir(&dir)
+                        .unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                    created.push(dir.clone());
+                }
+            }
             dirs.push(dir);
         }
-        UnitCgroup { dirs }
+        UnitCgroup { dirs, created }
     }
 
     /// Paths of the `cgroup.procs` files a child writes itself into.
@@ -622,6 +637,9 @@ pub fn command_in_cgroups(program: &Path, procs_files: &[PathBuf]) -> Command {
 impl Drop for UnitCgroup {
     fn drop(&mut self) {
         for d in &self.dirs {
+            let _ = std::fs::remove_dir(d);
+        }
+        for d in self.created.iter().rev() {
             let _ = std::fs::remove_dir(d);
         }
     }

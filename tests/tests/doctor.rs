@@ -176,7 +176,16 @@ fn incident_dead_proxy_from_a_dropin_is_named_with_file_line_and_refused() {
     assert_eq!(f["line"], 3);
     assert_eq!(report["summary"]["healthy"], false);
 
-    // The plain scan finds the same daemon by its comm.
+    // Named with --pid, it is reported as the operator named it: the temp
+    // host root has no /usr/bin/containerd to compare its executable with.
+    assert_eq!(d["identified_by"]["by"], "pid", "{d:#}");
+
+    // The plain scan finds the same daemon by its executable: the host
+    // root's /usr/bin/containerd is the very file it runs (a hard link of
+    // the real one), and it runs in the system service containerd.service.
+    let bin = root.join("usr/bin");
+    std::fs::create_dir_all(&bin).expect("mkdir usr/bin");
+    std::fs::hard_link("/usr/bin/containerd", bin.join("containerd")).expect("link containerd");
     let scan = tracer(&[
         "doctor",
         "--format",
@@ -192,7 +201,11 @@ fn incident_dead_proxy_from_a_dropin_is_named_with_file_line_and_refused() {
             .as_array()
             .expect("daemons")
             .iter()
-            .any(|d| d["pid"] == daemon.pid && d["name"] == "containerd"),
+            .any(|d| d["pid"] == daemon.pid
+                && d["name"] == "containerd"
+                && d["identified_by"]["by"] == "executable"
+                && d["identified_by"]["executable"] == "/usr/bin/containerd"
+                && d["identified_by"]["unit"] == "containerd.service"),
         "scan did not find containerd {}: {all:#}",
         daemon.pid
     );

@@ -323,6 +323,7 @@ mod tests {
             name: "containerd".into(),
             comm: "containerd".into(),
             pid,
+            identified_by: None,
             exe: None,
             unit: Some("containerd.service".into()),
             cgroup: None,

@@ -239,6 +239,13 @@ pub struct FileInfo {
     pub mode: u32,
     pub modified: Option<SystemTime>,
     pub size: u64,
+    /// Owner and group, for "could this user have read it".
+    pub uid: u32,
+    pub gid: u32,
+    /// Device and inode: the file's identity, for "is this the same file
+    /// as a process's executable".
+    pub dev: u64,
+    pub ino: u64,
 }
 
 /// One entry of a directory.
@@ -340,6 +347,10 @@ impl NodeRoot {
                 mode: meta.mode() & 0o7777,
                 modified: meta.modified().ok(),
                 size: meta.size(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+                dev: meta.dev(),
+                ino: meta.ino(),
             })
         })
     }

@@ -10,5 +10,8 @@
 //! input:
 //! - `files`: a kubelet `--config` that is `/dev/zero`, a FIFO or an escaping
 //!   path; container hosts files that are FIFOs or absolute symlinks.
+//! - `identity`: a process named like a runtime daemon, a user manager's
+//!   unit named like the host's (impersonation, unit attribution).
 
 mod files;
+mod identity;

@@ -1,20 +1,68 @@
-//! Finding the daemons that pull images or talk to the control plane, by
-//! their comm in /proc, and the node facts findings compare against.
+//! Finding the daemons that pull images or talk to the control plane, and
+//! the node facts findings compare against.
+//!
+//! A process's `comm` is whatever it chose (`prctl(PR_SET_NAME)`, or the
+//! name of any file it execs), so it identifies nothing. A daemon is
+//! identified by what an unprivileged process or a container cannot forge:
+//! - its executable (`/proc/<pid>/exe`) is a known install path of that
+//!   daemon and the same file (device and inode) as that path under the
+//!   host root, owned by root and writable by no one else: only root puts
+//!   a file there, and a container's copy is another file;
+//! - it runs in a service of the host's system manager (its cgroup, see
+//!   [`UnitManager`]): not a session, not a user manager's unit, not a
+//!   container; only root starts those.
+//!
+//! A daemon installed elsewhere is examined with `--comm NAME` (its comm,
+//! and it must still run in a service of the host's system manager) or
+//! `--pid` (the operator names it).
 
-use std::{net::IpAddr, path::Path};
+use std::{
+    net::IpAddr,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
 
-use super::DoctorError;
+use super::{DoctorError, Identification, IdentifiedBy};
+use crate::enrich::{
+    cgroup::{parse_proc_cgroup, CgroupInfo, UnitManager},
+    systemd::host_file_metadata,
+};
 
-/// Comms of the runtime daemons, exactly as the kernel shows them (cut to
-/// 15 bytes). `containerd-shim` is not one: shims never pull.
-const KNOWN: &[&str] = &[
-    "containerd",
-    "dockerd",
-    "crio",
-    "kubelet",
-    "buildkitd",
-    "cri-dockerd",
+/// The runtime daemons, by the file name of their executable, and the name
+/// they are reported under. `containerd-shim` is not one: shims never pull.
+/// podman counts only as `podman system service`; k3s and rke2 run the
+/// kubelet in-process and start an embedded containerd.
+const KNOWN: &[(&str, &str)] = &[
+    ("containerd", "containerd"),
+    ("dockerd", "dockerd"),
+    ("crio", "crio"),
+    ("kubelet", "kubelet"),
+    ("buildkitd", "buildkitd"),
+    ("cri-dockerd", "cri-dockerd"),
+    ("podman", "podman"),
+    ("k3s", "k3s"),
+    ("rke2", "rke2"),
 ];
+
+/// Where packages, installers and node images put them: distribution
+/// packages (/usr/bin, /usr/sbin, /bin, /sbin), release tarballs and the
+/// k3s/rke2 installers (/usr/local/bin, /usr/local/sbin), Flatcar and
+/// other read-only-/usr systems (/opt/bin), rke2's tarball on such systems
+/// (/opt/rke2/bin).
+const INSTALL_DIRS: &[&str] = &[
+    "/usr/bin",
+    "/usr/sbin",
+    "/usr/local/bin",
+    "/usr/local/sbin",
+    "/bin",
+    "/sbin",
+    "/opt/bin",
+    "/opt/rke2/bin",
+];
+
+/// k3s and rke2 unpack their bundled binaries (containerd among them) to
+/// `<data dir>/<hash or version>/bin/`.
+const BUNDLE_DIRS: &[&str] = &["/var/lib/rancher/k3s/data", "/var/lib/rancher/rke2/data"];
 
 /// k3s and rke2 set their comm to `k3s-server`, `k3s-agent`, `rke2` ...:
 /// they run the kubelet in-process and start an embedded containerd.
@@ -22,37 +70,101 @@ pub fn is_k3s_like(comm: &str) -> bool {
     comm.starts_with("k3s") || comm.starts_with("rke2")
 }
 
-/// The runtime name a process is recognised as, if any.
-pub fn classify(proc_root: &Path, pid: u32, comm: &str) -> Option<String> {
-    if KNOWN.contains(&comm) {
-        return Some(comm.to_string());
+/// A directory a runtime's executable may be installed in.
+fn is_install_dir(dir: &Path) -> bool {
+    if INSTALL_DIRS.iter().any(|d| dir == Path::new(d)) {
+        return true;
     }
-    if is_k3s_like(comm) {
-        return Some(
-            if comm.starts_with("k3s") {
-                "k3s"
-            } else {
-                "rke2"
-            }
-            .to_string(),
-        );
-    }
-    // podman is a client; only `podman system service` is a daemon.
-    if comm == "podman" {
-        let args = cmdline(proc_root, pid);
-        if args
-            .windows(2)
-            .any(|w| w[0] == "system" && w[1] == "service")
-        {
-            return Some("podman".to_string());
-        }
-    }
-    None
+    // <bundle>/<one component>/bin
+    dir.file_name().is_some_and(|n| n == "bin")
+        && dir
+            .parent()
+            .and_then(Path::parent)
+            .is_some_and(|data| BUNDLE_DIRS.iter().any(|b| data == Path::new(b)))
 }
 
-/// Every process that is a known runtime or has one of `extra` as its comm,
-/// by pid, with the name it is reported under.
-pub fn find_daemons(proc_root: &Path, extra: &[String]) -> Result<Vec<(u32, String)>, DoctorError> {
+/// The executable `pid` runs, when it is the host's own file at `path`
+/// (same device and inode under the host root, owned by root, not
+/// writable by group or others): that path.
+fn host_executable(proc_root: &Path, host_root: &Path, pid: u32) -> Option<PathBuf> {
+    let dir = proc_root.join(pid.to_string());
+    // The path as the process's own mount namespace names it; a deleted
+    // (replaced) file reads "<path> (deleted)" and matches nothing.
+    let path = std::fs::read_link(dir.join("exe")).ok()?;
+    let running = std::fs::metadata(dir.join("exe")).ok()?;
+    let on_host = host_file_metadata(host_root, &path).ok()??;
+    let same = running.dev() == on_host.dev && running.ino() == on_host.ino;
+    let root_owned = on_host.uid == 0 && on_host.mode & 0o022 == 0;
+    (same && root_owned).then_some(path)
+}
+
+/// The process's cgroup membership (`/proc/<pid>/cgroup`, written by the
+/// kernel: small, and not the process's to choose).
+fn cgroup_of(proc_root: &Path, pid: u32) -> Option<CgroupInfo> {
+    let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("cgroup")).ok()?;
+    Some(parse_proc_cgroup(&text))
+}
+
+/// The unit, when the process runs in a service of the host's system
+/// manager.
+fn system_service(cgroup: Option<&CgroupInfo>) -> Option<String> {
+    let c = cgroup?;
+    (c.manager == Some(UnitManager::System))
+        .then(|| c.unit.clone())
+        .flatten()
+        .filter(|u| u.ends_with(".service"))
+}
+
+/// The runtime `pid` is, identified by its executable and its unit (see
+/// the module's documentation), with how; `None` for anything else,
+/// whatever its comm.
+pub fn identify(proc_root: &Path, host_root: &Path, pid: u32) -> Option<(String, Identification)> {
+    // The cheap test first: the file name of the executable's path.
+    let link = std::fs::read_link(proc_root.join(pid.to_string()).join("exe")).ok()?;
+    let file = link.file_name()?.to_str()?;
+    let &(_, name) = KNOWN.iter().find(|(bin, _)| *bin == file)?;
+    if !link.parent().is_some_and(is_install_dir) {
+        return None;
+    }
+    // podman is a client; only `podman system service` is a daemon.
+    if name == "podman"
+        && !cmdline(proc_root, pid)
+            .windows(2)
+            .any(|w| w[0] == "system" && w[1] == "service")
+    {
+        return None;
+    }
+    let unit = system_service(cgroup_of(proc_root, pid).as_ref())?;
+    let exe = host_executable(proc_root, host_root, pid)?;
+    Some((
+        name.to_string(),
+        Identification {
+            by: IdentifiedBy::Executable,
+            executable: Some(exe.display().to_string()),
+            unit: Some(unit),
+        },
+    ))
+}
+
+/// `--comm NAME`: a process with that comm, in a service of the host's
+/// system manager (so neither a user's process nor a container's).
+fn identify_by_comm(proc_root: &Path, pid: u32) -> Option<Identification> {
+    let unit = system_service(cgroup_of(proc_root, pid).as_ref())?;
+    Some(Identification {
+        by: IdentifiedBy::Comm,
+        executable: None,
+        unit: Some(unit),
+    })
+}
+
+/// Every identified runtime, and every process of the host's system
+/// services whose comm is one of `extra`, by pid, with the name it is
+/// reported under and how it was identified.
+pub fn find_daemons(
+    proc_root: &Path,
+    host_root: &Path,
+    extra: &[String],
+) -> Result<Vec<(u32, String, Identification)>, DoctorError> {
     let entries = std::fs::read_dir(proc_root).map_err(|source| DoctorError::ProcRoot {
         path: proc_root.to_path_buf(),
         source,
@@ -66,16 +178,23 @@ pub fn find_daemons(proc_root: &Path, extra: &[String]) -> Result<Vec<(u32, Stri
         else {
             continue;
         };
+        if let Some((name, how)) = identify(proc_root, host_root, pid) {
+            out.push((pid, name, how));
+            continue;
+        }
+        if extra.is_empty() {
+            continue;
+        }
         let Some(comm) = comm_of(proc_root, pid) else {
             continue;
         };
-        if let Some(name) = classify(proc_root, pid, &comm) {
-            out.push((pid, name));
-        } else if extra.iter().any(|e| truncate_comm(e) == comm) {
-            out.push((pid, comm));
+        if extra.iter().any(|e| truncate_comm(e) == comm) {
+            if let Some(how) = identify_by_comm(proc_root, pid) {
+                out.push((pid, comm, how));
+            }
         }
     }
-    out.sort();
+    out.sort_by_key(|(pid, ..)| *pid);
     Ok(out)
 }
 
@@ -184,11 +303,40 @@ mod tests {
     }
 
     #[test]
-    fn this_process_is_found_by_extra_comm() {
+    fn install_dirs() {
+        for dir in [
+            "/usr/bin",
+            "/usr/local/bin",
+            "/opt/bin",
+            "/var/lib/rancher/k3s/data/0123abcd/bin",
+            "/var/lib/rancher/rke2/data/v1.30.1-rke2r1-abc/bin",
+        ] {
+            assert!(is_install_dir(Path::new(dir)), "{dir}");
+        }
+        for dir in [
+            "/tmp",
+            "/home/bob/bin",
+            "/usr/bin/x",
+            "/var/lib/rancher/k3s/data/bin",
+            "/var/lib/rancher/k3s/data/a/b/bin",
+            "/proc/self/root/usr/bin",
+        ] {
+            assert!(!is_install_dir(Path::new(dir)), "{dir}");
+        }
+    }
+
+    /// This test process: not a runtime whatever its name, and found by
+    /// `--comm` only when it runs in a service of the host's system
+    /// manager.
+    #[test]
+    fn comm_alone_identifies_nothing() {
+        let proc = Path::new("/proc");
         let me = std::process::id();
-        let comm = comm_of(Path::new("/proc"), me).unwrap();
-        let found = find_daemons(Path::new("/proc"), std::slice::from_ref(&comm)).unwrap();
-        assert!(found.contains(&(me, comm)));
-        assert!(!own_network_namespace(Path::new("/proc"), me));
+        assert!(identify(proc, Path::new("/"), me).is_none());
+        let comm = comm_of(proc, me).unwrap();
+        let found = find_daemons(proc, Path::new("/"), std::slice::from_ref(&comm)).unwrap();
+        let in_service = system_service(cgroup_of(proc, me).as_ref()).is_some();
+        assert_eq!(found.iter().any(|(pid, ..)| *pid == me), in_service);
+        assert!(!own_network_namespace(proc, me));
     }
 }

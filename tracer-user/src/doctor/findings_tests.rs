@@ -45,6 +45,7 @@ fn daemon(env: &ProxyEnv, conf: &Configured) -> DaemonReport {
         name: "containerd".into(),
         comm: "containerd".into(),
         pid: 42,
+        identified_by: None,
         exe: None,
         unit: Some("containerd.service".into()),
         cgroup: None,

@@ -148,14 +148,80 @@ pub struct Summary {
     pub infos: usize,
 }
 
+/// How a daemon was identified (never by its comm alone: see
+/// [`discover`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IdentifiedBy {
+    /// Its executable is a known install path of the runtime, the same file
+    /// as that path under the host root (root's, writable by no one else),
+    /// and it runs in a service of the host's system manager.
+    Executable,
+    /// `--comm`: its comm, and it runs in a service of the host's system
+    /// manager.
+    Comm,
+    /// `--pid` (or `tracer preflight`, by the runtime socket's owner): the
+    /// operator named the process; nothing more was verified.
+    Pid,
+}
+
+impl IdentifiedBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifiedBy::Executable => "executable",
+            IdentifiedBy::Comm => "comm",
+            IdentifiedBy::Pid => "pid",
+        }
+    }
+}
+
+/// What identified a daemon.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identification {
+    pub by: IdentifiedBy,
+    /// With `executable`: the path of the host's file it runs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub executable: Option<String>,
+    /// With `executable` and `comm`: the host system manager's service it
+    /// runs in.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub unit: Option<String>,
+}
+
+impl Identification {
+    fn by_pid() -> Self {
+        Identification {
+            by: IdentifiedBy::Pid,
+            executable: None,
+            unit: None,
+        }
+    }
+
+    /// One phrase for the text report.
+    pub fn describe(&self) -> String {
+        let unit = self.unit.as_deref().unwrap_or("?");
+        match self.by {
+            IdentifiedBy::Executable => format!(
+                "executable {} (the host's file) in the host's system service {unit}",
+                self.executable.as_deref().unwrap_or("?")
+            ),
+            IdentifiedBy::Comm => format!("--comm, in the host's system service {unit}"),
+            IdentifiedBy::Pid => "--pid (named by the operator, not verified)".to_string(),
+        }
+    }
+}
+
 /// One daemon, as it runs and as it is configured.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DaemonReport {
-    /// The runtime it was recognised as (`containerd`, `kubelet`, ...), or
+    /// The runtime it was identified as (`containerd`, `kubelet`, ...), or
     /// its comm.
     pub name: String,
     pub comm: String,
     pub pid: u32,
+    /// How it was identified. Absent only in reports of older versions.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub identified_by: Option<Identification>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub exe: Option<String>,
     /// Its systemd unit, from its cgroup.
@@ -320,11 +386,11 @@ pub struct ProbeResult {
 /// Examine every runtime daemon on the node.
 pub fn run(opts: &DoctorOptions) -> Result<Report, DoctorError> {
     check_probes(opts)?;
-    let found = discover::find_daemons(&opts.proc_root, &opts.extra_comms)?;
+    let found = discover::find_daemons(&opts.proc_root, &opts.host_root, &opts.extra_comms)?;
     report_for(
         found
             .into_iter()
-            .map(|(pid, name)| (pid, Some(name)))
+            .map(|(pid, name, how)| (pid, Some((name, how))))
             .collect(),
         opts,
     )
@@ -345,14 +411,28 @@ pub fn run_pids(pids: &[u32], opts: &DoctorOptions) -> Result<Report, DoctorErro
 }
 
 fn report_for(
-    targets: Vec<(u32, Option<String>)>,
+    targets: Vec<(u32, Option<(String, Identification)>)>,
     opts: &DoctorOptions,
 ) -> Result<Report, DoctorError> {
     let mut opts = opts.clone();
     let privileges = privileges();
-    // The kubelet's own configuration names the cluster's ranges.
-    for (pid, _) in &targets {
-        if discover::comm_of(&opts.proc_root, *pid).as_deref() == Some("kubelet") {
+    // A pid named by the operator is still reported under its runtime's
+    // name when it is identified as one.
+    let targets: Vec<_> = targets
+        .into_iter()
+        .map(|(pid, known)| {
+            let known = known.or_else(|| discover::identify(&opts.proc_root, &opts.host_root, pid));
+            (pid, known)
+        })
+        .collect();
+    // The kubelet's own configuration names the cluster's ranges: only an
+    // identified kubelet's (a process merely named kubelet chooses what
+    // its --config names).
+    for (pid, known) in &targets {
+        if known
+            .as_ref()
+            .is_some_and(|(name, how)| name == "kubelet" && how.by == IdentifiedBy::Executable)
+        {
             for net in sources::kubelet_ranges(&opts.host_root, &opts.proc_root, *pid) {
                 if !opts.no_proxy_expect.contains(&net) {
                     opts.no_proxy_expect.push(net);
@@ -362,8 +442,8 @@ fn report_for(
     }
     let node = node_info(&opts.proc_root);
     let mut daemons = Vec::new();
-    for (pid, name) in targets {
-        match examine_as(pid, name, &opts, &node) {
+    for (pid, known) in targets {
+        match examine_as(pid, known, &opts, &node) {
             Ok(d) => daemons.push(d),
             // Exited between the scan and now: nothing to report.
             Err(DoctorError::NoSuchProcess { .. }) => {}
@@ -431,7 +511,8 @@ pub fn command(args: &crate::cli::DoctorArgs) -> u8 {
 pub fn examine(pid: u32, opts: &DoctorOptions) -> Result<DaemonReport, DoctorError> {
     check_probes(opts)?;
     let node = node_info(&opts.proc_root);
-    examine_as(pid, None, opts, &node)
+    let known = discover::identify(&opts.proc_root, &opts.host_root, pid);
+    examine_as(pid, known, opts, &node)
 }
 
 fn check_probes(opts: &DoctorOptions) -> Result<(), DoctorError> {
@@ -447,7 +528,7 @@ fn check_probes(opts: &DoctorOptions) -> Result<(), DoctorError> {
 
 fn examine_as(
     pid: u32,
-    name: Option<String>,
+    known: Option<(String, Identification)>,
     opts: &DoctorOptions,
     node: &Node,
 ) -> Result<DaemonReport, DoctorError> {
@@ -459,12 +540,19 @@ fn examine_as(
             proc_root: opts.proc_root.clone(),
         })?;
     let info = read_proc(&opts.proc_root, pid, None);
+    // k3s's embedded containerd: its parent is an identified k3s or rke2
+    // (reported by the parent's comm, `k3s-server`, ...).
     let parent = info
         .ppid
-        .and_then(|ppid| discover::comm_of(&opts.proc_root, ppid))
-        .filter(|p| discover::is_k3s_like(p));
-    let name = name
-        .unwrap_or_else(|| discover::classify(&opts.proc_root, pid, &comm).unwrap_or(comm.clone()));
+        .filter(|&ppid| {
+            discover::identify(&opts.proc_root, &opts.host_root, ppid)
+                .is_some_and(|(name, _)| name == "k3s" || name == "rke2")
+        })
+        .and_then(|ppid| discover::comm_of(&opts.proc_root, ppid));
+    let (name, identified_by) = match known {
+        Some((name, how)) => (name, how),
+        None => (comm.clone(), Identification::by_pid()),
+    };
     let unit = info.cgroup.as_ref().and_then(|c| c.unit.clone());
     let started = info.start_time.and_then(sources::start_time);
     let (env, environ_error) = match &info.env {
@@ -472,9 +560,11 @@ fn examine_as(
         Some(EnvState::Unavailable(why)) => (None, Some(why.clone())),
         None => (None, Some("not read".to_string())),
     };
-    let configured = sources::configured(
+    let configured = sources::configured_for(
         &opts.host_root,
-        unit.as_deref(),
+        &opts.proc_root,
+        pid,
+        info.cgroup.as_ref(),
         &name,
         parent.as_deref(),
         started,
@@ -505,6 +595,7 @@ fn examine_as(
         name,
         comm,
         pid,
+        identified_by: Some(identified_by),
         exe: info.exe.clone(),
         unit,
         cgroup: info.cgroup.as_ref().map(|c| c.path.clone()),

@@ -20,8 +20,13 @@ use ipnet::IpNet;
 use super::{Drift, Origin, Source, Variable, PROXY_VARS};
 use crate::{
     enrich::{
+        cgroup::{CgroupInfo, UnitManager},
+        load_unit_of,
         proxy_env::{ProxyEnv, ProxyVar},
-        systemd::{load_unit_environment, read_environment_file, EnvSource, SourceKind},
+        systemd::{
+            load_unit_environment, read_environment_file, EnvSource, SourceKind, SystemdError,
+            UnitEnvironment,
+        },
     },
     nodefs::{NodeRoot, HOST_CONFIG, NAMED_BY_PROCESS},
     redact::{redact, redact_value},
@@ -57,7 +62,44 @@ fn k3s_stem(unit: &str) -> Option<&str> {
     super::discover::is_k3s_like(stem).then_some(stem)
 }
 
-/// Read the configuration of a daemon `name` running in `unit`.
+/// Read the configuration of a daemon `name` (process `pid`) from the
+/// files of the manager of the unit it runs in: the host's system units, a
+/// user's search path, or a container's own root (see
+/// [`crate::enrich::load_unit_of`]); k3s's `/etc/default` only for the
+/// host's units.
+pub fn configured_for(
+    host_root: &Path,
+    proc_root: &Path,
+    pid: u32,
+    cgroup: Option<&CgroupInfo>,
+    name: &str,
+    parent: Option<&str>,
+    started: Option<SystemTime>,
+) -> Configured {
+    let Some(cgroup) = cgroup else {
+        return Configured::default();
+    };
+    match cgroup.manager {
+        Some(UnitManager::System) | None => {
+            configured(host_root, cgroup.unit.as_deref(), name, parent, started)
+        }
+        Some(manager) => {
+            let Some(unit) = cgroup.unit.as_deref().filter(|u| u.ends_with(".service")) else {
+                return Configured::default();
+            };
+            let loaded = load_unit_of(host_root, proc_root, pid, cgroup);
+            // A container's files (and their times) are in its own root.
+            let files_root = match manager {
+                UnitManager::Container => proc_root.join(pid.to_string()).join("root"),
+                _ => host_root.to_path_buf(),
+            };
+            configured_from(&files_root, unit, loaded, false, name, parent, started)
+        }
+    }
+}
+
+/// Read the configuration of a daemon `name` running in the host's system
+/// unit `unit`.
 pub fn configured(
     host_root: &Path,
     unit: Option<&str>,
@@ -65,12 +107,29 @@ pub fn configured(
     parent: Option<&str>,
     started: Option<SystemTime>,
 ) -> Configured {
-    let mut out = Configured::default();
     let Some(unit) = unit.filter(|u| u.ends_with(".service")) else {
-        return out;
+        return Configured::default();
     };
-    out.managed = true;
-    let k3s = k3s_stem(unit);
+    let loaded = Some(load_unit_environment(host_root, unit));
+    configured_from(host_root, unit, loaded, true, name, parent, started)
+}
+
+/// [`configured`] from the unit's loaded files; `host_unit`: the unit is
+/// the host's, so k3s's `/etc/default` file on the host applies to it.
+fn configured_from(
+    host_root: &Path,
+    unit: &str,
+    loaded: Option<Result<UnitEnvironment, SystemdError>>,
+    host_unit: bool,
+    name: &str,
+    parent: Option<&str>,
+    started: Option<SystemTime>,
+) -> Configured {
+    let mut out = Configured {
+        managed: true,
+        ..Configured::default()
+    };
+    let k3s = k3s_stem(unit).filter(|_| host_unit);
     // k3s's embedded containerd runs in k3s.service's cgroup with k3s as
     // its parent.
     let embedded = name == "containerd" && (k3s.is_some() || parent.is_some());
@@ -91,7 +150,7 @@ pub fn configured(
             out.vars.entry(src.variable.clone()).or_insert(var);
         }
     };
-    match load_unit_environment(host_root, unit) {
+    match loaded.unwrap_or_else(|| Ok(UnitEnvironment::default())) {
         Ok(env) => {
             out.files
                 .extend(env.fragment.iter().map(|p| p.display().to_string()));

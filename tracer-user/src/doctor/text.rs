@@ -20,7 +20,7 @@ pub fn render(report: &Report) -> String {
         }
     }
     if report.daemons.is_empty() {
-        let _ = writeln!(s, "\nno runtime daemon found (containerd, dockerd, crio, kubelet, buildkitd, cri-dockerd, podman system service, k3s, rke2; --comm adds others)");
+        let _ = writeln!(s, "\nno runtime daemon found (containerd, dockerd, crio, kubelet, buildkitd, cri-dockerd, podman system service, k3s, rke2, each by its executable under the host root in a service of the host's system manager; --comm adds others run by such a service, --pid names any process)");
     }
     for d in &report.daemons {
         s.push('\n');
@@ -81,6 +81,9 @@ pub fn daemon(s: &mut String, d: &DaemonReport) {
         head.push_str(", own network namespace");
     }
     let _ = writeln!(s, "{head})");
+    if let Some(how) = &d.identified_by {
+        let _ = writeln!(s, "  identified by: {}", how.describe());
+    }
     if let Some(e) = &d.environ_error {
         let _ = writeln!(s, "  environment: {e}");
         return;

@@ -38,6 +38,62 @@ pub struct CgroupInfo {
     /// Kubernetes pod UID (dashed form) from a kubepods slice or `pod<uid>`
     /// directory.
     pub pod_uid: Option<String>,
+    /// Which service manager `unit` belongs to; `Some` exactly when `unit`
+    /// is. See [`UnitManager`].
+    pub manager: Option<UnitManager>,
+    /// The cgroup the manager of `unit` owns (`""` for the host's system
+    /// manager, e.g. `/user.slice/user-1000.slice/user@1000.service` or a
+    /// container's scope): units of one manager share it, so it keys their
+    /// unit files.
+    pub manager_cgroup: String,
+    /// `unit` as metrics label it: the bare name for the host's system
+    /// manager, else prefixed with the unit its manager runs in
+    /// (`user@1000.service/containerd.service`,
+    /// `docker-<id>.scope/containerd.service`), so a user's or a
+    /// container's `containerd.service` never reads as the host's. Made
+    /// once per process, so counting a dial does not allocate.
+    pub qualified_unit: Option<String>,
+}
+
+/// The service manager a unit belongs to, from where its cgroup sits in the
+/// tree. systemd only lets a unit's processes create cgroups below it when
+/// the unit has `Delegate=yes` (systemd.resource-control(5)); whatever sits
+/// below a delegated unit is managed by someone else. So a unit is the host
+/// system manager's only when all of its ancestors are slices, and the
+/// nearest ancestor that is not a slice names its manager. An unprivileged
+/// user can create cgroups only inside its own `user@UID.service`, a
+/// container only inside its own cgroup: neither can make its unit look
+/// like one of the host's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum UnitManager {
+    /// The host's system manager (PID 1): unit files under the host root.
+    System,
+    /// A user manager (`systemd --user`, `user@UID.service`): unit files in
+    /// that user's search path.
+    User { uid: u32 },
+    /// A manager inside a container (a kind node's systemd, an nspawn
+    /// machine, a systemd in a pod) or any other delegated subtree: unit
+    /// files in that container's root, never the host's.
+    Container,
+}
+
+impl UnitManager {
+    /// The word in events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitManager::System => "system",
+            UnitManager::User { .. } => "user",
+            UnitManager::Container => "container",
+        }
+    }
+
+    /// The user's uid for a user manager.
+    pub fn uid(self) -> Option<u32> {
+        match self {
+            UnitManager::User { uid } => Some(uid),
+            _ => None,
+        }
+    }
 }
 
 /// What a process's cgroup membership (`/proc/<pid>/cgroup`, parsed by
@@ -167,13 +223,61 @@ fn analyse_path(path: &str) -> CgroupInfo {
         }
     }
 
-    info.unit = match (unit_at, container_at) {
-        (Some((u, name)), Some(c)) if u > c || (u == c && container_is_scope) => Some(name),
+    let unit_at = match (unit_at, container_at) {
+        (Some((u, name)), Some(c)) if u > c || (u == c && container_is_scope) => Some((u, name)),
         (Some(_), Some(_)) => None,
-        (Some((_, name)), None) => Some(name),
+        (Some(unit), None) => Some(unit),
         (None, _) => None,
     };
+    if let Some((at, name)) = unit_at {
+        let (manager, owner) = manager_of(&components, at);
+        info.qualified_unit = Some(match owner.rsplit_once('/') {
+            Some((_, delegate)) if manager != UnitManager::System => {
+                format!("{}/{name}", cg_unescape(delegate))
+            }
+            _ => name.clone(),
+        });
+        info.manager = Some(manager);
+        info.manager_cgroup = owner;
+        info.unit = Some(name);
+    }
     info
+}
+
+/// The manager of the unit at `components[at]`: the nearest ancestor that
+/// is not a slice delegated it (see [`UnitManager`]), and that ancestor's
+/// cgroup path.
+fn manager_of(components: &[&str], at: usize) -> (UnitManager, String) {
+    let Some(owner) = components[..at]
+        .iter()
+        .rposition(|c| !is_slice(cg_unescape(c)))
+    else {
+        return (UnitManager::System, String::new());
+    };
+    let mut path = String::new();
+    for c in &components[..=owner] {
+        path.push('/');
+        path.push_str(c);
+    }
+    let delegate = cg_unescape(components[owner]);
+    // A user manager is user@UID.service, itself a unit of the host's
+    // system manager (all its ancestors are slices); a user@ inside a
+    // container is that container's.
+    let user = delegate
+        .strip_prefix("user@")
+        .and_then(|rest| rest.strip_suffix(".service"))
+        .and_then(|uid| uid.parse::<u32>().ok())
+        .filter(|_| components[..owner].iter().all(|c| is_slice(cg_unescape(c))));
+    let manager = match user {
+        Some(uid) => UnitManager::User { uid },
+        None => UnitManager::Container,
+    };
+    (manager, path)
+}
+
+/// A slice unit name: inner nodes of a manager's own tree.
+fn is_slice(name: &str) -> bool {
+    name.strip_suffix(".slice").is_some_and(valid_unit_stem)
 }
 
 /// systemd escapes cgroup names that would clash with kernel files or
@@ -347,6 +451,8 @@ mod tests {
             CgroupInfo {
                 path: "/system.slice/containerd.service".into(),
                 unit: Some("containerd.service".into()),
+                manager: Some(UnitManager::System),
+                qualified_unit: Some("containerd.service".into()),
                 ..Default::default()
             }
         );
@@ -369,6 +475,72 @@ mod tests {
         let info =
             parse_proc_cgroup("0::/user.slice/user-1000.slice/user@1000.service/init.scope\n");
         assert_eq!(info.unit.as_deref(), Some("init.scope"));
+    }
+
+    #[test]
+    fn managers_of_units() {
+        let of = |text: &str| {
+            let info = parse_proc_cgroup(text);
+            (info.manager, info.manager_cgroup)
+        };
+        assert_eq!(
+            of("0::/system.slice/containerd.service\n"),
+            (Some(UnitManager::System), String::new())
+        );
+        assert_eq!(
+            of("0::/user.slice/user-0.slice/session-3.scope\n").0,
+            Some(UnitManager::System)
+        );
+        // A user manager's service named like the host's containerd.
+        assert_eq!(
+            of("0::/user.slice/user-1000.slice/user@1000.service/app.slice/containerd.service\n"),
+            (
+                Some(UnitManager::User { uid: 1000 }),
+                "/user.slice/user-1000.slice/user@1000.service".to_string()
+            )
+        );
+        assert_eq!(
+            parse_proc_cgroup(
+                "0::/user.slice/user-1000.slice/user@1000.service/app.slice/containerd.service\n"
+            )
+            .qualified_unit
+            .as_deref(),
+            Some("user@1000.service/containerd.service")
+        );
+        // The user manager itself is a system unit.
+        assert_eq!(
+            of("0::/user.slice/user-1000.slice/user@1000.service\n").0,
+            Some(UnitManager::System)
+        );
+        // A kind node's inner containerd, a systemd in a cgroupfs container,
+        // rootless podman's systemd container, nspawn.
+        for text in [
+            format!("0::/system.slice/docker-{ID}.scope/system.slice/containerd.service\n"),
+            format!("1:name=systemd:/docker/{ID}/system.slice/containerd.service\n"),
+            format!("0::/user.slice/user-1000.slice/user@1000.service/user.slice/libpod-{ID}.scope/container/system.slice/containerd.service\n"),
+            "0::/machine.slice/systemd-nspawn@box.service/payload/system.slice/containerd.service\n".to_string(),
+            // A user@ below a delegated unit is not the host's user manager.
+            "0::/system.slice/box.service/user.slice/user@0.service/app.slice/x.service\n".to_string(),
+            "0::/user.slice/user@bob.service/app.slice/x.service\n".to_string(),
+        ] {
+            assert_eq!(of(&text).0, Some(UnitManager::Container), "{text}");
+        }
+        assert_eq!(
+            of(&format!(
+                "0::/system.slice/docker-{ID}.scope/system.slice/containerd.service\n"
+            ))
+            .1,
+            format!("/system.slice/docker-{ID}.scope")
+        );
+        // No unit, no manager; a container's own scope is the system's.
+        assert_eq!(of("0::/\n").0, None);
+        assert_eq!(
+            of(&format!(
+                "0::/kubepods.slice/kubepods-pod{UID_US}.slice/cri-containerd-{ID}.scope\n"
+            ))
+            .0,
+            Some(UnitManager::System)
+        );
     }
 
     #[test]

@@ -30,7 +30,7 @@ use prometheus_client::{
 
 use crate::{
     decode::{Attempt, Transport, Verdict},
-    enrich::proc::ProcInfo,
+    enrich::{cgroup::UnitManager, proc::ProcInfo},
     verdict::ProxyVerdict,
 };
 
@@ -74,7 +74,7 @@ pub const LOST_SERIES: [(&str, &str); 7] = [
 pub const KERNEL_LOSSES: usize = 5;
 
 type Labels3 = [(&'static str, &'static str); 3];
-type DialLabels = [(&'static str, String); 4];
+type DialLabels = [(&'static str, String); 5];
 type LostLabels = [(&'static str, &'static str); 2];
 
 /// The registry (for the server) and the handles the pipeline and the
@@ -126,7 +126,7 @@ impl Metrics {
         let dial_family = Family::<DialLabels, Counter>::default();
         registry.register(
             "proxy_dials",
-            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
+            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container; a unit of a user's or a container's own service manager is prefixed with the unit that manager runs in, e.g. user@1000.service/containerd.service), the unit's manager (system, user, container, none), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
             dial_family.clone(),
         );
 
@@ -237,13 +237,21 @@ impl Counters {
         if let Some(v) = verdict.filter(|v| v.via == Some(true)) {
             let cgroup = proc.cgroup.as_ref();
             let unit = cgroup
-                .and_then(|c| c.unit.as_deref())
+                .and_then(|c| c.qualified_unit.as_deref())
                 .or_else(|| cgroup.and_then(|c| c.container_id.as_deref()))
                 .unwrap_or("none");
+            let manager = cgroup
+                .and_then(|c| c.manager)
+                .map_or("none", UnitManager::as_str);
             // The clock is read for proxy dials only (idle-series sweep).
             let now = Instant::now();
-            self.dials
-                .count(unit, v.variable, &v.endpoint, attempt.verdict.as_str(), now);
+            self.dials.count(
+                Caller { unit, manager },
+                v.variable,
+                &v.endpoint,
+                attempt.verdict.as_str(),
+                now,
+            );
         }
     }
 
@@ -271,9 +279,19 @@ impl Counters {
     }
 }
 
+/// Who dialled: the unit label (see [`crate::enrich::cgroup::CgroupInfo::qualified_unit`])
+/// and the manager it belongs to.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    pub unit: &'a str,
+    /// `system`, `user`, `container`, or `none` for no unit.
+    pub manager: &'static str,
+}
+
 /// One proxy-dial series and when it was last counted.
 struct Dial {
     unit: String,
+    manager: &'static str,
     variable: &'static str,
     proxy: String,
     result: &'static str,
@@ -299,16 +317,21 @@ impl ProxyDials {
 
     fn count(
         &mut self,
-        unit: &str,
+        caller: Caller<'_>,
         variable: &'static str,
         proxy: &str,
         result: &'static str,
         now: Instant,
     ) {
-        let unit = self.bounded(unit, |d| &d.unit, MAX_UNITS);
+        let manager = caller.manager;
+        let unit = self.bounded(caller.unit, |d| &d.unit, MAX_UNITS);
         let proxy = self.bounded(proxy, |d| &d.proxy, MAX_PROXIES);
         if let Some(d) = self.series.iter_mut().find(|d| {
-            d.variable == variable && d.result == result && d.unit == unit && d.proxy == proxy
+            d.variable == variable
+                && d.result == result
+                && d.unit == unit
+                && d.manager == manager
+                && d.proxy == proxy
         }) {
             d.counter.inc();
             d.last = now;
@@ -317,10 +340,11 @@ impl ProxyDials {
         let (unit, proxy) = (unit.to_string(), proxy.to_string());
         let counter = self
             .family
-            .get_or_create_owned(&Self::labels(&unit, variable, &proxy, result));
+            .get_or_create_owned(&Self::labels(&unit, manager, variable, &proxy, result));
         counter.inc();
         self.series.push(Dial {
             unit,
+            manager,
             variable,
             proxy,
             result,
@@ -349,9 +373,10 @@ impl ProxyDials {
         }
     }
 
-    fn labels(unit: &str, variable: &str, proxy: &str, result: &str) -> DialLabels {
+    fn labels(unit: &str, manager: &str, variable: &str, proxy: &str, result: &str) -> DialLabels {
         [
             ("unit", unit.to_string()),
+            ("manager", manager.to_string()),
             ("variable", variable.to_string()),
             ("proxy", proxy.to_string()),
             ("result", result.to_string()),
@@ -364,7 +389,9 @@ impl ProxyDials {
         self.series.retain(|d| {
             let keep = now.saturating_duration_since(d.last) < IDLE;
             if !keep {
-                family.remove(&Self::labels(&d.unit, d.variable, &d.proxy, d.result));
+                family.remove(&Self::labels(
+                    &d.unit, d.manager, d.variable, &d.proxy, d.result,
+                ));
             }
             keep
         });
@@ -418,7 +445,10 @@ mod tests {
         let dials = &mut m.counters.dials;
         for i in 0..(MAX_UNITS + 10) {
             dials.count(
-                &format!("u{i}.service"),
+                Caller {
+                    unit: &format!("u{i}.service"),
+                    manager: "system",
+                },
                 "HTTPS_PROXY",
                 "10.0.0.1:3128",
                 "refused",
@@ -428,13 +458,16 @@ mod tests {
         assert_eq!(dials.len(), MAX_UNITS + 1, "64 units and `other`");
         let text = encode(&m.registry).expect("encode");
         assert!(
-            text.contains(r#"tracer_proxy_dials_total{unit="other",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
+            text.contains(r#"tracer_proxy_dials_total{unit="other",manager="system",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
             "{text}"
         );
         let dials = &mut m.counters.dials;
         for i in 0..(MAX_PROXIES + 3) {
             dials.count(
-                "a.service",
+                Caller {
+                    unit: "a.service",
+                    manager: "system",
+                },
                 "HTTP_PROXY",
                 &format!("p{i}:1"),
                 "connected",
@@ -449,7 +482,16 @@ mod tests {
         // Fresh counts keep a series; idle ones go.
         let later = t0 + IDLE + Duration::from_secs(1);
         let dials = &mut m.counters.dials;
-        dials.count("a.service", "HTTP_PROXY", "p0:1", "connected", later);
+        dials.count(
+            Caller {
+                unit: "a.service",
+                manager: "system",
+            },
+            "HTTP_PROXY",
+            "p0:1",
+            "connected",
+            later,
+        );
         dials.sweep(later);
         assert_eq!(dials.len(), 1);
         let text = encode(&m.registry).expect("encode");

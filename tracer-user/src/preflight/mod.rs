@@ -32,7 +32,7 @@ use crate::{
     cli::{PreflightArgs, ReportFormat},
     cri::{self, CriError},
     doctor,
-    enrich::{proc::read_proc, systemd::load_unit_environment},
+    enrich::{load_unit_of, proc::read_proc},
     redact::redact,
     trace::TraceError,
     verdict::proxy::{route, RequestScheme, Route, Rules},
@@ -134,10 +134,14 @@ pub async fn run(args: &PreflightArgs) -> Result<Report, PreflightError> {
     } else {
         format!("{host}:{port}")
     };
-    let unit_env = unit
-        .as_deref()
-        .filter(|u| u.ends_with(".service"))
-        .and_then(|u| load_unit_environment(&args.host_root, u).ok());
+    // The unit's files come from its own manager (a user's or a
+    // container's systemd is not the host's).
+    let unit_env = proc
+        .cgroup
+        .as_ref()
+        .filter(|c| c.unit.as_deref().is_some_and(|u| u.ends_with(".service")))
+        .and_then(|c| load_unit_of(&args.host_root, Path::new("/proc"), pid, c))
+        .and_then(Result::ok);
     let source_of = |variable: &str| {
         unit_env
             .as_ref()

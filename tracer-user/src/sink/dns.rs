@@ -52,12 +52,9 @@ fn server_text(l: &Lookup) -> String {
 /// One sentence an operator can act on (ECS `message`).
 pub fn message(l: &Lookup, proc: &ProcInfo) -> String {
     let mut out = String::new();
-    let unit = proc.cgroup.as_ref().and_then(|c| c.unit.as_deref());
     // Writing into a String cannot fail.
     let _ = write!(out, "{} (pid {}", &*l.comm, l.pid);
-    if let Some(unit) = unit {
-        let _ = write!(out, ", {unit}");
-    }
+    super::words::push_unit(&mut out, proc);
     out.push(')');
     match &l.question {
         Some((name, qtype)) => {

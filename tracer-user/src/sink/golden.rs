@@ -176,6 +176,22 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
             Mode::Socket,
         ),
     ));
+    // A user manager's service named like the host's containerd: the line
+    // says whose it is.
+    out.push((
+        "refused_in_a_user_unit",
+        lines(
+            &base,
+            ProcInfo {
+                cgroup: Some(parse_proc_cgroup(
+                    "0::/user.slice/user-1000.slice/user@1000.service/app.slice/containerd.service\n",
+                )),
+                ..ProcInfo::default()
+            },
+            None,
+            Mode::Socket,
+        ),
+    ));
     let proc = proc_info();
     let verdict = proxy_verdict(&base, &proc);
     assert!(
@@ -416,6 +432,8 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""container":{"id":"0123456789abcdef"#,
         r#""pod_uid":"12345678-1234"#,
         r#""unit":"containerd.service""#,
+        r#""unit_manager":"system""#,
+        r#""unit_manager":"user","unit_manager_uid":1000"#,
         r#""error":{"code":"E9999""#,
         r#""error":{"message":"#,
         r#""address":"/run/\"odd\"\\path\n.sock""#,

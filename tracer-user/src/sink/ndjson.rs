@@ -89,6 +89,14 @@ impl Fragments {
                 f.tracer_tail.extend_from_slice(br#","unit":"#);
                 push_str(&mut f.tracer_tail, unit);
             }
+            if let Some(manager) = c.manager {
+                f.tracer_tail.extend_from_slice(br#","unit_manager":"#);
+                push_str(&mut f.tracer_tail, manager.as_str());
+                if let Some(uid) = manager.uid() {
+                    f.tracer_tail.extend_from_slice(br#","unit_manager_uid":"#);
+                    push_int(&mut f.tracer_tail, uid);
+                }
+            }
             if let Some(pod) = &c.pod_uid {
                 f.tracer_tail.extend_from_slice(br#","pod_uid":"#);
                 push_str(&mut f.tracer_tail, pod);

@@ -8,6 +8,7 @@ use std::{borrow::Cow, net::IpAddr};
 use crate::{
     decode::{errno_message, Attempt, Peer, Transport, Verdict},
     enrich::{
+        cgroup::UnitManager,
         dns::DomainHint,
         proc::{EnvState, ProcInfo},
     },
@@ -147,6 +148,27 @@ pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
 }
 
 /// `message` into a reused buffer (the JSON hot path).
+/// `, <unit>` and, for a unit that is not the host system manager's, whose
+/// it is: a user's `containerd.service` must not read like the host's.
+pub fn push_unit(out: &mut String, proc: &ProcInfo) {
+    let Some(c) = proc.cgroup.as_ref() else {
+        return;
+    };
+    let Some(unit) = c.unit.as_deref() else {
+        return;
+    };
+    out.push_str(", ");
+    out.push_str(unit);
+    match c.manager {
+        Some(UnitManager::User { uid }) => {
+            out.push_str(" of the user manager of uid ");
+            out.push_str(itoa::Buffer::new().format(uid));
+        }
+        Some(UnitManager::Container) => out.push_str(" of a container's service manager"),
+        Some(UnitManager::System) | None => {}
+    }
+}
+
 pub fn write_message(out: &mut String, f: &Facts<'_>, dest_text: &str) {
     // Writing into a String cannot fail.
     let _ = message_into(out, f, dest_text);
@@ -160,10 +182,7 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
     out.push_str(&a.comm);
     out.push_str(" (pid ");
     out.push_str(itoa::Buffer::new().format(a.pid));
-    if let Some(unit) = unit {
-        out.push_str(", ");
-        out.push_str(unit);
-    }
+    push_unit(out, f.proc);
     out.push(')');
     if let Some(x) = f.exchange.filter(|_| a.verdict == Verdict::Connected) {
         // A connected proxy dial: the exchange tells the rest of the story.

@@ -261,9 +261,8 @@ impl Pipeline {
                 let unit_env = proc
                     .cgroup
                     .as_ref()
-                    .and_then(|c| c.unit.as_deref())
-                    .filter(|unit| unit.ends_with(".service"))
-                    .and_then(|unit| self.units.get(unit));
+                    .filter(|c| c.unit.as_deref().is_some_and(|u| u.ends_with(".service")))
+                    .and_then(|c| self.units.get(attempt.pid, c));
                 judge(
                     dest,
                     env,

@@ -5,30 +5,11 @@
 use super::envfile::{glob_host, parse_env_file};
 use super::root::{io_error, FileContent, HostFs};
 use super::syntax::{parse_unit_file, Directive, Location};
-use super::units::list_conf_files;
+use super::units::{list_conf_files, SearchPath};
 use super::words::{expand_specifiers, split_words, Expanded, Specifiers, UnitSpec};
 use super::{EnvSource, SourceKind, SystemdError};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-
-/// systemd-system.conf(5): the main file is `system.conf`; newer systemd also
-/// accepts it from /run and /usr (the first one found is used), older only
-/// reads /etc, where the others do not exist.
-const SYSTEM_CONF_PATHS: &[&str] = &[
-    "/etc/systemd/system.conf",
-    "/run/systemd/system.conf",
-    "/usr/local/lib/systemd/system.conf",
-    "/usr/lib/systemd/system.conf",
-];
-
-/// systemd-system.conf(5): drop-ins in `system.conf.d/`, highest priority
-/// first; a file name present in several directories counts once.
-const SYSTEM_CONF_DROPIN_DIRS: &[&str] = &[
-    "/etc/systemd/system.conf.d",
-    "/run/systemd/system.conf.d",
-    "/usr/local/lib/systemd/system.conf.d",
-    "/usr/lib/systemd/system.conf.d",
-];
 
 /// One `NAME=value` with the place it was written.
 #[derive(Debug)]
@@ -443,11 +424,12 @@ fn load_env_file_ref(host: &HostFs<'_>, r: &EnvFileRef, warnings: &mut Vec<Strin
 /// `DefaultEnvironment=` values verbatim, so `%%` there stayed `%%`.
 pub(super) fn load_default_environment(
     host: &HostFs<'_>,
+    search: &SearchPath,
     warnings: &mut Vec<String>,
 ) -> Result<Vec<Assign>, SystemdError> {
     let mut files: Vec<(PathBuf, Vec<u8>)> = Vec::new();
-    for candidate in SYSTEM_CONF_PATHS {
-        let path = PathBuf::from(candidate);
+    for path in &search.manager_conf {
+        let path = path.clone();
         match host.read_file(&path).map_err(io_error(&path))? {
             FileContent::Missing | FileContent::NotRegular => continue,
             FileContent::DevNull => break,
@@ -457,8 +439,7 @@ pub(super) fn load_default_environment(
             }
         }
     }
-    let dirs: Vec<PathBuf> = SYSTEM_CONF_DROPIN_DIRS.iter().map(PathBuf::from).collect();
-    for dropin in list_conf_files(host, &dirs)? {
+    for dropin in list_conf_files(host, &search.manager_conf_dirs)? {
         if let FileContent::Bytes(b) = host
             .read_file(&dropin.path)
             .map_err(io_error(&dropin.path))?

@@ -24,7 +24,9 @@
 //! `systemctl set-environment` or passed with `PassEnvironment=` (the manager's
 //! runtime environment is not in any file; `PassEnvironment=` is reported as a
 //! warning), variables systemd generates itself (`INVOCATION_ID`, `USER`, ...),
-//! the default `PATH`, and user managers (`systemd --user`).
+//! the default `PATH`, and for user managers (`systemd --user`, read through
+//! [`load_user_unit_environment`]) the environment they inherit from
+//! `user@.service` and `environment.d` (systemd-environment-d-generator).
 //!
 //! Layout: [`load_unit_environment`] here drives the steps; `units` finds the
 //! fragment and drop-ins, `syntax` parses unit files, `words` splits and
@@ -44,14 +46,14 @@ mod words;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use crate::nodefs::{NodeFsError, NodeRoot, HOST_CONFIG};
+use crate::nodefs::{FileInfo, FileKind, NodeFsError, NodeRoot, HOST_CONFIG};
 
 use assemble::{load_default_environment, ExecEnv};
 use root::{io_error, FileContent, HostFs};
 use syntax::parse_unit_file;
 use units::{
     collect_dropins, exec_section, find_aliases, find_fragment, same_type_unit, FragmentLookup,
-    UnitName,
+    SearchPath, UnitName,
 };
 use words::UnitSpec;
 
@@ -141,6 +143,149 @@ pub fn load_unit_environment(
     host_root: &Path,
     unit: &str,
 ) -> Result<UnitEnvironment, SystemdError> {
+    load_in(host_root, unit, &SearchPath::system())
+}
+
+/// Load the configured environment of `unit` of the user manager of `uid`
+/// (`user@UID.service`): that user's search path (systemd.unit(5), user
+/// mode), with the home directory from the host's `/etc/passwd`. Those
+/// files are the user's to write, and the tracer reads them as root, so a
+/// file the user could not read itself (a symlink to a root-only file) is
+/// not used: `systemd --user` could not have read it either.
+pub fn load_user_unit_environment(
+    host_root: &Path,
+    uid: u32,
+    unit: &str,
+) -> Result<UnitEnvironment, SystemdError> {
+    let root = open_host_root(host_root)?;
+    let host = HostFs { root: &root };
+    let passwd = Path::new("/etc/passwd");
+    let user = match host.read_file(passwd).map_err(io_error(passwd))? {
+        FileContent::Bytes(text) => passwd_entry(&text, uid),
+        _ => None,
+    };
+    let Some(user) = user else {
+        return Ok(UnitEnvironment {
+            unit: unit.to_string(),
+            warnings: vec![format!(
+                "uid {uid} has no entry in the host's /etc/passwd: the unit files of its user manager cannot be located"
+            )],
+            ..Default::default()
+        });
+    };
+    let env = load_in(host_root, unit, &SearchPath::user(uid, &user.home))?;
+    Ok(withhold_unreadable(&host, env, &user))
+}
+
+/// The metadata of the regular file `host_path` names under `host_root`,
+/// its symlinks resolved inside that root (an absolute target restarts at
+/// the root, `..` stops at it), as systemd's chase() does; `Ok(None)` when
+/// it is missing or not a regular file. For identifying a daemon by its
+/// executable: the host's own file, not one a link points elsewhere.
+pub fn host_file_metadata(
+    host_root: &Path,
+    host_path: &Path,
+) -> Result<Option<FileInfo>, SystemdError> {
+    let root = open_host_root(host_root)?;
+    match root.stat(host_path) {
+        Ok(info) if info.kind == FileKind::Regular => Ok(Some(info)),
+        Ok(_) => Ok(None),
+        Err(e) if e.is_missing() => Ok(None),
+        Err(e) => Err(io_error(host_path)(e)),
+    }
+}
+
+/// The fields of one `/etc/passwd` entry (passwd(5)) that locate a user's
+/// files and say what it may read.
+struct PasswdEntry {
+    uid: u32,
+    gid: u32,
+    home: PathBuf,
+}
+
+/// The entry of `uid` (the first one, as getpwuid(3) returns), when its
+/// home is an absolute path.
+fn passwd_entry(text: &[u8], uid: u32) -> Option<PasswdEntry> {
+    text.split(|&b| b == b'\n').find_map(|line| {
+        let line = std::str::from_utf8(line).ok()?;
+        let fields: Vec<&str> = line.split(':').collect();
+        let [_, _, u, g, _, home, ..] = fields.as_slice() else {
+            return None;
+        };
+        let entry = PasswdEntry {
+            uid: u.parse().ok()?,
+            gid: g.parse().ok()?,
+            home: PathBuf::from(home),
+        };
+        (entry.uid == uid && entry.home.is_absolute()).then_some(entry)
+    })
+}
+
+/// `env` unchanged when the user could read every file it came from, else
+/// no assignment at all and a warning naming the file.
+fn withhold_unreadable(
+    host: &HostFs<'_>,
+    env: UnitEnvironment,
+    user: &PasswdEntry,
+) -> UnitEnvironment {
+    let files = env
+        .fragment
+        .iter()
+        .chain(&env.dropins)
+        .chain(env.vars.iter().flat_map(|v| {
+            let via = match &v.via {
+                SourceKind::EnvironmentFile { unit_file, .. } => Some(unit_file),
+                _ => None,
+            };
+            std::iter::once(&v.file).chain(via)
+        }));
+    for file in files {
+        if !readable_by(host, file, user) {
+            return UnitEnvironment {
+                unit: env.unit,
+                warnings: vec![format!(
+                    "{} is not readable by uid {}: its user manager could not have read it, so none of the unit's files are used",
+                    file.display(),
+                    user.uid
+                )],
+                ..Default::default()
+            };
+        }
+    }
+    env
+}
+
+/// Whether the user could open `host_path` for reading, by its mode bits:
+/// the owner's bits for its owner, the group's for its primary group, else
+/// the others'. Supplementary groups are not consulted, so a file readable
+/// only through one is withheld too (the safe side).
+fn readable_by(host: &HostFs<'_>, host_path: &Path, user: &PasswdEntry) -> bool {
+    if user.uid == 0 {
+        return true;
+    }
+    match host.resolve(host_path) {
+        Ok(root::Node::DevNull) => true,
+        Ok(root::Node::Present { .. }) => host.root.stat(host_path).is_ok_and(|m| {
+            let bit = if m.uid == user.uid {
+                0o400
+            } else if m.gid == user.gid {
+                0o040
+            } else {
+                0o004
+            };
+            m.mode & bit != 0
+        }),
+        _ => false,
+    }
+}
+
+/// [`load_unit_environment`] with the unit files and manager configuration
+/// of `search`.
+fn load_in(
+    host_root: &Path,
+    unit: &str,
+    search: &SearchPath,
+) -> Result<UnitEnvironment, SystemdError> {
     let name = UnitName::parse(unit).map_err(|reason| SystemdError::InvalidUnitName {
         name: unit.to_string(),
         reason,
@@ -156,10 +301,10 @@ pub fn load_unit_environment(
     //    then, for instances, of the template (systemd.unit(5): "foo@bar.service"
     //    falls back to "foo@.service").
     let mut looked_up = unit.to_string();
-    let mut fragment = find_fragment(&host, unit)?;
+    let mut fragment = find_fragment(&host, search, unit)?;
     if matches!(fragment, FragmentLookup::NotFound) {
         if let Some(template) = name.template() {
-            fragment = find_fragment(&host, &template)?;
+            fragment = find_fragment(&host, search, &template)?;
             looked_up = template;
         }
     }
@@ -204,14 +349,14 @@ pub fn load_unit_environment(
     if canonical != unit {
         names.push(unit.to_string());
     }
-    for alias in find_aliases(&host, &canonical, name.utype)? {
+    for alias in find_aliases(&host, search, &canonical, name.utype)? {
         if !names.contains(&alias) {
             names.push(alias);
         }
     }
 
     // 3. Drop-ins.
-    let dropins = collect_dropins(&host, &names, name.utype)?;
+    let dropins = collect_dropins(&host, search, &names, name.utype)?;
 
     let section = exec_section(name.utype);
     let canonical_name = UnitName::parse(&canonical).unwrap_or(name);
@@ -278,7 +423,7 @@ pub fn load_unit_environment(
 
     // 4. DefaultEnvironment= is the lowest layer of every exec'd unit's
     //    environment (systemd-system.conf(5)).
-    let defaults = load_default_environment(&host, &mut out.warnings)?;
+    let defaults = load_default_environment(&host, search, &mut out.warnings)?;
 
     out.vars = exec.merge(defaults, &host, &mut out.warnings);
     Ok(out)
@@ -413,6 +558,82 @@ mod tests {
         assert_eq!(env.vars.len(), 3);
         assert!(env.warnings.is_empty(), "{:?}", env.warnings);
         assert_eq!(env.unit, "containerd.service");
+    }
+
+    /// A user manager's `containerd.service` is read from that user's search
+    /// path, never from the host's system units; a user file that is a
+    /// symlink to a file the user cannot read is withheld.
+    #[test]
+    fn user_units_use_the_users_search_path() {
+        use std::{fs, os::unix::fs::PermissionsExt};
+        let root = TempRoot::new("user");
+        root.write(
+            "/usr/lib/systemd/system/containerd.service",
+            CONTAINERD_UNIT,
+        );
+        root.write(
+            "/etc/systemd/system/containerd.service.d/http-proxy.conf",
+            INCIDENT_DROPIN,
+        );
+        root.write(
+            "/etc/passwd",
+            "root:x:0:0:root:/root:/bin/sh\nbob:x:4242:4242::/home/bob:/bin/sh\nodd:x:4343:4343::relative:/bin/sh\n",
+        );
+        let own = "/home/bob/.config/systemd/user/containerd.service";
+        root.write(
+            own,
+            "[Service]\nExecStart=/bin/true\nEnvironment=HTTPS_PROXY=http://own:1\n",
+        );
+        root.write(
+            "/etc/systemd/system.conf",
+            "[Manager]\nDefaultEnvironment=FROM_SYSTEM=1\n",
+        );
+        root.write(
+            "/etc/systemd/user.conf",
+            "[Manager]\nDefaultEnvironment=FROM_USER=1\n",
+        );
+        let env = load_user_unit_environment(&root.path, 4242, "containerd.service").unwrap();
+        assert_eq!(env.fragment.as_deref(), Some(Path::new(own)));
+        assert!(env.dropins.is_empty(), "{:?}", env.dropins);
+        let https = env.get("HTTPS_PROXY").unwrap();
+        assert_eq!((https.file.as_path(), https.line), (Path::new(own), 3));
+        assert_eq!(value(&env, "FROM_USER"), Some("1"));
+        assert_eq!(value(&env, "FROM_SYSTEM"), None);
+
+        // A unit the user has not: nothing of the host's.
+        let none = load_user_unit_environment(&root.path, 4242, "kubelet.service").unwrap();
+        assert!(none.fragment.is_none() && none.vars.iter().all(|v| v.variable == "FROM_USER"));
+
+        // Unknown uid, or a home that is not absolute: no unit files at all.
+        for uid in [4343, 5000] {
+            let env = load_user_unit_environment(&root.path, uid, "containerd.service").unwrap();
+            assert!(env.fragment.is_none() && env.vars.is_empty(), "{env:?}");
+            assert_eq!(env.warnings.len(), 1, "{:?}", env.warnings);
+        }
+
+        // A drop-in linking to a file only its owner can read.
+        root.write(
+            "/etc/secret.conf",
+            "[Service]\nEnvironment=HTTPS_PROXY=http://u:pw@secret:1\n",
+        );
+        let secret = root.disk("/etc/secret.conf");
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+        root.symlink(
+            "/home/bob/.config/systemd/user/containerd.service.d/x.conf",
+            "/etc/secret.conf",
+        );
+        let env = load_user_unit_environment(&root.path, 4242, "containerd.service").unwrap();
+        assert!(env.vars.is_empty() && env.fragment.is_none(), "{env:?}");
+        assert!(
+            env.warnings[0].contains("containerd.service.d/x.conf"),
+            "{:?}",
+            env.warnings
+        );
+        assert!(!format!("{env:?}").contains("pw@"));
+        // World-readable, it applies like any drop-in.
+        fs::set_permissions(&secret, fs::Permissions::from_mode(0o644)).unwrap();
+        let env = load_user_unit_environment(&root.path, 4242, "containerd.service").unwrap();
+        assert_eq!(value(&env, "HTTPS_PROXY"), Some("http://u:pw@secret:1"));
     }
 
     #[test]

@@ -34,6 +34,84 @@ const UNIT_SEARCH_PATH: &[&str] = &[
     "/run/systemd/generator.late",
 ];
 
+/// Where one service manager finds its units and its own configuration
+/// (`DefaultEnvironment=`).
+pub(super) struct SearchPath {
+    /// Unit directories, highest priority first.
+    pub(super) units: Vec<PathBuf>,
+    /// The manager's main configuration file: the first one found counts.
+    pub(super) manager_conf: Vec<PathBuf>,
+    /// Its drop-in directories, highest priority first.
+    pub(super) manager_conf_dirs: Vec<PathBuf>,
+}
+
+impl SearchPath {
+    /// The system manager's (systemd-system.conf(5) for `system.conf`;
+    /// newer systemd also accepts it from /run and /usr, the first one found
+    /// is used; older only reads /etc, where the others do not exist).
+    pub(super) fn system() -> Self {
+        let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect();
+        SearchPath {
+            units: paths(UNIT_SEARCH_PATH),
+            manager_conf: paths(&[
+                "/etc/systemd/system.conf",
+                "/run/systemd/system.conf",
+                "/usr/local/lib/systemd/system.conf",
+                "/usr/lib/systemd/system.conf",
+            ]),
+            manager_conf_dirs: paths(&[
+                "/etc/systemd/system.conf.d",
+                "/run/systemd/system.conf.d",
+                "/usr/local/lib/systemd/system.conf.d",
+                "/usr/lib/systemd/system.conf.d",
+            ]),
+        }
+    }
+
+    /// A user manager's (systemd.unit(5), "Unit File Load Path", user mode,
+    /// with the XDG variables at their defaults: the manager's own
+    /// environment is not in any file), for the user whose home is `home`
+    /// and whose runtime directory is `/run/user/UID`; `user.conf` and its
+    /// drop-ins as systemd-user.conf(5) lists them.
+    pub(super) fn user(uid: u32, home: &Path) -> Self {
+        let run = PathBuf::from(format!("/run/user/{uid}/systemd"));
+        let config = home.join(".config/systemd");
+        SearchPath {
+            units: vec![
+                config.join("user.control"),
+                run.join("user.control"),
+                run.join("transient"),
+                run.join("generator.early"),
+                config.join("user"),
+                PathBuf::from("/etc/xdg/systemd/user"),
+                PathBuf::from("/etc/systemd/user"),
+                run.join("user"),
+                PathBuf::from("/run/systemd/user"),
+                run.join("generator"),
+                home.join(".local/share/systemd/user"),
+                PathBuf::from("/usr/local/share/systemd/user"),
+                PathBuf::from("/usr/share/systemd/user"),
+                PathBuf::from("/usr/local/lib/systemd/user"),
+                PathBuf::from("/usr/lib/systemd/user"),
+                run.join("generator.late"),
+            ],
+            manager_conf: vec![
+                PathBuf::from("/etc/systemd/user.conf"),
+                PathBuf::from("/run/systemd/user.conf"),
+                PathBuf::from("/usr/local/lib/systemd/user.conf"),
+                PathBuf::from("/usr/lib/systemd/user.conf"),
+            ],
+            manager_conf_dirs: vec![
+                config.join("user.conf.d"),
+                PathBuf::from("/etc/systemd/user.conf.d"),
+                PathBuf::from("/run/systemd/user.conf.d"),
+                PathBuf::from("/usr/local/lib/systemd/user.conf.d"),
+                PathBuf::from("/usr/lib/systemd/user.conf.d"),
+            ],
+        }
+    }
+}
+
 /// Unit types known to systemd.unit(5).
 const UNIT_TYPES: &[&str] = &[
     "service",
@@ -182,9 +260,13 @@ pub(super) enum FragmentLookup {
     },
 }
 
-pub(super) fn find_fragment(host: &HostFs<'_>, name: &str) -> Result<FragmentLookup, SystemdError> {
-    for dir in UNIT_SEARCH_PATH {
-        let path = Path::new(dir).join(name);
+pub(super) fn find_fragment(
+    host: &HostFs<'_>,
+    search: &SearchPath,
+    name: &str,
+) -> Result<FragmentLookup, SystemdError> {
+    for dir in &search.units {
+        let path = dir.join(name);
         let node = host.resolve(&path).map_err(io_error(&path))?;
         match node {
             Node::Missing => continue,
@@ -220,12 +302,13 @@ pub(super) fn find_fragment(host: &HostFs<'_>, name: &str) -> Result<FragmentLoo
 /// drop-ins apply as well.
 pub(super) fn find_aliases(
     host: &HostFs<'_>,
+    search: &SearchPath,
     canonical: &str,
     utype: &str,
 ) -> Result<Vec<String>, SystemdError> {
     let mut aliases = Vec::new();
-    for dir in UNIT_SEARCH_PATH {
-        let dir_path = Path::new(dir);
+    for dir in &search.units {
+        let dir_path = dir.as_path();
         let Some(entries) = host.list_dir(dir_path).map_err(io_error(dir_path))? else {
             continue;
         };
@@ -264,6 +347,7 @@ pub(super) struct ConfFile {
 /// by file name.
 pub(super) fn collect_dropins(
     host: &HostFs<'_>,
+    search_path: &SearchPath,
     names: &[String],
     utype: &str,
 ) -> Result<Vec<ConfFile>, SystemdError> {
@@ -271,14 +355,14 @@ pub(super) fn collect_dropins(
     for name in names {
         let mut candidates = Vec::new();
         expand_dropin_names(name, &mut candidates);
-        for search in UNIT_SEARCH_PATH {
+        for search in &search_path.units {
             for c in &candidates {
-                dirs.push(Path::new(search).join(format!("{c}.d")));
+                dirs.push(search.join(format!("{c}.d")));
             }
         }
     }
-    for search in UNIT_SEARCH_PATH {
-        dirs.push(Path::new(search).join(format!("{utype}.d")));
+    for search in &search_path.units {
+        dirs.push(search.join(format!("{utype}.d")));
     }
     list_conf_files(host, &dirs)
 }
