@@ -7,8 +7,32 @@
 //! here before it is stored or written, so this module sits at the crate
 //! root and depends on no pipeline stage.
 
+pub mod args;
+
 /// Placeholder written where credentials were.
 const REDACTED: &str = "REDACTED";
+
+/// A request target (`http://h/p?access_token=x`, `/p?X-Amz-Signature=x`,
+/// `h:443`) as it may be shown: URL credentials redacted, and its query
+/// and fragment dropped, with `?REDACTED` (or `#REDACTED`) left as the
+/// marker that one was there. Query strings carry tokens and signatures
+/// (`access_token=`, presigned URLs' `X-Amz-Signature=`) far more often
+/// than anything a reader of the event needs.
+pub fn redact_target(target: &str) -> String {
+    // Credentials first: a password may itself hold '?' or '#'.
+    let mut out = redact(target);
+    if let Some(i) = out.find(['?', '#']) {
+        let marker = if out[i..].starts_with('?') {
+            "?"
+        } else {
+            "#"
+        };
+        out.truncate(i);
+        out.push_str(marker);
+        out.push_str(REDACTED);
+    }
+    out
+}
 
 /// Redacts the credentials of a string known to be one proxy value: all of
 /// it between `://` (or the start) and the last `@`.
@@ -120,6 +144,24 @@ mod tests {
         );
         assert_eq!(redact("'u:p@h'"), "'REDACTED@h'");
         assert_eq!(redact(""), "");
+    }
+
+    #[test]
+    fn request_targets_lose_query_and_fragment() {
+        assert_eq!(
+            redact_target("http://h:80/a/b?access_token=x&y=1"),
+            "http://h:80/a/b?REDACTED"
+        );
+        assert_eq!(
+            redact_target("/o?X-Amz-Signature=abc#frag"),
+            "/o?REDACTED"
+        );
+        assert_eq!(redact_target("http://h/p#frag"), "http://h/p#REDACTED");
+        assert_eq!(redact_target("203.0.113.2:443"), "203.0.113.2:443");
+        assert_eq!(redact_target("http://h/p"), "http://h/p");
+        // A '?' in a password is not where the query starts.
+        let t = redact_target("http://u:p?ss@h/x?q=1");
+        assert_eq!(t, "http://REDACTED@h/x?REDACTED");
     }
 
     #[test]

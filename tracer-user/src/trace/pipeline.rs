@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::ratelimit::{Dropped, RateLimitedRecord, RateLimiter};
 use crate::{
-    cli::{Events, TraceArgs},
+    cli::{Events, ProcessArgs, TraceArgs},
     decode::{self, Attempt, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
@@ -101,7 +101,10 @@ const RING_RECORD_OVERHEAD: usize = 8;
 impl Pipeline {
     pub fn new(args: &TraceArgs, sink: Sink) -> Self {
         Self {
-            procs: ProcCache::new(PathBuf::from("/proc")),
+            procs: match args.process_args {
+                ProcessArgs::Redacted => ProcCache::new(PathBuf::from("/proc")),
+                ProcessArgs::None => ProcCache::new(PathBuf::from("/proc")).without_args(),
+            },
             units: UnitCache::new(args.host_root.clone()),
             endpoints: EndpointCache::new(),
             resolver: Resolver::new(&args.host_root),
