@@ -430,7 +430,9 @@ impl Pipeline {
                     },
                 },
             })?,
-            Format::Text => self.sink.meta_line(&format!("-- {message}")),
+            Format::Text => self
+                .sink
+                .meta_line(&format!("-- {}", crate::redact::printable(&message))),
         }
         Ok(())
     }
@@ -476,7 +478,10 @@ impl Pipeline {
             let record = RateLimitedRecord::new(&now, &d, limit);
             match self.sink.format {
                 Format::Json => self.sink.json(&record)?,
-                Format::Text => self.sink.line(&format!("-- {}", record.message)),
+                Format::Text => self.sink.line(&format!(
+                    "-- {}",
+                    crate::redact::printable(&record.message)
+                )),
             }
         }
         Ok(())
