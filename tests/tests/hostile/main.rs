@@ -8,3 +8,9 @@
 //! within a bound, and no planted secret appears anywhere (stdout, stderr,
 //! metrics, the doctor's text and JSON). One module per kind of hostile
 //! input:
+//! - `secrets`: secret-bearing arguments (curl's forms, a database
+//!   client's `-p`, generic flags and assignments), a query string in a
+//!   proxied request line, terminal escapes in `comm`, a proxy password
+//!   holding `://` in drift values.
+
+mod secrets;

@@ -294,8 +294,7 @@ fn short_option(word: &str, short: &str, program: Program) -> (String, Option<Ne
     // is the password "ass".
     let first = short.chars().next().unwrap_or('-');
     let own_letter = !matches!(program.letter(first), Letter::Flag | Letter::UserPass);
-    if !own_letter && short.chars().count() > 1 && !short.contains('=') && is_secret_name(short)
-    {
+    if !own_letter && short.len() > 1 && is_name(short) && is_secret_name(short) {
         return (word.to_string(), Some(Next::Secret));
     }
     for (i, c) in short.char_indices() {
@@ -494,6 +493,86 @@ fn shell_words(s: &str) -> Vec<(Range<usize>, String)> {
         words.push((start..end, value));
     }
     words
+}
+
+/// Command lines that carry `secret` in every form this module redacts,
+/// each after each of a few wrappers (`sudo`, `env A=1`, `kubectl exec
+/// pod --`). The fuzz target `args` (tests/fuzz) and the tests plant
+/// secrets with these and check that none survives [`redact_args`].
+#[doc(hidden)]
+pub fn planted(secret: &str) -> Vec<Vec<String>> {
+    const FORMS: &[&[&str]] = &[
+        &["curl", "-u", "bob:{s}", "http://h/"],
+        &["curl", "-U", "bob:{s}"],
+        &["curl", "--user", "bob:{s}"],
+        &["curl", "--user=bob:{s}"],
+        &["curl", "--proxy-user", "bob:{s}"],
+        &["curl", "--proxy-user=bob:{s}"],
+        &["curl", "-ubob:{s}"],
+        &["curl", "-sSu", "bob:{s}"],
+        &["curl", "-sSubob:{s}"],
+        &["curl", "-E", "c.pem:{s}"],
+        &["curl", "-b", "{s}"],
+        &["curl", "-H", "Authorization: Bearer {s}"],
+        &["curl", "-H", "authorization:{s}"],
+        &["curl", "-HAuthorization: Basic {s}"],
+        &["curl", "-sH", "Proxy-Authorization: Basic {s}"],
+        &["curl", "--header", "Cookie: sid={s}"],
+        &["curl", "--header=X-Api-Key: {s}"],
+        &["curl", "--proxy-header", "Proxy-Authorization: {s}"],
+        &["http", "h", "X-Auth-Token:{s}"],
+        &["curl", "-x", "http://bob:{s}@proxy:3128", "h"],
+        &["curl", "https://h/p?a=1&access_token={s}&b=2"],
+        &["curl", "https://h/o?X-Amz-Signature={s}"],
+        &["curl", "-d", "user=bob&password={s}"],
+        &["x", "--password={s}"],
+        &["x", "--password", "{s}"],
+        &["x", "--token", "{s}"],
+        &["x", "--token={s}"],
+        &["x", "--secret", "{s}"],
+        &["x", "--client-secret={s}"],
+        &["x", "--api-key", "{s}"],
+        &["x", "--auth-token", "{s}"],
+        &["x", "-password", "{s}"],
+        &["openssl", "-passin", "pass:{s}"],
+        &["keytool", "-storepass", "{s}"],
+        &["java", "-Dx.keyStorePassword={s}"],
+        &["mysql", "-p{s}"],
+        &["mysql", "-uroot", "-p{s}", "db"],
+        &["mariadb", "-hdb", "-p{s}"],
+        &["mysqldump", "--password={s}"],
+        &["mysqladmin", "password", "{s}"],
+        &["mongosh", "-p", "{s}"],
+        &["sshpass", "-p{s}", "ssh", "h"],
+        &["redis-cli", "-a", "{s}"],
+        &["sqlcmd", "-U", "sa", "-P", "{s}"],
+        &["env", "PGPASSWORD={s}", "psql"],
+        &["MYSQL_PWD={s}", "mysql"],
+        &["AWS_SECRET_ACCESS_KEY={s}", "aws"],
+        &["smbclient", "-U", "bob%{s}"],
+        &["psql", "host=db password={s}"],
+        &["sh", "-c", "mysql -uroot -p{s} db"],
+        &["sh", "-c", "curl -H 'Authorization: Bearer {s}' h"],
+        &["sh", "-c", "curl -u bob:{s} h && echo ok"],
+        &["bash", "-c", "sh -c \"PGPASSWORD={s} psql\""],
+        &["sh", "-c", "echo Authorization: Bearer {s}"],
+    ];
+    const WRAPPERS: &[&[&str]] = &[
+        &[],
+        &["sudo"],
+        &["env", "A=1"],
+        &["timeout", "5"],
+        &["kubectl", "exec", "pod", "--"],
+    ];
+    let mut out = Vec::new();
+    for wrapper in WRAPPERS {
+        for form in FORMS {
+            let mut argv: Vec<String> = wrapper.iter().map(|w| w.to_string()).collect();
+            argv.extend(form.iter().map(|w| w.replace("{s}", secret)));
+            out.push(argv);
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -790,6 +869,29 @@ mod tests {
             let got = r(args);
             let want: Vec<String> = args.iter().map(|s| redact(s)).collect();
             assert_eq!(got, want);
+        }
+    }
+
+    /// What the fuzz target checks, for a spread of secrets: each of the
+    /// characters a secret may hold, at the start, middle and end.
+    #[test]
+    fn no_planted_secret_survives() {
+        let alphabet = "abcXYZ019!$*+,-./:@^_~%";
+        let mut secrets = vec!["Pw".to_string()];
+        for c in alphabet.chars() {
+            secrets.push(format!("Pw{c}x7"));
+            secrets.push(format!("Pw7{c}"));
+            secrets.push(format!("Pw{c}{c}q{c}"));
+        }
+        for secret in &secrets {
+            for argv in planted(secret) {
+                let out = redact_args(&argv);
+                assert_eq!(out.len(), argv.len());
+                assert!(
+                    !out.iter().any(|a| a.contains(secret.as_str())),
+                    "{argv:?} -> {out:?}"
+                );
+            }
         }
     }
 
