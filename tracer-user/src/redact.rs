@@ -24,11 +24,7 @@ pub fn redact_target(target: &str) -> String {
     // Credentials first: a password may itself hold '?' or '#'.
     let mut out = redact(target);
     if let Some(i) = out.find(['?', '#']) {
-        let marker = if out[i..].starts_with('?') {
-            "?"
-        } else {
-            "#"
-        };
+        let marker = if out[i..].starts_with('?') { "?" } else { "#" };
         out.truncate(i);
         out.push_str(marker);
         out.push_str(REDACTED);
@@ -215,10 +211,7 @@ mod tests {
             redact_target("http://h:80/a/b?access_token=x&y=1"),
             "http://h:80/a/b?REDACTED"
         );
-        assert_eq!(
-            redact_target("/o?X-Amz-Signature=abc#frag"),
-            "/o?REDACTED"
-        );
+        assert_eq!(redact_target("/o?X-Amz-Signature=abc#frag"), "/o?REDACTED");
         assert_eq!(redact_target("http://h/p#frag"), "http://h/p#REDACTED");
         assert_eq!(redact_target("203.0.113.2:443"), "203.0.113.2:443");
         assert_eq!(redact_target("http://h/p"), "http://h/p");

@@ -185,9 +185,12 @@ fn assert_nowhere(secrets: &[&str], places: &[(&str, &str)]) {
 
 /// The connect event of `pid`, or a panic with what was written.
 fn event_of<'a>(events: &'a [Value], pid: u32, what: &str) -> &'a Value {
-    attempts_of(events, pid).first().copied().unwrap_or_else(|| {
-        panic!("no event for {what} (pid {pid}): the tracer stopped writing? {events:#?}")
-    })
+    attempts_of(events, pid)
+        .first()
+        .copied()
+        .unwrap_or_else(|| {
+            panic!("no event for {what} (pid {pid}): the tracer stopped writing? {events:#?}")
+        })
 }
 
 fn args_of(event: &Value) -> Vec<String> {
@@ -218,28 +221,100 @@ fn secrets_in_arguments_never_leave_the_tracer() {
     // (the curl arguments, the secret they carry). curl takes no
     // `--flag=value`; the python3 process below carries those forms.
     let forms: Vec<(Vec<String>, &str)> = vec![
-        (vec!["-u".into(), "bob:Sek01user".into(), url.clone()], "Sek01user"),
-        (vec!["--user".into(), "bob:Sek02user".into(), url.clone()], "Sek02user"),
-        (vec!["-sSu".into(), "bob:Sek03comb".into(), url.clone()], "Sek03comb"),
         (
-            vec!["-x".into(), proxy.clone(), "-U".into(), "bob:Sek04prox".into(), url.clone()],
+            vec!["-u".into(), "bob:Sek01user".into(), url.clone()],
+            "Sek01user",
+        ),
+        (
+            vec!["--user".into(), "bob:Sek02user".into(), url.clone()],
+            "Sek02user",
+        ),
+        (
+            vec!["-sSu".into(), "bob:Sek03comb".into(), url.clone()],
+            "Sek03comb",
+        ),
+        (
+            vec![
+                "-x".into(),
+                proxy.clone(),
+                "-U".into(),
+                "bob:Sek04prox".into(),
+                url.clone(),
+            ],
             "Sek04prox",
         ),
         (
-            vec!["-x".into(), proxy.clone(), "--proxy-user".into(), "bob:Sek05prox".into(), url.clone()],
+            vec![
+                "-x".into(),
+                proxy.clone(),
+                "--proxy-user".into(),
+                "bob:Sek05prox".into(),
+                url.clone(),
+            ],
             "Sek05prox",
         ),
-        (vec!["-H".into(), "Authorization: Bearer Sek06bear".into(), url.clone()], "Sek06bear"),
-        (vec!["-H".into(), "Proxy-Authorization: Basic Sek07pa".into(), url.clone()], "Sek07pa"),
-        (vec!["--header".into(), "Cookie: session=Sek08cookie".into(), url.clone()], "Sek08cookie"),
-        (vec!["-H".into(), "X-Api-Key: Sek09key".into(), url.clone()], "Sek09key"),
-        (vec!["-HAuthorization: Bearer Sek10att".into(), url.clone()], "Sek10att"),
-        (vec!["--oauth2-bearer".into(), "Sek11oauth".into(), url.clone()], "Sek11oauth"),
-        (vec!["-b".into(), "sid=Sek12cook".into(), url.clone()], "Sek12cook"),
-        (vec![format!("{url}o?access_token=Sek13tok&X-Amz-Signature=Sek13sig")], "Sek13"),
-        (vec!["-x".into(), format!("http://bob:Sek14url@127.0.0.1:{}", silent.port), url.clone()], "Sek14url"),
         (
-            vec!["-x".into(), proxy.clone(), "--proxy-header".into(), "Proxy-Authorization: Basic Sek15prox".into(), url.clone()],
+            vec![
+                "-H".into(),
+                "Authorization: Bearer Sek06bear".into(),
+                url.clone(),
+            ],
+            "Sek06bear",
+        ),
+        (
+            vec![
+                "-H".into(),
+                "Proxy-Authorization: Basic Sek07pa".into(),
+                url.clone(),
+            ],
+            "Sek07pa",
+        ),
+        (
+            vec![
+                "--header".into(),
+                "Cookie: session=Sek08cookie".into(),
+                url.clone(),
+            ],
+            "Sek08cookie",
+        ),
+        (
+            vec!["-H".into(), "X-Api-Key: Sek09key".into(), url.clone()],
+            "Sek09key",
+        ),
+        (
+            vec!["-HAuthorization: Bearer Sek10att".into(), url.clone()],
+            "Sek10att",
+        ),
+        (
+            vec!["--oauth2-bearer".into(), "Sek11oauth".into(), url.clone()],
+            "Sek11oauth",
+        ),
+        (
+            vec!["-b".into(), "sid=Sek12cook".into(), url.clone()],
+            "Sek12cook",
+        ),
+        (
+            vec![format!(
+                "{url}o?access_token=Sek13tok&X-Amz-Signature=Sek13sig"
+            )],
+            "Sek13",
+        ),
+        (
+            vec![
+                "-x".into(),
+                format!("http://bob:Sek14url@127.0.0.1:{}", silent.port),
+                url.clone(),
+            ],
+            "Sek14url",
+        ),
+        (
+            vec![
+                "-x".into(),
+                proxy.clone(),
+                "--proxy-header".into(),
+                "Proxy-Authorization: Basic Sek15prox".into(),
+                url.clone(),
+            ],
             "Sek15prox",
         ),
     ];
@@ -253,7 +328,13 @@ fn secrets_in_arguments_never_leave_the_tracer() {
         curls.push((pid, *secret));
     }
     // The MySQL clients' -pPW: a process named mysql.
-    let mysql = run(&mut client("mysql", "", port, "1", &["-uroot", "-pSek20mysql", "shop"]));
+    let mysql = run(&mut client(
+        "mysql",
+        "",
+        port,
+        "1",
+        &["-uroot", "-pSek20mysql", "shop"],
+    ));
     // The generic forms and a shell string; alive for the doctor.
     let generic = [
         "--password",
@@ -314,11 +395,18 @@ fn secrets_in_arguments_never_leave_the_tracer() {
         assert!(shown || blanked, "{secret}: {args:?}");
         redacted += usize::from(shown);
     }
-    assert!(redacted >= 8, "only {redacted} curl command lines carried REDACTED");
+    assert!(
+        redacted >= 8,
+        "only {redacted} curl command lines carried REDACTED"
+    );
     let args = args_of(event_of(&stopped.events, mysql, "mysql -p"));
     assert!(args.contains(&"-pREDACTED".to_string()), "{args:?}");
     let args = args_of(event_of(&stopped.events, resident, "the generic forms"));
-    for want in ["--token=REDACTED", "PGPASSWORD=REDACTED", "--api-key=REDACTED"] {
+    for want in [
+        "--token=REDACTED",
+        "PGPASSWORD=REDACTED",
+        "--api-key=REDACTED",
+    ] {
         assert!(args.contains(&want.to_string()), "{want}: {args:?}");
     }
     event_of(&stopped.events, other, "the other process");
@@ -333,7 +421,15 @@ fn args_none_drops_command_lines() {
     let silent = Silent::start();
     let tracer = Tracer::start(&["--args", "none"]);
     let curl = run(Command::new("curl")
-        .args(["-sS", "--max-time", "1", "-o", "/dev/null", "-u", "bob:Sek30none"])
+        .args([
+            "-sS",
+            "--max-time",
+            "1",
+            "-o",
+            "/dev/null",
+            "-u",
+            "bob:Sek30none",
+        ])
         .arg(format!("http://127.0.0.1:{}/", silent.port))
         .stderr(Stdio::null()));
     let output = tracer.output.clone();
@@ -343,7 +439,10 @@ fn args_none_drops_command_lines() {
     assert_matches_schema(e);
     assert!(e["process"].get("args").is_none(), "{e}");
     assert_eq!(e["process"]["name"], "curl");
-    assert_nowhere(&["Sek30none", "bob:"], &[("the events", &raw), ("stderr", &stopped.stderr)]);
+    assert_nowhere(
+        &["Sek30none", "bob:"],
+        &[("the events", &raw), ("stderr", &stopped.stderr)],
+    );
 }
 
 /// A `sleep` with `env` in the unit's cgroup, started before the tracer so
@@ -411,7 +510,10 @@ fn query_strings_of_proxied_requests_are_dropped() {
     let target = format!("{base}?REDACTED");
     assert_eq!(e["tracer"]["proxy"]["request"]["target"], target.as_str());
     let message = e["message"].as_str().unwrap_or_default();
-    assert!(message.contains(&format!("asked for GET {target}")), "{message}");
+    assert!(
+        message.contains(&format!("asked for GET {target}")),
+        "{message}"
+    );
     println!("{e}");
     assert_nowhere(
         &["Sek40tok", "Sek40sig", "Sek40frag", "access_token"],
@@ -431,7 +533,13 @@ fn an_escape_sequence_in_comm_is_shown_escaped() {
     let port = closed_port();
     let tracer = Tracer::start(&["--format", "text"]);
     let output = tracer.output.clone();
-    let evil = run(&mut client("python3", "\x1b[2J\x1b]0;pwn\x07", port, "0", &[]));
+    let evil = run(&mut client(
+        "python3",
+        "\x1b[2J\x1b]0;pwn\x07",
+        port,
+        "0",
+        &[],
+    ));
     let other = run(&mut client("python3", "trt-after", port, "0", &[]));
     std::thread::sleep(Duration::from_millis(300));
     let (status, stderr) = tracer.stop_raw();
@@ -447,7 +555,8 @@ fn an_escape_sequence_in_comm_is_shown_escaped() {
         "no escaped line for pid {evil}"
     );
     assert!(
-        text.lines().any(|l| l.contains(&format!("trt-after[{other}]"))),
+        text.lines()
+            .any(|l| l.contains(&format!("trt-after[{other}]"))),
         "no line for the process after it"
     );
     assert!(!stderr.contains('\x1b'), "a raw ESC on stderr");
@@ -505,7 +614,9 @@ fn drift_values_with_a_scheme_in_the_password_stay_redacted() {
     let deadline = Instant::now() + Duration::from_secs(20);
     let metrics = loop {
         let m = scrape(maddr);
-        if m.lines().any(|l| l.contains("trt-hdrift") && l.contains("HTTPS_PROXY")) {
+        if m.lines()
+            .any(|l| l.contains("trt-hdrift") && l.contains("HTTPS_PROXY"))
+        {
             break m;
         }
         assert!(

@@ -74,15 +74,11 @@ impl Program {
         Some(match base.as_str() {
             "mysqladmin" | "mariadb-admin" => Program::MySqlAdmin,
             "mysql" | "mariadb" | "mysqldump" | "mariadb-dump" | "mysqlimport"
-            | "mariadb-import" | "mysqlcheck" | "mariadb-check" | "mysqlshow"
-            | "mariadb-show" | "mysqlslap" | "mariadb-slap" | "mysqlpump" | "mysqlbinlog"
-            | "mariadb-binlog" | "mysqlsh" | "mysql_upgrade" | "mariadb-upgrade" => {
-                Program::MySql
-            }
-            "mongo" | "mongosh" | "mongodump" | "mongorestore" | "mongoexport"
-            | "mongoimport" | "mongostat" | "mongotop" | "sshpass" | "mydumper" | "myloader" => {
-                Program::DashP
-            }
+            | "mariadb-import" | "mysqlcheck" | "mariadb-check" | "mysqlshow" | "mariadb-show"
+            | "mysqlslap" | "mariadb-slap" | "mysqlpump" | "mysqlbinlog" | "mariadb-binlog"
+            | "mysqlsh" | "mysql_upgrade" | "mariadb-upgrade" => Program::MySql,
+            "mongo" | "mongosh" | "mongodump" | "mongorestore" | "mongoexport" | "mongoimport"
+            | "mongostat" | "mongotop" | "sshpass" | "mydumper" | "myloader" => Program::DashP,
             "redis-cli" | "valkey-cli" => Program::Redis,
             "sqlcmd" | "bcp" => Program::SqlCmd,
             "curl" => Program::Curl,
@@ -307,9 +303,7 @@ fn short_option(word: &str, short: &str, program: Program) -> (String, Option<Ne
                 return (format!("{head}{REDACTED}"), None)
             }
             Letter::SecretAttached => return (word.to_string(), None),
-            Letter::UserPass if rest.is_empty() => {
-                return (word.to_string(), Some(Next::UserPass))
-            }
+            Letter::UserPass if rest.is_empty() => return (word.to_string(), Some(Next::UserPass)),
             Letter::UserPass => return (format!("{head}{}", user_pass(rest)), None),
             Letter::Secret | Letter::Value => {
                 return match scrub_value(rest) {
@@ -602,7 +596,10 @@ mod tests {
             &["curl", "-u", "bob:S3CR3T", "http://h/"],
             &["curl", "-u", "bob:REDACTED", "http://h/"],
         );
-        check(&["curl", "-U", "bob:S3CR3T"], &["curl", "-U", "bob:REDACTED"]);
+        check(
+            &["curl", "-U", "bob:S3CR3T"],
+            &["curl", "-U", "bob:REDACTED"],
+        );
         check(
             &["curl", "--user", "bob:S3CR3T"],
             &["curl", "--user", "bob:REDACTED"],
@@ -674,8 +671,18 @@ mod tests {
             &["http", "GET", "h", "Authorization: REDACTED"],
         );
         check(
-            &["git", "-c", "http.extraHeader=Authorization: Basic S3CR3T", "clone"],
-            &["git", "-c", "http.extraHeader=Authorization: REDACTED", "clone"],
+            &[
+                "git",
+                "-c",
+                "http.extraHeader=Authorization: Basic S3CR3T",
+                "clone",
+            ],
+            &[
+                "git",
+                "-c",
+                "http.extraHeader=Authorization: REDACTED",
+                "clone",
+            ],
         );
         // Other headers stay.
         check(
@@ -720,8 +727,18 @@ mod tests {
             &["keytool", "-storepass", "REDACTED"],
         );
         check(
-            &["java", "-Djavax.net.ssl.trustStorePassword=S3CR3T", "-jar", "a.jar"],
-            &["java", "-Djavax.net.ssl.trustStorePassword=REDACTED", "-jar", "a.jar"],
+            &[
+                "java",
+                "-Djavax.net.ssl.trustStorePassword=S3CR3T",
+                "-jar",
+                "a.jar",
+            ],
+            &[
+                "java",
+                "-Djavax.net.ssl.trustStorePassword=REDACTED",
+                "-jar",
+                "a.jar",
+            ],
         );
         // A secret flag followed by another flag took no value.
         check(
@@ -782,12 +799,12 @@ mod tests {
             &["kubectl", "exec", "db-0", "--", "mysql", "-pREDACTED"],
         );
         // `-p` is a port (or a flag) for other programs.
-        check(
-            &["ssh", "-p", "2222", "h"],
-            &["ssh", "-p", "2222", "h"],
-        );
+        check(&["ssh", "-p", "2222", "h"], &["ssh", "-p", "2222", "h"]);
         check(&["nc", "-p1234", "h"], &["nc", "-p1234", "h"]);
-        check(&["docker", "run", "-p", "80:80"], &["docker", "run", "-p", "80:80"]);
+        check(
+            &["docker", "run", "-p", "80:80"],
+            &["docker", "run", "-p", "80:80"],
+        );
     }
 
     #[test]
@@ -797,8 +814,18 @@ mod tests {
             &["env", "PGPASSWORD=REDACTED", "psql"],
         );
         check(
-            &["sudo", "MYSQL_PWD=S3CR3T", "AWS_SECRET_ACCESS_KEY=S3CR3T", "x"],
-            &["sudo", "MYSQL_PWD=REDACTED", "AWS_SECRET_ACCESS_KEY=REDACTED", "x"],
+            &[
+                "sudo",
+                "MYSQL_PWD=S3CR3T",
+                "AWS_SECRET_ACCESS_KEY=S3CR3T",
+                "x",
+            ],
+            &[
+                "sudo",
+                "MYSQL_PWD=REDACTED",
+                "AWS_SECRET_ACCESS_KEY=REDACTED",
+                "x",
+            ],
         );
         check(
             &["env", "GITHUB_TOKEN=S3CR3T&x", "PATH=/bin", "x"],
@@ -809,8 +836,14 @@ mod tests {
             &["curl", "https://h/x?access_token=REDACTED&a=1"],
         );
         check(
-            &["curl", "https://b.s3/o?X-Amz-Credential=S3CR3T&X-Amz-Signature=S3CR3T#f"],
-            &["curl", "https://b.s3/o?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED#f"],
+            &[
+                "curl",
+                "https://b.s3/o?X-Amz-Credential=S3CR3T&X-Amz-Signature=S3CR3T#f",
+            ],
+            &[
+                "curl",
+                "https://b.s3/o?X-Amz-Credential=REDACTED&X-Amz-Signature=REDACTED#f",
+            ],
         );
         check(
             &["curl", "-d", "user=bob&password=S3CR3T"],
@@ -836,7 +869,11 @@ mod tests {
             &["sh", "-c", "mysql -uroot '-pREDACTED' shop < dump.sql"],
         );
         check(
-            &["bash", "-c", "curl -H 'Authorization: Bearer S3CR3T' https://h/"],
+            &[
+                "bash",
+                "-c",
+                "curl -H 'Authorization: Bearer S3CR3T' https://h/",
+            ],
             &["bash", "-c", "curl -H 'Authorization: REDACTED' https://h/"],
         );
         check(
@@ -860,7 +897,15 @@ mod tests {
     fn ordinary_command_lines_are_unchanged() {
         for args in [
             &["containerd", "--config", "/etc/containerd/config.toml"][..],
-            &["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "https://h/v2/"],
+            &[
+                "curl",
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "https://h/v2/",
+            ],
             &["kubelet", "--node-ip=10.0.0.1", "--v=2"],
             &["python3", "-c", "print(1)"],
             &["ls", "-la", "/tmp"],

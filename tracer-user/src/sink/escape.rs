@@ -41,6 +41,7 @@ pub fn to_writer<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> serde_j
 /// Bytes that make a string take the escaping path: what JSON escapes, DEL,
 /// and 0xC2, the first byte of every C1 control in UTF-8 (and of other
 /// Latin-1 characters, which merely take the slower path).
+#[inline]
 pub fn needs_escape(b: u8) -> bool {
     b < 0x20 || b == b'"' || b == b'\\' || b == 0x7f || b == 0xc2
 }
@@ -55,10 +56,7 @@ mod tests {
         let mut out = Vec::new();
         to_writer(&mut out, s).expect("json");
         let text = std::str::from_utf8(&out).expect("utf8");
-        assert_eq!(
-            text,
-            r#""a\u001b[2J\u007f\u009b31m\u0085é\"\\\n""#
-        );
+        assert_eq!(text, r#""a\u001b[2J\u007f\u009b31m\u0085é\"\\\n""#);
         assert!(!text.chars().any(char::is_control), "{text}");
         let back: String = serde_json::from_str(text).expect("valid JSON");
         assert_eq!(back, s);

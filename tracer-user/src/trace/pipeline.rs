@@ -478,10 +478,9 @@ impl Pipeline {
             let record = RateLimitedRecord::new(&now, &d, limit);
             match self.sink.format {
                 Format::Json => self.sink.json(&record)?,
-                Format::Text => self.sink.line(&format!(
-                    "-- {}",
-                    crate::redact::printable(&record.message)
-                )),
+                Format::Text => self
+                    .sink
+                    .line(&format!("-- {}", crate::redact::printable(&record.message))),
             }
         }
         Ok(())
