@@ -186,6 +186,20 @@ pub struct TraceArgs {
     /// host name is resolved once, at start).
     #[arg(long, value_name = "HOST:PORT", value_parser = parse_probe)]
     pub proxy: Vec<String>,
+    /// redacted: `process.args` with the values of secret-bearing arguments
+    /// (passwords, tokens, secret headers, URL credentials) replaced by
+    /// REDACTED. none: no `process.args` at all.
+    #[arg(long = "args", value_enum, default_value = "redacted")]
+    pub process_args: ProcessArgs,
+}
+
+/// What events say of a process's command line (`--args`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProcessArgs {
+    /// Arguments with secrets redacted.
+    Redacted,
+    /// No arguments.
+    None,
 }
 
 /// Which attempts become events (`--events`).

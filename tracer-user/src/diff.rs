@@ -268,7 +268,7 @@ pub fn command(args: &crate::cli::DiffArgs) -> u8 {
         &b,
     );
     match args.format {
-        crate::cli::ReportFormat::Text => print!("{}", render(&c)),
+        crate::cli::ReportFormat::Text => print!("{}", crate::redact::printable_lines(&render(&c))),
         crate::cli::ReportFormat::Json => match serde_json::to_string_pretty(&c) {
             Ok(json) => println!("{json}"),
             Err(e) => {

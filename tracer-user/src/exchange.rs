@@ -8,7 +8,7 @@
 
 use tracer_common::{exchange, ExchangeEvent, LINE_MAX};
 
-use crate::redact::redact;
+use crate::redact::redact_target;
 
 /// How long an attempt to a proxy waits for the proxy's status line before
 /// it is written without one. A proxy answers a `CONNECT` once it has dialled
@@ -61,7 +61,8 @@ pub fn line_of(bytes: &[u8]) -> Option<Line> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLine {
     pub method: String,
-    /// Credentials in an absolute-form URL are redacted.
+    /// Credentials in an absolute-form URL are redacted, and a query or
+    /// fragment is replaced by `?REDACTED` (`#REDACTED`).
     pub target: String,
     /// "HTTP/1.1"; None when the line was cut before it.
     pub version: Option<String>,
@@ -98,7 +99,7 @@ pub fn parse_request(text: &str, truncated: bool) -> Option<RequestLine> {
     };
     Some(RequestLine {
         method: method.to_string(),
-        target: redact(target),
+        target: redact_target(target),
         version,
         truncated,
     })
@@ -233,6 +234,19 @@ mod tests {
         let r =
             parse_request("GET http://bob:hunter2@example.test/ HTTP/1.1", false).expect("request");
         assert!(!r.target.contains("hunter2"), "{}", r.target);
+    }
+
+    #[test]
+    fn query_strings_never_reach_the_target() {
+        let r = parse_request(
+            "GET http://203.0.113.2/o?access_token=tok123&X-Amz-Signature=sig456 HTTP/1.1",
+            false,
+        )
+        .expect("request");
+        assert_eq!(r.target, "http://203.0.113.2/o?REDACTED");
+        // Also when the line was cut inside the query.
+        let r = parse_request("GET /o?access_token=tok12", true).expect("cut");
+        assert_eq!(r.target, "/o?REDACTED");
     }
 
     #[test]

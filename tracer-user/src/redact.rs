@@ -1,4 +1,6 @@
-//! Credential redaction for anything that may hold a proxy URL.
+//! Credential redaction for anything that may hold a proxy URL, and
+//! terminal safety for any node-chosen text shown to a person
+//! ([`printable`]).
 //!
 //! Proxy values can carry credentials (`http://user:pass@host:port`), and so
 //! can command lines (`curl -x http://user:pw@host`) and error messages
@@ -7,8 +9,77 @@
 //! here before it is stored or written, so this module sits at the crate
 //! root and depends on no pipeline stage.
 
+pub mod args;
+
 /// Placeholder written where credentials were.
 const REDACTED: &str = "REDACTED";
+
+/// A request target (`http://h/p?access_token=x`, `/p?X-Amz-Signature=x`,
+/// `h:443`) as it may be shown: URL credentials redacted, and its query
+/// and fragment dropped, with `?REDACTED` (or `#REDACTED`) left as the
+/// marker that one was there. Query strings carry tokens and signatures
+/// (`access_token=`, presigned URLs' `X-Amz-Signature=`) far more often
+/// than anything a reader of the event needs.
+pub fn redact_target(target: &str) -> String {
+    // Credentials first: a password may itself hold '?' or '#'.
+    let mut out = redact(target);
+    if let Some(i) = out.find(['?', '#']) {
+        let marker = if out[i..].starts_with('?') { "?" } else { "#" };
+        out.truncate(i);
+        out.push_str(marker);
+        out.push_str(REDACTED);
+    }
+    out
+}
+
+/// Text chosen by the node (a `comm`, a DNS name, a unix socket path, a
+/// unit file's value) made safe for a terminal: every control character
+/// (C0 such as ESC, DEL, C1 such as CSI U+009B) and the bidirectional
+/// overrides that reorder what is displayed become visible escapes, `\x1b`
+/// or `\u{9b}`. A process naming itself `\x1b]0;...` cannot retitle,
+/// clear or recolour the reader's terminal, nor forge a line.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(unprintable) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        push_printable(&mut out, c);
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// [`printable`] for a text of several lines (a report): line breaks stay.
+pub fn printable_lines(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(|c| c != '\n' && unprintable(c)) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 16);
+    for c in s.chars() {
+        if c == '\n' {
+            out.push(c);
+        } else {
+            push_printable(&mut out, c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+fn unprintable(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+fn push_printable(out: &mut String, c: char) {
+    use std::fmt::Write;
+    if !unprintable(c) {
+        out.push(c);
+    } else if c.is_ascii() {
+        // Writing into a String cannot fail.
+        let _ = write!(out, "\\x{:02x}", u32::from(c));
+    } else {
+        let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+    }
+}
 
 /// Redacts the credentials of a string known to be one proxy value: all of
 /// it between `://` (or the start) and the last `@`.
@@ -120,6 +191,33 @@ mod tests {
         );
         assert_eq!(redact("'u:p@h'"), "'REDACTED@h'");
         assert_eq!(redact(""), "");
+    }
+
+    #[test]
+    fn control_characters_become_visible() {
+        assert_eq!(printable("curl"), "curl");
+        assert!(matches!(printable("curl"), std::borrow::Cow::Borrowed(_)));
+        assert_eq!(printable("\x1b[31mred\x07"), "\\x1b[31mred\\x07");
+        assert_eq!(printable("a\nb\rc\td\x7f"), "a\\x0ab\\x0dc\\x09d\\x7f");
+        assert_eq!(printable("\u{9b}2J"), "\\u{9b}2J");
+        assert_eq!(printable("a\u{202e}b"), "a\\u{202e}b");
+        assert_eq!(printable("é ü 名"), "é ü 名");
+        assert_eq!(printable_lines("a\x1b\nb\n"), "a\\x1b\nb\n");
+    }
+
+    #[test]
+    fn request_targets_lose_query_and_fragment() {
+        assert_eq!(
+            redact_target("http://h:80/a/b?access_token=x&y=1"),
+            "http://h:80/a/b?REDACTED"
+        );
+        assert_eq!(redact_target("/o?X-Amz-Signature=abc#frag"), "/o?REDACTED");
+        assert_eq!(redact_target("http://h/p#frag"), "http://h/p#REDACTED");
+        assert_eq!(redact_target("203.0.113.2:443"), "203.0.113.2:443");
+        assert_eq!(redact_target("http://h/p"), "http://h/p");
+        // A '?' in a password is not where the query starts.
+        let t = redact_target("http://u:p?ss@h/x?q=1");
+        assert_eq!(t, "http://REDACTED@h/x?REDACTED");
     }
 
     #[test]

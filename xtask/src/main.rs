@@ -444,6 +444,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "decode",
     "dns_message",
     "proxy_line",
+    "args",
 ];
 
 /// Install cargo-fuzz unless it is on PATH (about 1-2 minutes, once).

@@ -12,6 +12,11 @@
 //!   path; container hosts files that are FIFOs or absolute symlinks.
 //! - `identity`: a process named like a runtime daemon, a user manager's
 //!   unit named like the host's (impersonation, unit attribution).
+//! - `secrets`: secret-bearing arguments (curl's forms, a database
+//!   client's `-p`, generic flags and assignments), a query string in a
+//!   proxied request line, terminal escapes in `comm`, a proxy password
+//!   holding `://` in drift values.
 
 mod files;
 mod identity;
+mod secrets;

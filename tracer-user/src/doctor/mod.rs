@@ -495,7 +495,9 @@ pub fn command(args: &crate::cli::DoctorArgs) -> u8 {
         }
     };
     match args.format {
-        crate::cli::ReportFormat::Text => print!("{}", text::render(&report)),
+        crate::cli::ReportFormat::Text => {
+            print!("{}", crate::redact::printable_lines(&text::render(&report)))
+        }
         crate::cli::ReportFormat::Json => match serde_json::to_string_pretty(&report) {
             Ok(json) => println!("{json}"),
             Err(e) => {

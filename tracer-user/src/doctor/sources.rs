@@ -452,6 +452,21 @@ mod tests {
             .is_none());
     }
 
+    /// A password holding `://` (which the free-text redactor would take
+    /// for a scheme) leaks no part of itself through drift values.
+    #[test]
+    fn drift_values_with_a_scheme_in_the_password_are_redacted() {
+        let live = env(&[("HTTPS_PROXY", "http://ops:pa55://live@p:1")]);
+        let vars = variables(
+            &live,
+            &conf(&[("HTTPS_PROXY", "http://ops:pa55://conf@p:1", 1)], true),
+        );
+        let v = &vars[0];
+        assert!(v.drift.is_some());
+        assert_eq!(v.live.as_deref(), Some("http://REDACTED@p:1"));
+        assert_eq!(v.configured.as_deref(), Some("http://REDACTED@p:1"));
+    }
+
     #[test]
     fn k3s_no_proxy_append_is_not_drift() {
         let live = env(&[("NO_PROXY", "localhost,10.42.0.0/16,10.43.0.0/16")]);

@@ -20,7 +20,7 @@ use crate::{
         cgroupns::host_cgroups,
         proxy_env::ProxyEnv,
     },
-    redact::redact,
+    redact::args::redact_args,
 };
 
 /// Longest environment read: /proc/<pid>/environ is the exec-time
@@ -68,6 +68,16 @@ impl ProcInfo {
 /// proxy part of its environment as the kernel read it at its first
 /// connect (`Record::Process`), which outlives the process.
 pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> ProcInfo {
+    read_proc_keeping(proc_root, pid, kernel_env, true)
+}
+
+/// `read_proc`, with the command line read (redacted) only when `args`.
+fn read_proc_keeping(
+    proc_root: &Path,
+    pid: u32,
+    kernel_env: Option<&KernelEnv>,
+    args: bool,
+) -> ProcInfo {
     let dir = proc_root.join(pid.to_string());
     let mut info = ProcInfo::default();
     if let Ok(process) = procfs::process::Process::new_with_root(dir.clone()) {
@@ -76,22 +86,10 @@ pub fn read_proc(proc_root: &Path, pid: u32, kernel_env: Option<&KernelEnv>) -> 
             info.ppid = u32::try_from(stat.ppid).ok();
         }
         info.exe = process.exe().ok().map(|p| p.to_string_lossy().into_owned());
-        info.args = process.cmdline().ok().map(|args| {
-            args.into_iter()
-                .take(MAX_ARGS)
-                .map(|a| {
-                    // A command line may carry a proxy URL with credentials
-                    // (`curl -x http://user:pw@host`): never emit them.
-                    let mut a = redact(&a);
-                    truncate_at_char(&mut a, MAX_ARG_LEN);
-                    a
-                })
-                .collect()
-        });
-        info.cgroup = process
-            .cgroups()
-            .ok()
-            .map(|groups| cgroup_info(&on_the_node(groups.0)));
+        if args {
+            info.args = process.cmdline().ok().map(|args| command_line(args));
+        }
+        info.cgroup = process.cgroups().ok().map(|groups| cgroup_info(&on_the_node(groups.0)));
     }
     info.mnt_ns = mount_namespace(&dir);
     info.env = Some(environment(&dir, kernel_env));
@@ -182,6 +180,28 @@ fn unavailable_reason(e: &std::io::Error) -> String {
     }
 }
 
+/// The arguments as they may be emitted: at most `MAX_ARGS` of at most
+/// `MAX_ARG_LEN` bytes, secrets redacted (`redact::args`: passwords,
+/// tokens, secret headers, URL credentials). Cut before redaction, so a
+/// huge argument costs no more than a short one, and again after it.
+fn command_line(args: Vec<String>) -> Vec<String> {
+    let cut: Vec<String> = args
+        .into_iter()
+        .take(MAX_ARGS)
+        .map(|mut a| {
+            truncate_at_char(&mut a, MAX_ARG_LEN);
+            a
+        })
+        .collect();
+    redact_args(&cut)
+        .into_iter()
+        .map(|mut a| {
+            truncate_at_char(&mut a, MAX_ARG_LEN);
+            a
+        })
+        .collect()
+}
+
 fn truncate_at_char(s: &mut String, max: usize) {
     if s.len() > max {
         let mut cut = max;
@@ -199,6 +219,9 @@ pub type PidMap<V> = foldhash::HashMap<u32, V>;
 /// pid -> what we know, valid until the kernel announces the pid again.
 pub struct ProcCache {
     proc_root: PathBuf,
+    /// Read and keep command lines (`--args redacted`); `--args none`
+    /// drops them altogether.
+    args: bool,
     entries: PidMap<Entry>,
     /// Processes the kernel reported gone, oldest first, with the snapshot
     /// they had: evicted once `EXIT_GRACE` has passed, so their last
@@ -233,9 +256,16 @@ impl ProcCache {
     pub fn new(proc_root: PathBuf) -> Self {
         Self {
             proc_root,
+            args: true,
             entries: PidMap::default(),
             exited: std::collections::VecDeque::new(),
         }
+    }
+
+    /// Keep no command lines (`--args none`).
+    pub fn without_args(mut self) -> Self {
+        self.args = false;
+        self
     }
 
     /// The kernel says `pid` connects for the first time since exec (or is
@@ -243,7 +273,7 @@ impl ProcCache {
     /// `since_ns`: read it now, while it is alive. Returns the snapshot now
     /// cached for `pid`.
     pub fn refresh(&mut self, pid: u32, since_ns: u64, kernel_env: &KernelEnv) -> Arc<ProcInfo> {
-        let fresh = read_proc(&self.proc_root, pid, Some(kernel_env));
+        let fresh = read_proc_keeping(&self.proc_root, pid, Some(kernel_env), self.args);
         if let Some(old) = self.entries.get(&pid) {
             // Announced again (the kernel forgot it) but already gone, and
             // the kernel could not read its environment either: the older
@@ -272,7 +302,7 @@ impl ProcCache {
             }
             return Arc::clone(&e.current);
         }
-        let info = read_proc(&self.proc_root, pid, None);
+        let info = read_proc_keeping(&self.proc_root, pid, None, self.args);
         self.insert(pid, info, 0, None)
     }
 
@@ -459,6 +489,31 @@ mod tests {
         );
         assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn command_lines_are_bounded_and_redacted() {
+        let mut args = vec![
+            "curl".to_string(),
+            "-u".into(),
+            "bob:S3CR3T".into(),
+            format!("--token={}", "x".repeat(5000)),
+        ];
+        args.extend((0..100).map(|i| i.to_string()));
+        let out = command_line(args);
+        assert_eq!(out.len(), MAX_ARGS);
+        assert_eq!(out[2], "bob:REDACTED");
+        assert_eq!(out[3], "--token=REDACTED");
+        assert!(out.iter().all(|a| a.len() <= MAX_ARG_LEN));
+    }
+
+    #[test]
+    fn without_args_no_command_line_is_kept() {
+        let mut cache = ProcCache::new(PathBuf::from("/proc")).without_args();
+        let me = std::process::id();
+        assert!(cache.get(me, 0).args.is_none());
+        let mut cache = ProcCache::new(PathBuf::from("/proc"));
+        assert!(cache.get(me, 0).args.is_some());
     }
 
     #[test]

@@ -310,7 +310,7 @@ pub fn render_text(report: &Report) -> String {
 /// Print the report; true when the pull succeeded.
 pub fn print(report: &Report, format: ReportFormat) -> Result<bool, PreflightError> {
     match format {
-        ReportFormat::Text => print!("{}", render_text(report)),
+        ReportFormat::Text => print!("{}", crate::redact::printable_lines(&render_text(report))),
         ReportFormat::Json => println!("{}", serde_json::to_string_pretty(report)?),
     }
     Ok(report.healthy())

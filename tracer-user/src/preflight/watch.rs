@@ -66,6 +66,7 @@ impl Watch {
             doctor_comm: Vec::new(),
             dns: false,
             proxy: Vec::new(),
+            process_args: crate::cli::ProcessArgs::Redacted,
         };
         let lines = Lines::default();
         let sink = Sink::new(

@@ -206,10 +206,10 @@ pub fn render_text(l: &Lookup, proc: &ProcInfo, wall_offset_ns: i128, color: boo
     format!(
         "{time} {start}{:<11}{end} {}[{}] dns {}  {}",
         format!("DNS-{word}"),
-        &*l.comm,
+        crate::redact::printable(&l.comm),
         l.pid,
         server_text(l),
-        message(l, proc)
+        crate::redact::printable(&message(l, proc))
     )
 }
 

@@ -60,8 +60,7 @@ pub fn write_fields(out: &mut Vec<u8>, x: &ProxyExchange, mut first: bool) {
 }
 
 fn string(out: &mut Vec<u8>, s: &str) {
-    // Serialising a str into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
+    super::ndjson::push_str(out, s);
 }
 
 /// The message of a connected attempt to a proxy, with its exchange:

@@ -13,6 +13,7 @@
 //! `output`.
 
 pub mod dns;
+pub mod escape;
 pub mod exchange;
 pub mod ndjson;
 pub mod output;
@@ -195,7 +196,7 @@ impl Sink {
     /// Queue one JSON record (a whole line).
     pub fn json<T: Serialize>(&mut self, record: &T) -> Result<(), SinkError> {
         let mark = self.buf.len();
-        if let Err(e) = serde_json::to_writer(&mut self.buf, record) {
+        if let Err(e) = escape::to_writer(&mut self.buf, record) {
             // Never leave half a record in the buffer.
             self.buf.truncate(mark);
             return Err(e.into());

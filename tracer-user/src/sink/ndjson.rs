@@ -389,19 +389,20 @@ pub(super) fn push_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
 }
 
 /// A JSON string. Almost everything written is plain text that needs no
-/// escaping; the rest goes through serde_json's escaper.
+/// escaping; the rest goes through serde_json's escaper, which `escape`
+/// extends to DEL and C1.
 pub(super) fn push_str(out: &mut Vec<u8>, s: &str) {
     // A fold without early exit, so the compiler can vectorise the scan.
-    let plain = !s.bytes().fold(false, |odd, b| {
-        odd | (b < 0x20) | (b == b'"') | (b == b'\\')
-    });
+    let plain = !s
+        .bytes()
+        .fold(false, |odd, b| odd | super::escape::needs_escape(b));
     if plain {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');
     } else {
         // Escaping a str into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        let _ = super::escape::to_writer(out, s);
     }
 }
 

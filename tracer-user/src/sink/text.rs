@@ -7,6 +7,7 @@
 
 use crate::{
     decode::Verdict,
+    redact::printable,
     sink::words::{self, Facts},
 };
 
@@ -51,11 +52,59 @@ pub fn render(f: &Facts<'_>, color: bool) -> String {
     let message = words::message(f, &destination);
     // --dns: the name the address was an answer for.
     let named = match &f.domain {
-        Some(d) => format!(" ({})", d.name),
+        Some(d) => format!(" ({})", printable(&d.name)),
         None => String::new(),
     };
+    // comm, AF_UNIX paths, names and everything the message quotes are
+    // the node's choice: never raw control bytes on a terminal.
     format!(
-        "{time} {start}{word:<11}{end} {}[{}] {transport} {destination}{named} {duration}{proxy}  {message}",
-        &*a.comm, a.pid
+        "{time} {start}{word:<11}{end} {}[{}] {transport} {}{named} {duration}{proxy}  {}",
+        printable(&a.comm),
+        a.pid,
+        printable(&destination),
+        printable(&message),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::{attempt, proc_info};
+    use super::*;
+    use crate::{
+        decode::{comm_of, Peer},
+        enrich::dns::{DomainHint, DomainSource},
+        probe::Mode,
+    };
+
+    /// A comm, an AF_UNIX path and a DNS name chosen by the node cannot
+    /// put a control byte on the reader's terminal.
+    #[test]
+    fn node_text_is_escaped() {
+        let mut a = attempt();
+        a.comm = comm_of(b"\x1b]0;pwn\x07\x1b[2J");
+        a.destination = Peer::Unix("/run/\u{9b}31m.sock".into());
+        let proc = proc_info();
+        let facts = Facts {
+            attempt: &a,
+            proc: &proc,
+            verdict: None,
+            exchange: None,
+            mode: Mode::Socket,
+            wall_offset_ns: 0,
+            domain: Some(DomainHint {
+                name: "evil\x1b[8m.test",
+                source: DomainSource::Process,
+            }),
+        };
+        for color in [false, true] {
+            let line = render(&facts, color);
+            // Only our own colour sequences may remain.
+            let ours = [RED, GREEN, YELLOW, BOLD, RESET, "\x1b[1;31m"];
+            let rest = ours.iter().fold(line.clone(), |l, c| l.replace(c, ""));
+            assert!(!rest.chars().any(char::is_control), "{line:?}");
+            assert!(line.contains(r"\x1b]0;pwn\x07\x1b[2J"), "{line:?}");
+            assert!(line.contains(r"/run/\u{9b}31m.sock"), "{line:?}");
+            assert!(line.contains(r"(evil\x1b[8m.test)"), "{line:?}");
+        }
+    }
 }

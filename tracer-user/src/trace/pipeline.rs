@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use super::ratelimit::{Dropped, RateLimitedRecord, RateLimiter};
 use crate::{
-    cli::{Events, TraceArgs},
+    cli::{Events, ProcessArgs, TraceArgs},
     decode::{self, Attempt, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
@@ -101,7 +101,10 @@ const RING_RECORD_OVERHEAD: usize = 8;
 impl Pipeline {
     pub fn new(args: &TraceArgs, sink: Sink) -> Self {
         Self {
-            procs: ProcCache::new(PathBuf::from("/proc")),
+            procs: match args.process_args {
+                ProcessArgs::Redacted => ProcCache::new(PathBuf::from("/proc")),
+                ProcessArgs::None => ProcCache::new(PathBuf::from("/proc")).without_args(),
+            },
             units: UnitCache::new(args.host_root.clone()),
             endpoints: EndpointCache::new(),
             resolver: Resolver::new(&args.host_root),
@@ -422,7 +425,9 @@ impl Pipeline {
                     },
                 },
             })?,
-            Format::Text => self.sink.meta_line(&format!("-- {message}")),
+            Format::Text => self
+                .sink
+                .meta_line(&format!("-- {}", crate::redact::printable(&message))),
         }
         Ok(())
     }
@@ -468,7 +473,9 @@ impl Pipeline {
             let record = RateLimitedRecord::new(&now, &d, limit);
             match self.sink.format {
                 Format::Json => self.sink.json(&record)?,
-                Format::Text => self.sink.line(&format!("-- {}", record.message)),
+                Format::Text => self
+                    .sink
+                    .line(&format!("-- {}", crate::redact::printable(&record.message))),
             }
         }
         Ok(())

@@ -18,7 +18,7 @@ use crate::{
         proxy_env::ProxyEnv,
         systemd::{EnvSource, SourceKind, UnitEnvironment},
     },
-    redact::redact,
+    redact::redact_value,
 };
 use proxy::{proxy_endpoints, ProxyChoice, RequestScheme, Rules};
 use resolve::{Answer, Resolver, Root, Unresolved};
@@ -234,8 +234,8 @@ pub fn judge(
         Some(unit) => match unit.get(variable) {
             Some(src) => {
                 let drift = (src.value != live).then(|| Drift {
-                    configured: Some(redact(&src.value)),
-                    live: redact(live),
+                    configured: Some(redact_value(&src.value)),
+                    live: redact_value(live),
                 });
                 (Some(SourceRef::from_source(src)), drift)
             }
@@ -243,7 +243,7 @@ pub fn judge(
                 None,
                 Some(Drift {
                     configured: None,
-                    live: redact(live),
+                    live: redact_value(live),
                 }),
             ),
         },
@@ -300,5 +300,51 @@ pub fn scheme_label(scheme: RequestScheme) -> &'static str {
     match scheme {
         RequestScheme::Https => "HTTPS",
         RequestScheme::Http => "HTTP",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::enrich::systemd::EnvSource;
+
+    /// Drift values are proxy values: a password holding `://` must not
+    /// leak its first part, as the free-text redactor would let it.
+    #[test]
+    fn drift_values_go_through_the_value_redactor() {
+        let live = "http://ops:pa55://live@127.0.0.1:3128";
+        let env = ProxyEnv::from_environ(format!("HTTPS_PROXY={live}\0").as_bytes());
+        let endpoints = endpoints_of(&env);
+        let unit = UnitEnvironment {
+            unit: "x.service".into(),
+            vars: vec![EnvSource {
+                variable: "HTTPS_PROXY".into(),
+                value: "http://ops:pa55://conf@127.0.0.1:3128".into(),
+                file: "/etc/systemd/system/x.service".into(),
+                line: 3,
+                via: SourceKind::Environment,
+            }],
+            ..UnitEnvironment::default()
+        };
+        let mut resolver = Resolver::new(std::path::Path::new("/"));
+        let verdict = judge(
+            Some((IpAddr::from([127, 0, 0, 1]), 3128)),
+            &env,
+            &endpoints,
+            Some(&unit),
+            &mut resolver,
+            Root {
+                pid: None,
+                mnt_ns: None,
+            },
+        )
+        .expect("a verdict");
+        let drift = verdict.drift.as_ref().expect("drift");
+        assert_eq!(drift.live, "http://REDACTED@127.0.0.1:3128");
+        assert_eq!(
+            drift.configured.as_deref(),
+            Some("http://REDACTED@127.0.0.1:3128")
+        );
+        assert!(!format!("{drift:?}").contains("pa55"));
     }
 }
