@@ -8,3 +8,8 @@
 //! within a bound, and no planted secret appears anywhere (stdout, stderr,
 //! metrics, the doctor's text and JSON). One module per kind of hostile
 //! input:
+//! - `serve`: slow and over-long clients of the metrics endpoint, an
+//!   `--output` someone else prepared (a 0666 file, a FIFO), and liveness
+//!   while the drain is wedged on a pipe nobody reads.
+
+mod serve;
