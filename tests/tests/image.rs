@@ -106,10 +106,18 @@ fn liveness_is_probed_and_only_scrapes_are_admitted() {
     let (_, c) = pod_and_container();
     let args = string_list(&c["args"]);
     let addr = flag_value(&args, "--metrics-addr").expect("--metrics-addr");
-    let port = addr.rsplit(':').next().expect("port");
+    let port: u64 = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
     let live = &c["livenessProbe"]["httpGet"];
     assert_eq!(live["path"], "/livez");
-    assert_eq!(live["port"].to_string(), port, "liveness asks the metrics port");
+    assert_eq!(
+        live["port"].as_u64(),
+        Some(port),
+        "liveness asks the metrics port"
+    );
     let policies: Vec<Value> = manifest()
         .into_iter()
         .filter(|d| d["kind"] == "NetworkPolicy")
@@ -129,12 +137,12 @@ fn liveness_is_probed_and_only_scrapes_are_admitted() {
         .as_array()
         .expect("container ports")
         .iter()
-        .find(|p| p["containerPort"].to_string() == port)
+        .find(|p| p["containerPort"].as_u64() == Some(port))
         .expect("the metrics port is declared");
     assert_eq!(ports.len(), 1, "{ports:?}");
     assert_eq!(ports[0]["protocol"], "TCP");
     assert!(
-        ports[0]["port"] == named["name"] || ports[0]["port"].to_string() == port,
+        ports[0]["port"] == named["name"] || ports[0]["port"].as_u64() == Some(port),
         "only the metrics port: {ports:?}"
     );
     assert!(

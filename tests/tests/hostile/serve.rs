@@ -64,7 +64,8 @@ fn slow_client(addr: SocketAddr, total: Duration) -> Vec<Option<Duration>> {
 fn dribble(addr: SocketAddr) -> Option<Duration> {
     let started = Instant::now();
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(b"GET /metrics HTTP/1.1\r\n").expect("first line");
+    s.write_all(b"GET /metrics HTTP/1.1\r\n")
+        .expect("first line");
     s.set_read_timeout(Some(Duration::from_secs(2)))
         .expect("timeout");
     let mut buf = [0u8; 512];
@@ -205,7 +206,10 @@ fn an_over_long_request_is_refused() {
         }
         answers.push(String::from_utf8_lossy(&raw).into_owned());
     }
-    println!("answer to an over-long head: {:?}", answers[0].lines().next());
+    println!(
+        "answer to an over-long head: {:?}",
+        answers[0].lines().next()
+    );
     assert!(
         answers.iter().all(|a| a.starts_with("HTTP/1.1 431")),
         "{answers:?}"
@@ -281,8 +285,11 @@ fn as_nobody(dir: &Path, script: &str) {
 #[test]
 fn output_files_someone_else_controls_are_refused() {
     let shared = temp_dir("shared");
-    std::fs::set_permissions(&shared, std::os::unix::fs::PermissionsExt::from_mode(0o1777))
-        .expect("chmod 1777");
+    std::fs::set_permissions(
+        &shared,
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .expect("chmod 1777");
 
     // A 0666 file of nobody's.
     as_nobody(&shared, "umask 0 && : > events.json");
@@ -293,7 +300,11 @@ fn output_files_someone_else_controls_are_refused() {
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("owned by uid 65534"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
-    assert_eq!(std::fs::metadata(&path).expect("meta").len(), 0, "nothing written");
+    assert_eq!(
+        std::fs::metadata(&path).expect("meta").len(),
+        0,
+        "nothing written"
+    );
 
     // A FIFO of nobody's, with a reader, so that opening it for writing
     // would succeed at once.
@@ -308,7 +319,10 @@ fn output_files_someone_else_controls_are_refused() {
     println!("FIFO: {err}");
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains(&fifo.display().to_string()), "{err}");
-    assert!(err.contains("FIFO") && err.contains("not a regular file"), "{err}");
+    assert!(
+        err.contains("FIFO") && err.contains("not a regular file"),
+        "{err}"
+    );
     let mut got = Vec::new();
     let _ = reader.read_to_end(&mut got);
     assert!(got.is_empty(), "nothing written to the FIFO");
@@ -441,7 +455,10 @@ fn a_wedged_drain_fails_liveness_and_recovers() {
         let (code, body) = http_get(addr, "/livez", None);
         (code == 200).then_some(body)
     });
-    println!("/livez recovered {:?} after reading resumed: {body}", resumed.elapsed());
+    println!(
+        "/livez recovered {:?} after reading resumed: {body}",
+        resumed.elapsed()
+    );
 
     // A later process's event is written.
     let (later_pid, _) = connector(&[

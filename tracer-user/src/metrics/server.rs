@@ -441,7 +441,10 @@ mod tests {
         let started = Instant::now();
         let r = get(server.addr, "GET /healthz HTTP/1.1\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-        assert!(started.elapsed() < HEAD_TIMEOUT, "answered before the silent ones were cut");
+        assert!(
+            started.elapsed() < HEAD_TIMEOUT,
+            "answered before the silent ones were cut"
+        );
         // The silent ones are closed once the head timeout passes.
         for mut s in silent {
             s.set_read_timeout(Some(DEADLINE * 2)).expect("timeout");
@@ -475,9 +478,13 @@ mod tests {
     fn a_taken_port_is_a_clear_error() {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind");
         let addr = l.local_addr().expect("addr");
-        let err = Server::start(addr, Registry::default(), Heartbeat::new(Duration::from_secs(1)))
-            .err()
-            .expect("must fail");
+        let err = Server::start(
+            addr,
+            Registry::default(),
+            Heartbeat::new(Duration::from_secs(1)),
+        )
+        .err()
+        .expect("must fail");
         assert!(err.to_string().contains(&addr.to_string()), "{err}");
     }
 }

@@ -584,7 +584,10 @@ mod tests {
             (libc::S_IFDIR, "directory"),
         ] {
             let why = refusal(&stat_of(mode | 0o600, 0, 1), 0).expect("refused");
-            assert!(why.contains(word) && why.contains("not a regular file"), "{why}");
+            assert!(
+                why.contains(word) && why.contains("not a regular file"),
+                "{why}"
+            );
         }
         // A second hard link.
         let why = refusal(&stat_of(reg | 0o640, 0, 2), 0).expect("refused");
