@@ -25,7 +25,9 @@
 //! - **Existing files** (at start and at each reopen) are refused unless
 //!   they are (see [`refusal`]):
 //!   - regular files: a FIFO whose reader stops reading would stall the
-//!     drain, and a device or socket is no log;
+//!     drain, and a device or socket is no log (appending to a disk's
+//!     device would corrupt it). One exception: `/dev/null` (recognised by
+//!     its device number, 1:3, not its name), for metrics without events;
 //!   - owned by the tracer's user or by root: a file someone else
 //!     pre-created in a shared directory (a 0666 file in /tmp) would hand
 //!     that user every event, and let them rewrite or truncate it;
@@ -105,6 +107,8 @@ fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
 fn refusal(st: &libc::stat, euid: libc::uid_t) -> Option<String> {
     let kind = match st.st_mode & libc::S_IFMT {
         libc::S_IFREG => None,
+        // /dev/null: nothing stalls, nothing is kept.
+        libc::S_IFCHR if st.st_rdev == libc::makedev(1, 3) => return None,
         libc::S_IFIFO => Some("a FIFO (a reader that stops reading would stall the tracer)"),
         libc::S_IFDIR => Some("a directory"),
         libc::S_IFLNK => Some("a symbolic link"),
@@ -223,14 +227,13 @@ fn open_at(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         };
-        if looked == 0
-            && st.st_mode & libc::S_IFMT != libc::S_IFREG
-            && st.st_mode & libc::S_IFMT != libc::S_IFLNK
-        {
-            // SAFETY: as above.
+        // (A link is left to O_NOFOLLOW below, which says so.)
+        if looked == 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            // SAFETY: geteuid has no failure mode.
             let euid = unsafe { libc::geteuid() };
-            let why = refusal(&st, euid).unwrap_or_default();
-            return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+            if let Some(why) = refusal(&st, euid) {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+            }
         }
         // SAFETY: valid descriptor and NUL-terminated name.
         let fd = unsafe {
@@ -589,6 +592,11 @@ mod tests {
                 "{why}"
             );
         }
+        // /dev/null is the one device accepted, by number.
+        let mut null = stat_of(libc::S_IFCHR | 0o666, 0, 1);
+        null.st_rdev = libc::makedev(1, 3);
+        assert!(refusal(&null, 1000).is_none());
+        Output::open(Path::new("/dev/null")).expect("/dev/null");
         // A second hard link.
         let why = refusal(&stat_of(reg | 0o640, 0, 2), 0).expect("refused");
         assert!(why.contains("2 hard links"), "{why}");
