@@ -81,6 +81,7 @@ fn the_manifest_validates_against_kubernetes_1_33() {
         "namespace/tracer",
         "serviceaccount/tracer",
         "daemonset/tracer",
+        "networkpolicy/tracer",
     ] {
         assert!(
             text.contains(&format!("passed for resource {kind}")),
@@ -101,6 +102,59 @@ fn the_manifest_validates_against_kubernetes_1_33() {
         String::from_utf8_lossy(&out.stdout)
     );
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The liveness probe asks the metrics port's /livez, and the one
+/// NetworkPolicy selects the DaemonSet's pods and admits nothing but TCP to
+/// that port.
+#[test]
+fn liveness_is_probed_and_only_scrapes_are_admitted() {
+    let (_, c) = pod_and_container();
+    let args = string_list(&c["args"]);
+    let addr = flag_value(&args, "--metrics-addr").expect("--metrics-addr");
+    let port: u64 = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let live = &c["livenessProbe"]["httpGet"];
+    assert_eq!(live["path"], "/livez");
+    assert_eq!(
+        live["port"].as_u64(),
+        Some(port),
+        "liveness asks the metrics port"
+    );
+    let policies: Vec<Value> = manifest()
+        .into_iter()
+        .filter(|d| d["kind"] == "NetworkPolicy")
+        .collect();
+    assert_eq!(policies.len(), 1, "one NetworkPolicy");
+    let spec = &policies[0]["spec"];
+    assert_eq!(
+        spec["podSelector"]["matchLabels"],
+        daemonset()["spec"]["template"]["metadata"]["labels"],
+        "it selects the tracer's pods"
+    );
+    assert_eq!(spec["policyTypes"], serde_json::json!(["Ingress"]));
+    let rules = spec["ingress"].as_array().expect("ingress rules");
+    assert_eq!(rules.len(), 1, "{rules:?}");
+    let ports = rules[0]["ports"].as_array().expect("ports");
+    let named = c["ports"]
+        .as_array()
+        .expect("container ports")
+        .iter()
+        .find(|p| p["containerPort"].as_u64() == Some(port))
+        .expect("the metrics port is declared");
+    assert_eq!(ports.len(), 1, "{ports:?}");
+    assert_eq!(ports[0]["protocol"], "TCP");
+    assert!(
+        ports[0]["port"] == named["name"] || ports[0]["port"].as_u64() == Some(port),
+        "only the metrics port: {ports:?}"
+    );
+    assert!(
+        !rules[0]["from"].as_array().expect("from").is_empty(),
+        "from scrapers only, not from everywhere"
+    );
 }
 
 /// What a node agent for troubleshooting needs, as the issue lists it.
@@ -521,6 +575,14 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
     let path = probe["path"].as_str().expect("probe path");
     let (code, body) = pod_get(&pod_net, metrics_port, path);
     assert_eq!(code, 200, "GET {path}: {body}");
+    assert!(body.contains("ready"), "readiness answer: {body}");
+    // And its liveness probe: the drain is alive.
+    let live = &c["livenessProbe"]["httpGet"];
+    assert_eq!(live["port"].as_u64(), Some(u64::from(metrics_port)));
+    let path = live["path"].as_str().expect("liveness path");
+    let (code, body) = pod_get(&pod_net, metrics_port, path);
+    assert_eq!(code, 200, "GET {path}: {body}");
+    assert!(body.contains("alive"), "liveness answer: {body}");
 
     // containerd pulls through its proxy; behind it, the pod's address has
     // nothing on 443: tinyproxy answers 500.

@@ -152,10 +152,16 @@ pub struct TraceArgs {
     #[arg(long)]
     pub debug_ebpf: bool,
     /// Serve Prometheus metrics on ADDR (`/metrics`; `/healthz` is the
-    /// readiness probe). A bare PORT or :PORT binds to 127.0.0.1. The only
-    /// listening socket the tracer opens.
+    /// readiness probe, `/livez` the liveness probe). A bare PORT or :PORT
+    /// binds to 127.0.0.1. The only listening socket the tracer opens.
     #[arg(long, value_name = "ADDR", value_parser = parse_metrics_addr)]
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// With --metrics-addr: `/livez` answers 503 once the run loop has not
+    /// turned for this long (a drain stuck writing to a reader that stopped
+    /// reading, or in a hung read). At least 2s: an idle loop turns every
+    /// second.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_liveness_timeout)]
+    pub liveness_timeout: std::time::Duration,
     /// all: an event per attempt. notable: only failed attempts and proxy
     /// dials; the rest are counted in the metrics only.
     #[arg(long, value_enum, default_value = "all")]
@@ -209,6 +215,18 @@ pub enum Events {
     All,
     /// Failed attempts and proxy dials.
     Notable,
+}
+
+/// A duration of at least 2 s (`--liveness-timeout`).
+pub fn parse_liveness_timeout(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d < std::time::Duration::from_secs(2) {
+        return Err(format!(
+            "{s:?} is too short: the run loop turns once a second when idle, so less than 2s \
+             would report a healthy tracer as stuck"
+        ));
+    }
+    Ok(d)
 }
 
 /// `N/s` (or a bare `N`): events per process per second, N >= 1.

@@ -16,7 +16,11 @@
 //!   client's `-p`, generic flags and assignments), a query string in a
 //!   proxied request line, terminal escapes in `comm`, a proxy password
 //!   holding `://` in drift values.
+//! - `serve`: slow and over-long clients of the metrics endpoint, an
+//!   `--output` someone else prepared (a 0666 file, a FIFO), and liveness
+//!   while the drain is wedged on a pipe nobody reads.
 
 mod files;
 mod identity;
 mod secrets;
+mod serve;

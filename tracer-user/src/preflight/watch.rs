@@ -60,6 +60,7 @@ impl Watch {
             host_root: host_root.to_path_buf(),
             debug_ebpf: false,
             metrics_addr: None,
+            liveness_timeout: std::time::Duration::from_secs(30),
             events: crate::cli::Events::All,
             rate_limit: None,
             doctor_interval: std::time::Duration::ZERO,

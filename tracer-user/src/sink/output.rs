@@ -22,6 +22,22 @@
 //! - **Mode:** a file the tracer creates gets mode 0640 exactly (set with
 //!   fchmod, so a permissive umask cannot widen it); an existing file (one
 //!   logrotate `create`d) keeps its mode.
+//! - **Existing files** (at start and at each reopen) are refused unless
+//!   they are (see [`refusal`]):
+//!   - regular files: a FIFO whose reader stops reading would stall the
+//!     drain, and a device or socket is no log (appending to a disk's
+//!     device would corrupt it). One exception: `/dev/null` (recognised by
+//!     its device number, 1:3, not its name), for metrics without events;
+//!   - owned by the tracer's user or by root: a file someone else
+//!     pre-created in a shared directory (a 0666 file in /tmp) would hand
+//!     that user every event, and let them rewrite or truncate it;
+//!   - not writable by every user, whoever owns them: anyone could forge
+//!     or erase events that log pipelines and alerts trust. Root chose the
+//!     mode of a root-owned file, so group write access is accepted (e.g.
+//!     logrotate's `create 0660 root adm`); write access for others is
+//!     never what a log of the node's traffic needs;
+//!   - of one link: a second hard link is the same file under another
+//!     name, perhaps one that is not a log at all.
 //! - **Failures:** a write that fails (disk full, I/O error) drops the
 //!   batch's unwritten lines and counts them; a short write's trailing
 //!   half line is cut off the file again, so the file holds whole lines
@@ -86,6 +102,63 @@ fn fstat(fd: &OwnedFd) -> io::Result<libc::stat> {
     Ok(st)
 }
 
+/// Why an existing file (its `stat`) is not fit to receive the events of
+/// a tracer running as `euid`, if it is not; see the module comment.
+fn refusal(st: &libc::stat, euid: libc::uid_t) -> Option<String> {
+    let kind = match st.st_mode & libc::S_IFMT {
+        libc::S_IFREG => None,
+        // /dev/null: nothing stalls, nothing is kept.
+        libc::S_IFCHR if st.st_rdev == libc::makedev(1, 3) => return None,
+        libc::S_IFIFO => Some("a FIFO (a reader that stops reading would stall the tracer)"),
+        libc::S_IFDIR => Some("a directory"),
+        libc::S_IFLNK => Some("a symbolic link"),
+        libc::S_IFSOCK => Some("a socket"),
+        libc::S_IFCHR | libc::S_IFBLK => Some("a device"),
+        _ => Some("not a regular file"),
+    };
+    if let Some(kind) = kind {
+        return Some(format!(
+            "it is {kind}, not a regular file; give the path of a regular file (or none, \
+             and the tracer creates it), or write to stdout"
+        ));
+    }
+    if st.st_uid != euid && st.st_uid != 0 {
+        return Some(format!(
+            "it is owned by uid {}, neither the tracer's user (uid {euid}) nor root: whoever \
+             pre-created it could read every event and rewrite them; remove it (the tracer \
+             creates it, mode 0640) or chown it",
+            st.st_uid
+        ));
+    }
+    if st.st_mode & libc::S_IWOTH != 0 {
+        return Some(format!(
+            "it is writable by every user (mode {:04o}): anyone could forge or erase events; \
+             chmod o-w it",
+            st.st_mode & 0o7777
+        ));
+    }
+    if st.st_nlink > 1 {
+        return Some(format!(
+            "it has {} hard links: the same file is reachable under another name, perhaps \
+             one that is not a log; give a path with a single link",
+            st.st_nlink
+        ));
+    }
+    None
+}
+
+/// Refuse the existing file `fd` (freshly opened) if it is not fit; see
+/// [`refusal`].
+fn check_existing(fd: &OwnedFd) -> io::Result<()> {
+    let st = fstat(fd)?;
+    // SAFETY: geteuid has no failure mode.
+    let euid = unsafe { libc::geteuid() };
+    match refusal(&st, euid) {
+        None => Ok(()),
+        Some(why) => Err(io::Error::new(io::ErrorKind::PermissionDenied, why)),
+    }
+}
+
 /// The path's directory and last component, as C strings.
 fn split(path: &Path) -> io::Result<(CString, CString)> {
     let name = path.file_name().ok_or_else(|| {
@@ -141,6 +214,27 @@ fn open_at(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
         if err.raw_os_error() != Some(libc::EEXIST) {
             return Err(err);
         }
+        // Look before opening: opening a FIFO wakes its reader, and
+        // opening some devices has effects of its own.
+        // SAFETY: zeroed is a valid bit pattern for the plain-data stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: valid descriptor, NUL-terminated name, valid pointer.
+        let looked = unsafe {
+            libc::fstatat(
+                dir.as_raw_fd(),
+                name.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        // (A link is left to O_NOFOLLOW below, which says so.)
+        if looked == 0 && st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            // SAFETY: geteuid has no failure mode.
+            let euid = unsafe { libc::geteuid() };
+            if let Some(why) = refusal(&st, euid) {
+                return Err(io::Error::new(io::ErrorKind::PermissionDenied, why));
+            }
+        }
         // SAFETY: valid descriptor and NUL-terminated name.
         let fd = unsafe {
             libc::openat(
@@ -152,6 +246,9 @@ fn open_at(dir: &OwnedFd, name: &CString) -> io::Result<OwnedFd> {
         if fd >= 0 {
             // SAFETY: a fresh descriptor we own.
             let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            // The decision is made on what was opened: the path may have
+            // changed since the look above.
+            check_existing(&fd)?;
             clear_nonblock(&fd)?;
             return Ok(fd);
         }
@@ -324,7 +421,7 @@ impl Output {
 mod tests {
     use super::*;
     use std::{
-        os::unix::fs::{MetadataExt, PermissionsExt},
+        os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt},
         path::PathBuf,
     };
 
@@ -453,6 +550,90 @@ mod tests {
         let kept = out.cut_half_line(b"two\nthr");
         assert_eq!(kept, 4);
         assert_eq!(std::fs::read(&path).expect("read"), b"one\ntwo\n");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    fn stat_of(mode: libc::mode_t, uid: libc::uid_t, nlink: u64) -> libc::stat {
+        // SAFETY: zeroed is a valid bit pattern for the plain-data stat.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_mode = mode;
+        st.st_uid = uid;
+        st.st_nlink = nlink as _;
+        st
+    }
+
+    #[test]
+    fn which_existing_files_are_refused() {
+        let ok = |mode, uid, euid| refusal(&stat_of(mode, uid, 1), euid).is_none();
+        let reg = libc::S_IFREG;
+        // Ours or root's, not world-writable: accepted.
+        assert!(ok(reg | 0o640, 0, 0));
+        assert!(ok(reg | 0o600, 1000, 1000));
+        assert!(ok(reg | 0o644, 0, 1000));
+        // Root-owned and group-writable (logrotate `create 0660 root adm`).
+        assert!(ok(reg | 0o660, 0, 0));
+        // Someone else's.
+        let why = refusal(&stat_of(reg | 0o666, 65534, 1), 0).expect("refused");
+        assert!(why.contains("owned by uid 65534"), "{why}");
+        assert!(!ok(reg | 0o600, 1000, 1001));
+        // World-writable, even root's.
+        let why = refusal(&stat_of(reg | 0o666, 0, 1), 0).expect("refused");
+        assert!(why.contains("writable by every user (mode 0666)"), "{why}");
+        // Not regular.
+        for (mode, word) in [
+            (libc::S_IFIFO, "FIFO"),
+            (libc::S_IFCHR, "device"),
+            (libc::S_IFSOCK, "socket"),
+            (libc::S_IFDIR, "directory"),
+        ] {
+            let why = refusal(&stat_of(mode | 0o600, 0, 1), 0).expect("refused");
+            assert!(
+                why.contains(word) && why.contains("not a regular file"),
+                "{why}"
+            );
+        }
+        // /dev/null is the one device accepted, by number.
+        let mut null = stat_of(libc::S_IFCHR | 0o666, 0, 1);
+        null.st_rdev = libc::makedev(1, 3);
+        assert!(refusal(&null, 1000).is_none());
+        Output::open(Path::new("/dev/null")).expect("/dev/null");
+        // A second hard link.
+        let why = refusal(&stat_of(reg | 0o640, 0, 2), 0).expect("refused");
+        assert!(why.contains("2 hard links"), "{why}");
+    }
+
+    #[test]
+    fn a_fifo_with_a_reader_is_refused() {
+        let d = dir("fifo");
+        let path = d.join("out.json");
+        let c = CString::new(path.as_os_str().as_bytes()).expect("cstring");
+        // SAFETY: NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // A reader, so that opening it for writing would succeed.
+        let _reader = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+            .expect("reader");
+        let err = Output::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("FIFO"), "{err}");
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_world_writable_or_hard_linked_file_is_refused() {
+        let d = dir("perm");
+        let path = d.join("out.json");
+        std::fs::write(&path, b"").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).expect("chmod");
+        let err = Output::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("writable by every user"), "{err}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).expect("chmod");
+        std::fs::hard_link(&path, d.join("other")).expect("link");
+        let err = Output::open(&path).err().expect("must refuse");
+        assert!(err.to_string().contains("hard links"), "{err}");
+        std::fs::remove_file(d.join("other")).expect("unlink");
+        Output::open(&path).expect("now accepted");
         let _ = std::fs::remove_dir_all(&d);
     }
 

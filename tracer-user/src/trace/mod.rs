@@ -93,10 +93,13 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
     let mut pipeline = Pipeline::new(&args, sink);
     // The metrics endpoint binds before anything is loaded, like the
     // output: a taken port fails fast.
+    let mut heartbeat = None;
     let server = match args.metrics_addr {
         Some(addr) => {
             let m = metrics::Metrics::new();
-            let server = metrics::server::Server::start(addr, m.registry)?;
+            let beat = metrics::server::Heartbeat::new(args.liveness_timeout);
+            heartbeat = Some(beat.clone());
+            let server = metrics::server::Server::start(addr, m.registry, beat)?;
             eprintln!("tracer: metrics on http://{}/metrics", server.addr);
             if !args.doctor_interval.is_zero() {
                 let opts = doctor::DoctorOptions {
@@ -159,7 +162,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
     if let Some(server) = &server {
         server.set_ready();
     }
-    let mut watchdog = watchdog::Watchdog::from_env();
+    let mut alive = watchdog::Alive::new(heartbeat);
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut lost_reported = LostCounts::default();
@@ -228,9 +231,6 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
             _ = tick.tick() => {
                 // sweep may write lookups that got no answer (--dns).
                 pipeline.sweep();
-                // The loop is turning, so the drain is not stuck: tell
-                // systemd's watchdog (WATCHDOG=1), if it asked.
-                watchdog.ping();
                 for id in probes.prune_watches() {
                     pipeline.set_watched(id, false);
                 }
@@ -254,6 +254,10 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
                 }
             }
         };
+        // The loop turned, so the drain is not stuck: tell systemd's
+        // watchdog and /livez (watchdog.rs). Each branch above ends, so a
+        // write(2) that never returns stops this.
+        alive.turned();
         match result {
             Ok(()) => {}
             Err(SinkError::Closed) => {

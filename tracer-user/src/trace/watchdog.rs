@@ -1,12 +1,18 @@
+//! "The drain is alive", told to whoever watches: systemd's watchdog
+//! and the metrics endpoint's `/livez` ([`Alive`]). The run loop calls
+//! [`Alive::turned`] each time it comes back to wait for work, which it
+//! cannot do while stuck in a drain or a write: a tracer whose drain hangs
+//! (a reader that never reads, a hung file system) stops telling either,
+//! and is restarted (systemd by `WatchdogSec=`, the kubelet by the
+//! DaemonSet's `livenessProbe` on `/livez`). A failing disk does not stop
+//! it: the drain goes on, counting what it cannot write, and a restart
+//! would not free any space.
+//!
 //! systemd's watchdog (`WatchdogSec=` in the unit): systemd sets
 //! `WATCHDOG_USEC` (and `WATCHDOG_PID`) and restarts the service when no
-//! `WATCHDOG=1` arrives within that time. The run loop pings from its
-//! one-second tick, which only turns while the loop is not stuck in a drain
-//! or a write: a tracer whose drain hangs (a reader that never reads, a
-//! hung file system) stops pinging and is restarted. A failing disk does
-//! not stop the pings: the drain goes on, counting what it cannot write,
-//! and a restart would not free any space. The tick is 1 s, so WatchdogSec
-//! must be at least 3 s (the unit uses 30 s).
+//! `WATCHDOG=1` arrives within that time. An idle loop turns on its
+//! one-second tick, so WatchdogSec must be at least 3 s (the unit uses
+//! 30 s).
 
 use std::{
     ffi::OsString,
@@ -14,6 +20,30 @@ use std::{
 };
 
 use super::ready::notify_at;
+use crate::metrics::server::Heartbeat;
+
+/// Everyone told that the run loop turned.
+pub(super) struct Alive {
+    watchdog: Watchdog,
+    heartbeat: Option<Heartbeat>,
+}
+
+impl Alive {
+    pub(super) fn new(heartbeat: Option<Heartbeat>) -> Self {
+        Self {
+            watchdog: Watchdog::from_env(),
+            heartbeat,
+        }
+    }
+
+    /// The loop turned: beat for `/livez`, ping systemd if it is time.
+    pub(super) fn turned(&mut self) {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
+        self.watchdog.ping();
+    }
+}
 
 pub(super) struct Watchdog {
     socket: Option<OsString>,
