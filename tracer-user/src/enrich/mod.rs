@@ -3,6 +3,7 @@
 
 pub mod cgroup;
 pub mod dns;
+pub mod pod;
 pub mod proc;
 pub mod proxy_env;
 pub mod systemd;

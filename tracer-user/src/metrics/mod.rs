@@ -10,9 +10,11 @@
 //! Cardinality is bounded by design (README, "Metrics"):
 //! - attempts: result (7) x transport (4) x via_proxy (3), all created at
 //!   start, so the per-event update is an array index and an atomic add;
-//! - proxy dials: unit (at most [`MAX_UNITS`], the rest `other`) x variable
-//!   (8 names) x proxy (at most [`MAX_PROXIES`], the rest `other`) x result
-//!   (7); a series not counted for [`IDLE`] is dropped. Destinations are
+//! - proxy dials: unit (at most [`MAX_UNITS`], the rest `other`) x the
+//!   pod's namespace (at most [`MAX_NAMESPACES`], the rest `other`; empty
+//!   outside pods) x variable (8 names) x proxy (at most [`MAX_PROXIES`],
+//!   the rest `other`) x result (7); a series not counted for [`IDLE`] is
+//!   dropped. Destinations are
 //!   never a label, except proxies, which are few on a node;
 //! - losses: one series per cause; internals: one series each;
 //! - doctor: one series per runtime daemon, variable and proxy.
@@ -39,6 +41,9 @@ pub const MAX_UNITS: usize = 64;
 /// Distinct proxies (host:port) with series of their own; the rest are
 /// `proxy="other"`.
 pub const MAX_PROXIES: usize = 32;
+/// Pod namespaces with series of their own; dials from pods of further
+/// ones are counted under `namespace="other"`.
+pub const MAX_NAMESPACES: usize = 32;
 /// A proxy-dial series not counted for this long is dropped, so series of
 /// a unit that has gone do not pile up. Long enough for an alert over a
 /// 5 minute window to see the last failure.
@@ -66,7 +71,7 @@ pub const LOST_CAUSES: [&str; 5] = [
 ];
 
 type Labels3 = [(&'static str, &'static str); 3];
-type DialLabels = [(&'static str, String); 4];
+type DialLabels = [(&'static str, String); 5];
 type LostLabels = [(&'static str, &'static str); 1];
 
 /// The registry (for the server) and the handles the pipeline and the
@@ -118,7 +123,7 @@ impl Metrics {
         let dial_family = Family::<DialLabels, Counter>::default();
         registry.register(
             "proxy_dials",
-            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
+            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container), its pod's Kubernetes namespace (empty outside pods), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64, namespaces beyond 32 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
             dial_family.clone(),
         );
 
@@ -230,10 +235,15 @@ impl Counters {
                 .and_then(|c| c.unit.as_deref())
                 .or_else(|| cgroup.and_then(|c| c.container_id.as_deref()))
                 .unwrap_or("none");
+            let namespace = proc.pod.as_ref().map_or("", |p| p.namespace.as_str());
             // The clock is read for proxy dials only (idle-series sweep).
             let now = Instant::now();
-            self.dials
-                .count(unit, v.variable, &v.endpoint, attempt.verdict.as_str(), now);
+            self.dials.count(
+                [unit, namespace, &v.endpoint],
+                v.variable,
+                attempt.verdict.as_str(),
+                now,
+            );
         }
     }
 
@@ -262,6 +272,7 @@ impl Counters {
 /// One proxy-dial series and when it was last counted.
 struct Dial {
     unit: String,
+    namespace: String,
     variable: &'static str,
     proxy: String,
     result: &'static str,
@@ -285,30 +296,42 @@ impl ProxyDials {
         }
     }
 
+    /// Count a dial by `[unit, namespace, proxy]`, `variable` and `result`.
     fn count(
         &mut self,
-        unit: &str,
+        [unit, namespace, proxy]: [&str; 3],
         variable: &'static str,
-        proxy: &str,
         result: &'static str,
         now: Instant,
     ) {
         let unit = self.bounded(unit, |d| &d.unit, MAX_UNITS);
         let proxy = self.bounded(proxy, |d| &d.proxy, MAX_PROXIES);
+        // Outside pods the label is empty (Prometheus: no label), which
+        // takes no place among the namespaces.
+        let namespace = if namespace.is_empty() {
+            namespace
+        } else {
+            self.bounded(namespace, |d| &d.namespace, MAX_NAMESPACES)
+        };
         if let Some(d) = self.series.iter_mut().find(|d| {
-            d.variable == variable && d.result == result && d.unit == unit && d.proxy == proxy
+            d.variable == variable
+                && d.result == result
+                && d.unit == unit
+                && d.proxy == proxy
+                && d.namespace == namespace
         }) {
             d.counter.inc();
             d.last = now;
             return;
         }
-        let (unit, proxy) = (unit.to_string(), proxy.to_string());
+        let (unit, namespace, proxy) = (unit.to_string(), namespace.to_string(), proxy.to_string());
         let counter = self
             .family
-            .get_or_create_owned(&Self::labels(&unit, variable, &proxy, result));
+            .get_or_create_owned(&Self::labels(&unit, &namespace, variable, &proxy, result));
         counter.inc();
         self.series.push(Dial {
             unit,
+            namespace,
             variable,
             proxy,
             result,
@@ -326,7 +349,10 @@ impl ProxyDials {
         let mut distinct = 0;
         for (i, d) in self.series.iter().enumerate() {
             // Count each distinct value once: at its first series.
-            if label(d) != "other" && !self.series[..i].iter().any(|e| label(e) == label(d)) {
+            if label(d) != "other"
+                && !label(d).is_empty()
+                && !self.series[..i].iter().any(|e| label(e) == label(d))
+            {
                 distinct += 1;
             }
         }
@@ -337,9 +363,16 @@ impl ProxyDials {
         }
     }
 
-    fn labels(unit: &str, variable: &str, proxy: &str, result: &str) -> DialLabels {
+    fn labels(
+        unit: &str,
+        namespace: &str,
+        variable: &str,
+        proxy: &str,
+        result: &str,
+    ) -> DialLabels {
         [
             ("unit", unit.to_string()),
+            ("namespace", namespace.to_string()),
             ("variable", variable.to_string()),
             ("proxy", proxy.to_string()),
             ("result", result.to_string()),
@@ -352,7 +385,13 @@ impl ProxyDials {
         self.series.retain(|d| {
             let keep = now.saturating_duration_since(d.last) < IDLE;
             if !keep {
-                family.remove(&Self::labels(&d.unit, d.variable, &d.proxy, d.result));
+                family.remove(&Self::labels(
+                    &d.unit,
+                    &d.namespace,
+                    d.variable,
+                    &d.proxy,
+                    d.result,
+                ));
             }
             keep
         });
@@ -404,9 +443,8 @@ mod tests {
         let dials = &mut m.counters.dials;
         for i in 0..(MAX_UNITS + 10) {
             dials.count(
-                &format!("u{i}.service"),
+                [&format!("u{i}.service"), "", "10.0.0.1:3128"],
                 "HTTPS_PROXY",
-                "10.0.0.1:3128",
                 "refused",
                 t0,
             );
@@ -414,15 +452,14 @@ mod tests {
         assert_eq!(dials.len(), MAX_UNITS + 1, "64 units and `other`");
         let text = encode(&m.registry).expect("encode");
         assert!(
-            text.contains(r#"tracer_proxy_dials_total{unit="other",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
+            text.contains(r#"tracer_proxy_dials_total{unit="other",namespace="",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
             "{text}"
         );
         let dials = &mut m.counters.dials;
         for i in 0..(MAX_PROXIES + 3) {
             dials.count(
-                "a.service",
+                ["a.service", "", &format!("p{i}:1")],
                 "HTTP_PROXY",
-                &format!("p{i}:1"),
                 "connected",
                 t0,
             );
@@ -435,13 +472,46 @@ mod tests {
         // Fresh counts keep a series; idle ones go.
         let later = t0 + IDLE + Duration::from_secs(1);
         let dials = &mut m.counters.dials;
-        dials.count("a.service", "HTTP_PROXY", "p0:1", "connected", later);
+        dials.count(["a.service", "", "p0:1"], "HTTP_PROXY", "connected", later);
         dials.sweep(later);
         assert_eq!(dials.len(), 1);
         let text = encode(&m.registry).expect("encode");
         assert_eq!(
             text.matches("tracer_proxy_dials_total{").count(),
             1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pod_namespaces_are_capped_and_empty_outside_pods() {
+        let mut m = Metrics::new();
+        let t0 = Instant::now();
+        let dials = &mut m.counters.dials;
+        dials.count(
+            ["containerd.service", "", "p:1"],
+            "HTTPS_PROXY",
+            "refused",
+            t0,
+        );
+        for i in 0..(MAX_NAMESPACES + 5) {
+            dials.count(
+                ["c1", &format!("ns{i}"), "p:1"],
+                "HTTPS_PROXY",
+                "refused",
+                t0,
+            );
+        }
+        // The unit outside pods does not take a namespace's place.
+        assert_eq!(dials.len(), 1 + MAX_NAMESPACES + 1);
+        let text = encode(&m.registry).expect("encode");
+        assert!(
+            text.contains(r#"tracer_proxy_dials_total{unit="c1",namespace="other",variable="HTTPS_PROXY",proxy="p:1",result="refused"} 5"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"namespace="ns31""#), "{text}");
+        assert!(
+            text.contains(r#"{unit="containerd.service",namespace="",variable"#),
             "{text}"
         );
     }

@@ -9,6 +9,7 @@ use crate::{
     decode::{errno_message, Attempt, Peer, Transport, Verdict},
     enrich::{
         dns::DomainHint,
+        pod::PodNames,
         proc::{EnvState, ProcInfo},
     },
     exchange::ProxyExchange,
@@ -139,6 +140,19 @@ fn result_text(a: &Attempt) -> Cow<'static, str> {
     }
 }
 
+/// `namespace/pod (container NAME)`, as the message and the text format
+/// name a pod's container.
+pub fn write_pod(out: &mut String, pod: &PodNames) {
+    out.push_str(&pod.namespace);
+    out.push('/');
+    out.push_str(&pod.pod);
+    if let Some(container) = &pod.container {
+        out.push_str(" (container ");
+        out.push_str(container);
+        out.push(')');
+    }
+}
+
 /// One sentence an operator can act on (ECS `message`).
 pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
     let mut out = String::new();
@@ -160,7 +174,12 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
     out.push_str(&a.comm);
     out.push_str(" (pid ");
     out.push_str(itoa::Buffer::new().format(a.pid));
-    if let Some(unit) = unit {
+    if let Some(pod) = &f.proc.pod {
+        // Operators think in pods: the pod says more than its container's
+        // scope unit.
+        out.push_str(", ");
+        write_pod(out, pod);
+    } else if let Some(unit) = unit {
         out.push_str(", ");
         out.push_str(unit);
     }

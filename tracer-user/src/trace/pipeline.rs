@@ -18,6 +18,7 @@ use crate::{
     decode::{self, Attempt, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
+        pod::{PodNamer, DEFAULT_STATE_DIRS},
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
@@ -87,6 +88,40 @@ pub struct Pipeline {
     /// Cgroup ids the exchange programs cannot be attached to (the root
     /// cgroup, past the limit, gone): not asked for again at every dial.
     unwatchable: HashSet<u64>,
+    /// `--namespace` and `--pod`: only processes of these pods.
+    pods: PodFilter,
+}
+
+/// `--namespace NS` and `--pod NAME`: like `--comm`, but the names are
+/// known only in user space (enrich/pod.rs), so attempts of other
+/// processes are dropped here, before they are counted or written.
+struct PodFilter {
+    namespaces: Vec<String>,
+    pods: Vec<String>,
+}
+
+impl PodFilter {
+    fn admits(&self, proc: &ProcInfo) -> bool {
+        if self.namespaces.is_empty() && self.pods.is_empty() {
+            return true;
+        }
+        let Some(pod) = &proc.pod else {
+            return false;
+        };
+        (self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace))
+            && (self.pods.is_empty() || self.pods.contains(&pod.pod))
+    }
+}
+
+/// Names the pods of containers from the runtimes' bundles under the host
+/// root (`--runtime-state`, else the runtimes' default state folders).
+fn pod_namer(args: &TraceArgs) -> PodNamer {
+    let dirs = if args.runtime_state.is_empty() {
+        DEFAULT_STATE_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        args.runtime_state.clone()
+    };
+    PodNamer::new(args.host_root.clone(), dirs)
 }
 
 /// Cgroups remembered as unwatchable before the set starts over.
@@ -101,7 +136,7 @@ const RING_RECORD_OVERHEAD: usize = 8;
 impl Pipeline {
     pub fn new(args: &TraceArgs, sink: Sink) -> Self {
         Self {
-            procs: ProcCache::new(PathBuf::from("/proc")),
+            procs: ProcCache::new(PathBuf::from("/proc")).with_pods(pod_namer(args)),
             units: UnitCache::new(args.host_root.clone()),
             endpoints: EndpointCache::new(),
             resolver: Resolver::new(&args.host_root),
@@ -126,6 +161,10 @@ impl Pipeline {
             to_mark: Vec::new(),
             marked: HashSet::new(),
             unwatchable: HashSet::new(),
+            pods: PodFilter {
+                namespaces: args.namespace.clone(),
+                pods: args.pod.clone(),
+            },
         }
     }
 
@@ -252,6 +291,9 @@ impl Pipeline {
 
     pub fn handle_attempt(&mut self, attempt: &Attempt) -> Result<(), SinkError> {
         let proc = self.procs.get(attempt.pid, attempt.start_ns);
+        if !self.pods.admits(&proc) {
+            return Ok(());
+        }
         let dest = attempt.destination.ip_port();
         // Most processes have no proxy: then there is no verdict to make and
         // the unit's files are not consulted.
@@ -368,6 +410,9 @@ impl Pipeline {
     /// A failed or unanswered lookup (`--dns`), as a `dns-query` event.
     fn write_lookup(&mut self, lookup: &Lookup) {
         let proc = self.procs.get(lookup.pid, lookup.start_ns);
+        if !self.pods.admits(&proc) {
+            return;
+        }
         let wall = self.wall_offset_ns;
         match self.sink.format {
             Format::Json => {
@@ -545,8 +590,9 @@ impl Pipeline {
     /// Cache sizes, for `SIGUSR1` and the shutdown summary.
     pub fn stats(&self) -> String {
         let mut out = format!(
-            "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}, held for a proxy's answer {}",
+            "process cache {}, pods' containers {}, proxy choices {}, escaped fragments {}, resolver names {}, held for a proxy's answer {}",
             self.procs.len(),
+            self.procs.pods(),
             self.endpoints.len(),
             self.writer.cached(),
             self.resolver.names(),
