@@ -144,6 +144,11 @@ pub struct TraceArgs {
     /// /run/containers/storage).
     #[arg(long, value_name = "DIR")]
     pub runtime_state: Vec<PathBuf>,
+    /// A runtime's CRI socket inside --host-root, asked (ContainerStatus)
+    /// for the pod of a container without a readable bundle (repeatable;
+    /// default: containerd's, k3s's and CRI-O's sockets, those present).
+    #[arg(long, value_name = "SOCKET")]
+    pub runtime_endpoint: Vec<String>,
     /// Only attempts that did not connect (filtered in the kernel).
     #[arg(long)]
     pub failed_only: bool,

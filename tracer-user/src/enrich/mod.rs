@@ -4,6 +4,7 @@
 pub mod cgroup;
 pub mod dns;
 pub mod pod;
+pub mod pod_cri;
 pub mod proc;
 pub mod proxy_env;
 pub mod systemd;

@@ -15,6 +15,9 @@
 //!   `io.kubernetes.pod.uid`, `io.kubernetes.container.name`, and
 //!   `io.kubernetes.cri-o.ImageName`.
 //!
+//! When no bundle can be read, the runtime is asked over CRI instead
+//! (`ContainerStatus`, enrich/pod_cri.rs).
+//!
 //! A container is looked up once, when the first process of it is seen
 //! (announced, or met at its first attempt when it ran before the tracer),
 //! never per event. The answer, names or none, is kept while a process
@@ -36,11 +39,21 @@ use std::{
 
 use serde::Deserialize;
 
+use super::pod_cri::CriNames;
+
 /// The runtimes' state folders searched by default (inside the host root).
 pub const DEFAULT_STATE_DIRS: [&str; 3] = [
     "/run/containerd",
     "/run/k3s/containerd",
     "/run/containers/storage",
+];
+
+/// The runtimes' CRI sockets asked by default (inside the host root), when
+/// a container has no readable bundle.
+pub const DEFAULT_CRI_SOCKETS: [&str; 3] = [
+    "/run/containerd/containerd.sock",
+    "/run/k3s/containerd/containerd.sock",
+    "/run/crio/crio.sock",
 ];
 
 /// An OCI `config.json` is a few KB to a few hundred KB (a large
@@ -180,7 +193,7 @@ pub fn names_from_bundle(bytes: &[u8], pod_uid: Option<&str>) -> Option<PodNames
 /// A name Kubernetes could have given: a DNS subdomain (RFC 1123; lower
 /// case letters, digits, '-' and '.'), at most 253 characters. This keeps
 /// control characters and quotes of a forged annotation out of the output.
-fn is_k8s_name(s: &str) -> bool {
+pub(super) fn is_k8s_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= MAX_NAME
         && s.bytes()
@@ -208,6 +221,8 @@ pub struct PodNamer {
     state_dirs: Vec<PathBuf>,
     /// The answer per container id, and when it was learned.
     known: HashMap<String, (Option<Arc<PodNames>>, Instant)>,
+    /// Asks the runtimes over CRI when no bundle can be read.
+    cri: Option<CriNames>,
 }
 
 /// How long "no names" is believed for a container (not a pod's: a
@@ -221,7 +236,15 @@ impl PodNamer {
             host_root,
             state_dirs,
             known: HashMap::new(),
+            cri: None,
         }
+    }
+
+    /// Ask these runtimes (CRI `ContainerStatus`) for containers without
+    /// a readable bundle.
+    pub fn with_cri(mut self, cri: CriNames) -> Self {
+        self.cri = Some(cri);
+        self
     }
 
     /// The names of container `id` (a 64-hex id from the cgroup path), read
@@ -235,7 +258,10 @@ impl PodNamer {
         if id.len() != 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
         }
-        let names = self.read(id, pod_uid).map(Arc::new);
+        let names = self
+            .read(id, pod_uid)
+            .or_else(|| self.cri.as_ref()?.ask(id, pod_uid))
+            .map(Arc::new);
         if self.known.len() >= MAX_CONTAINERS {
             self.known.clear();
         }
@@ -269,9 +295,10 @@ impl PodNamer {
         });
     }
 
-    /// Containers remembered now.
+    /// Containers whose pod names are remembered now (not counting those
+    /// remembered as nameless).
     pub fn len(&self) -> usize {
-        self.known.len()
+        self.known.values().filter(|(n, _)| n.is_some()).count()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -502,7 +529,8 @@ mod tests {
         assert!(namer.names_of(&other, None).is_none());
         namer.sweep(now);
         assert!(namer.known.contains_key(&other));
-        namer.sweep(now + NO_NAMES_TTL);
+        assert_eq!(namer.len(), 1, "nameless containers are not counted");
+        namer.sweep(Instant::now() + NO_NAMES_TTL);
         assert!(!namer.known.contains_key(&other));
         let _ = std::fs::remove_dir_all(&root);
     }

@@ -57,6 +57,7 @@ impl Watch {
             namespace: Vec::new(),
             pod: Vec::new(),
             runtime_state: Vec::new(),
+            runtime_endpoint: Vec::new(),
             failed_only: false,
             proxy_only: false,
             mode: Mode::Socket,

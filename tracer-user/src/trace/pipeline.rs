@@ -18,7 +18,8 @@ use crate::{
     decode::{self, Attempt, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
-        pod::{PodNamer, DEFAULT_STATE_DIRS},
+        pod::{PodNamer, DEFAULT_CRI_SOCKETS, DEFAULT_STATE_DIRS},
+        pod_cri::CriNames,
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
@@ -121,7 +122,31 @@ fn pod_namer(args: &TraceArgs) -> PodNamer {
     } else {
         args.runtime_state.clone()
     };
-    PodNamer::new(args.host_root.clone(), dirs)
+    let namer = PodNamer::new(args.host_root.clone(), dirs);
+    // The CRI sockets, under the host root; by default those present.
+    let explicit = !args.runtime_endpoint.is_empty();
+    let sockets: Vec<PathBuf> = if explicit {
+        args.runtime_endpoint.iter().map(String::as_str).collect()
+    } else {
+        DEFAULT_CRI_SOCKETS.to_vec()
+    }
+    .into_iter()
+    .map(|s| {
+        let path = s.strip_prefix("unix://").unwrap_or(s);
+        args.host_root.join(path.trim_start_matches('/'))
+    })
+    .filter(|p| explicit || p.exists())
+    .collect();
+    if sockets.is_empty() {
+        return namer;
+    }
+    match CriNames::spawn(sockets) {
+        Ok(cri) => namer.with_cri(cri),
+        Err(e) => {
+            log::warn!("cannot start the CRI worker ({e}): pods are named from bundles only");
+            namer
+        }
+    }
 }
 
 /// Cgroups remembered as unwatchable before the set starts over.
