@@ -142,6 +142,15 @@ fn assert_named(events: &[Value], pod: &Pod, index: usize, container: &str) -> u
     attempts.len()
 }
 
+/// Print the first line about container `id` as written (with
+/// --nocapture: the README's example comes from here).
+fn print_first_line(output: &Path, id: &str) {
+    let text = std::fs::read_to_string(output).unwrap_or_default();
+    if let Some(line) = text.lines().find(|l| l.contains(id)) {
+        println!("{line}");
+    }
+}
+
 /// Wait (at most 20 s) until container `index` of `pod` runs a process.
 fn wait_running(pod: &Pod, index: usize) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -169,15 +178,26 @@ fn a_pod_started_before_the_tracer_is_named_on_its_attempts() {
     // The container has been dialling for a while before the tracer starts.
     std::thread::sleep(Duration::from_secs(1));
     let tracer = node.tracer(&[]);
+    // Another tracer that cannot read the bundles asks containerd over
+    // CRI (ContainerStatus) instead.
+    let socket = node.daemon.socket.to_str().expect("utf8 path").to_string();
+    let over_cri = Tracer::start(&[
+        "--runtime-state",
+        "/nonexistent-runtime-state",
+        "--runtime-endpoint",
+        &socket,
+    ]);
     wait_for_attempts(&tracer, &pod.containers[0], 3);
+    wait_for_attempts(&over_cri, &pod.containers[0], 3);
+    print_first_line(&tracer.output, &pod.containers[0]);
     let stopped = tracer.stop();
     let n = assert_named(&stopped.events, &pod, 0, "dial");
+    assert_named(&over_cri.stop().events, &pod, 0, "dial");
     let refused = of_container(&stopped.events, &pod.containers[0])
         .iter()
         .filter(|e| e["tracer"]["result"] == "refused" && e["destination"]["port"] == port)
         .count();
     assert_eq!(refused, n, "every attempt is the container's refused dial");
-    println!("{}", of_container(&stopped.events, &pod.containers[0])[0]);
 }
 
 #[test]
@@ -243,6 +263,7 @@ fn a_pods_proxy_verdict_holds_and_its_message_names_the_pod() {
         &[dialler("pull", port, env)],
     );
     wait_for_attempts(&tracer, &pod.containers[0], 3);
+    print_first_line(&tracer.output, &pod.containers[0]);
     let stopped = tracer.stop();
     assert_named(&stopped.events, &pod, 0, "pull");
     for e in of_container(&stopped.events, &pod.containers[0]) {
@@ -257,7 +278,6 @@ fn a_pods_proxy_verdict_holds_and_its_message_names_the_pod() {
             "{message}"
         );
     }
-    println!("{}", of_container(&stopped.events, &pod.containers[0])[0]);
 }
 
 /// The number in the last `pods' containers N` of the tracer's SIGUSR1
