@@ -782,7 +782,8 @@ fn check_pull(
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A current-thread tokio runtime for the CRI client's calls.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -105,10 +105,7 @@ pub struct Pod {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
+    crate::containerd::runtime().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A fresh pod UID (a UUID's shape, from the clock and our pid).

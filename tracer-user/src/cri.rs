@@ -64,10 +64,11 @@ pub struct VersionResponse {
     pub runtime_api_version: String,
 }
 
+/// CRI `ImageSpec`: an image reference.
 #[derive(Clone, PartialEq, prost::Message)]
-struct ImageSpec {
+pub struct ImageSpec {
     #[prost(string, tag = "1")]
-    image: String,
+    pub image: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -341,7 +342,7 @@ pub struct ContainerConfig {
     #[prost(message, optional, tag = "1")]
     pub metadata: Option<ContainerMetadata>,
     #[prost(message, optional, tag = "2")]
-    image: Option<ImageSpec>,
+    pub image: Option<ImageSpec>,
     #[prost(string, repeated, tag = "3")]
     pub command: Vec<String>,
     #[prost(string, repeated, tag = "4")]
@@ -408,7 +409,7 @@ pub struct ContainerStatus {
     #[prost(message, optional, tag = "2")]
     pub metadata: Option<ContainerMetadata>,
     #[prost(message, optional, tag = "8")]
-    image: Option<ImageSpec>,
+    pub image: Option<ImageSpec>,
     /// kubelet's labels: `io.kubernetes.pod.name`, `…pod.namespace`,
     /// `…pod.uid`, `…container.name`.
     #[prost(map = "string, string", tag = "12")]

@@ -131,7 +131,6 @@ mod tests {
     #[test]
     fn kubelet_labels_name_the_pod_unless_the_uid_disagrees() {
         let status = ContainerStatus {
-            id: "x".into(),
             labels: [
                 ("io.kubernetes.pod.namespace", "kube-system"),
                 ("io.kubernetes.pod.name", "coredns-1"),
@@ -141,12 +140,18 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
+            image: Some(crate::cri::ImageSpec {
+                image: "registry.k8s.io/coredns/coredns:v1.11.1".into(),
+            }),
             ..ContainerStatus::default()
         };
         let names = names_from_status(&status, Some("u-1")).expect("names");
         assert_eq!(names.namespace, "kube-system");
         assert_eq!(names.pod, "coredns-1");
         assert_eq!(names.container.as_deref(), Some("coredns"));
+        let image = names.image.expect("image");
+        assert_eq!(image.name, "registry.k8s.io/coredns/coredns");
+        assert_eq!(image.tag.as_deref(), Some("v1.11.1"));
         assert!(names_from_status(&status, Some("u-2")).is_none());
         assert!(names_from_status(&ContainerStatus::default(), None).is_none());
     }

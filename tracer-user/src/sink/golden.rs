@@ -338,6 +338,11 @@ fn dns_cases() -> Vec<(&'static str, String, String)> {
             cut,
             ProcInfo::default(),
         ),
+        (
+            "nxdomain_in_a_pod",
+            lookup(Some(3)),
+            pod_proc_info("quay.io/calico/node:v3.31.3"),
+        ),
     ];
     cases
         .into_iter()

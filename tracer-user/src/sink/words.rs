@@ -153,6 +153,25 @@ pub fn write_pod(out: &mut String, pod: &PodNames) {
     }
 }
 
+/// Who did it, as a message opens: `comm (pid N, unit)`, or for a pod's
+/// container `comm (pid N, namespace/pod (container NAME))`.
+pub fn write_who(out: &mut String, comm: &str, pid: u32, proc: &ProcInfo) {
+    // Plain pushes rather than write!: this runs for every event.
+    out.push_str(comm);
+    out.push_str(" (pid ");
+    out.push_str(itoa::Buffer::new().format(pid));
+    if let Some(pod) = &proc.pod {
+        // Operators think in pods: the pod says more than its container's
+        // scope unit.
+        out.push_str(", ");
+        write_pod(out, pod);
+    } else if let Some(unit) = proc.cgroup.as_ref().and_then(|c| c.unit.as_deref()) {
+        out.push_str(", ");
+        out.push_str(unit);
+    }
+    out.push(')');
+}
+
 /// One sentence an operator can act on (ECS `message`).
 pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
     let mut out = String::new();
@@ -170,20 +189,7 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
     use std::fmt::Write;
     let a = f.attempt;
     let unit = f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref());
-    // Plain pushes rather than write!: this runs for every event.
-    out.push_str(&a.comm);
-    out.push_str(" (pid ");
-    out.push_str(itoa::Buffer::new().format(a.pid));
-    if let Some(pod) = &f.proc.pod {
-        // Operators think in pods: the pod says more than its container's
-        // scope unit.
-        out.push_str(", ");
-        write_pod(out, pod);
-    } else if let Some(unit) = unit {
-        out.push_str(", ");
-        out.push_str(unit);
-    }
-    out.push(')');
+    write_who(out, &a.comm, a.pid, f.proc);
     if let Some(x) = f.exchange.filter(|_| a.verdict == Verdict::Connected) {
         // A connected proxy dial: the exchange tells the rest of the story.
         let who = std::mem::take(out);
