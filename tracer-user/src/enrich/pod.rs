@@ -521,7 +521,8 @@ mod tests {
         drop((names, again));
         namer.sweep(now);
         assert!(namer.is_empty());
-        assert_eq!(namer.names_of(ID, Some(UID)).expect("names").pod, "p2");
+        let held = namer.names_of(ID, Some(UID)).expect("names");
+        assert_eq!(held.pod, "p2");
         // Not a hex id: nothing is read.
         assert!(namer.names_of("../../etc", None).is_none());
         // No bundle: "no names" is remembered for a while, then asked again.
@@ -530,6 +531,7 @@ mod tests {
         namer.sweep(now);
         assert!(namer.known.contains_key(&other));
         assert_eq!(namer.len(), 1, "nameless containers are not counted");
+        drop(held);
         namer.sweep(Instant::now() + NO_NAMES_TTL);
         assert!(!namer.known.contains_key(&other));
         let _ = std::fs::remove_dir_all(&root);
