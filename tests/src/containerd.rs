@@ -114,6 +114,53 @@ impl Containerd {
         env: &[(&str, &str)],
         options: &Options,
     ) -> Result<Containerd, String> {
+        Self::start_inner(dir, env, options, None)
+    }
+
+    /// [`Containerd::start`] ready to run pods over CRI the way kubelet
+    /// does (see `crate::pods`): `sandbox_image` (imported with
+    /// [`Containerd::import`] before the first pod) and
+    /// `restrict_oom_score_adj = true` (this sandbox lacks CAP_SYS_RESOURCE,
+    /// so the pause container's negative oom_score_adj would fail).
+    pub fn start_for_pods(
+        dir: &Path,
+        env: &[(&str, &str)],
+        sandbox_image: &str,
+    ) -> Result<Containerd, String> {
+        Self::start_inner(dir, env, &Options::default(), Some(sandbox_image))
+    }
+
+    /// `ctr -a SOCK -n k8s.io images import ARCHIVE`: an image CRI can use.
+    pub fn import(&self, archive: &Path) -> Result<(), String> {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(&self.socket)
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(archive)
+            .output()
+            .map_err(|e| format!("run ctr: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "ctr images import {} failed: {}",
+                archive.display(),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(())
+    }
+
+    /// The daemon's state folder (`<dir>/state`): OCI bundles live in
+    /// `io.containerd.runtime.v2.task/k8s.io/<id>` below it.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    fn start_inner(
+        dir: &Path,
+        env: &[(&str, &str)],
+        options: &Options,
+        sandbox_image: Option<&str>,
+    ) -> Result<Containerd, String> {
         if unsafe { libc::geteuid() } != 0 {
             return Err("containerd harness: must run as root".into());
         }
@@ -162,6 +209,9 @@ impl Containerd {
         let default =
             String::from_utf8(out.stdout).map_err(|e| format!("config not UTF-8: {e}"))?;
         let mut config_text = edit_config(&default, &dir)?;
+        if let Some(image) = sandbox_image {
+            config_text = pod_config(&config_text, image)?;
+        }
         config_text.push_str(&registry_tables(options)?);
         let config = dir.join("config.toml");
         fs::write(&config, config_text).map_err(|e| format!("write {}: {e}", config.display()))?;
@@ -456,6 +506,40 @@ fn edit_config(default: &str, dir: &Path) -> Result<String, String> {
     Ok(out)
 }
 
+/// The CRI settings a pod needs here (see [`Containerd::start_for_pods`]).
+fn pod_config(text: &str, sandbox_image: &str) -> Result<String, String> {
+    if !sandbox_image
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "./:-_@".contains(c))
+    {
+        return Err(format!("not an image reference: {sandbox_image:?}"));
+    }
+    let mut found = [false; 2];
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let key = line.trim().split('=').next().unwrap_or("").trim();
+        match key {
+            "sandbox_image" => {
+                out.push_str(&format!("{indent}sandbox_image = \"{sandbox_image}\"\n"));
+                found[0] = true;
+            }
+            "restrict_oom_score_adj" => {
+                out.push_str(&format!("{indent}restrict_oom_score_adj = true\n"));
+                found[1] = true;
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    if found != [true, true] {
+        return Err("the config has no sandbox_image or restrict_oom_score_adj".into());
+    }
+    Ok(out)
+}
+
 /// The tables [`Options`] adds at the end of the config (TOML lets a
 /// sub-table of `registry.configs` follow the rest of the file).
 fn registry_tables(options: &Options) -> Result<String, String> {
@@ -698,7 +782,8 @@ fn check_pull(
     Ok(())
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, String> {
+/// A current-thread tokio runtime for the CRI client's calls.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, String> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -5,6 +5,7 @@
 //! shows where it happened.
 
 pub mod containerd;
+pub mod pods;
 pub mod prometheus;
 pub mod registry;
 pub mod tinyproxy;

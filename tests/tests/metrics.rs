@@ -187,7 +187,7 @@ fn refused_proxy_dials_of_containerd_reach_prometheus_and_fire_the_alert() {
 
     // The counter, through Prometheus's query API.
     let query = format!(
-        r#"tracer_proxy_dials_total{{unit="containerd.service",manager="system",variable="HTTPS_PROXY",proxy="{proxy}",result="refused"}}"#
+        r#"tracer_proxy_dials_total{{unit="containerd.service",manager="system",namespace="",variable="HTTPS_PROXY",proxy="{proxy}",result="refused"}}"#
     );
     let value = eventually(
         "the proxy-dial counter in Prometheus",
@@ -222,7 +222,7 @@ fn refused_proxy_dials_of_containerd_reach_prometheus_and_fire_the_alert() {
     assert_eq!(code, 200);
     promtool(&["check", "metrics"], Some(&scrape));
     let series = format!(
-        r#"tracer_proxy_dials_total{{unit="containerd.service",manager="system",variable="HTTPS_PROXY",proxy="{proxy}",result="refused"}}"#
+        r#"tracer_proxy_dials_total{{unit="containerd.service",manager="system",namespace="",variable="HTTPS_PROXY",proxy="{proxy}",result="refused"}}"#
     );
     assert_eq!(sample(&scrape, &series), Some(3.0), "{scrape}");
     let refused_tcp = sample(

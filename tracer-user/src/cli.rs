@@ -131,6 +131,24 @@ pub struct TraceArgs {
     /// Only this process id (repeatable).
     #[arg(long, value_name = "PID")]
     pub pid: Vec<u32>,
+    /// Only processes in pods of this Kubernetes namespace (repeatable).
+    #[arg(long, value_name = "NS")]
+    pub namespace: Vec<String>,
+    /// Only processes in pods of this name (repeatable; with --namespace,
+    /// both must match).
+    #[arg(long, value_name = "NAME")]
+    pub pod: Vec<String>,
+    /// A container runtime's state folder inside --host-root, where the
+    /// OCI bundles that name each container's pod are (repeatable;
+    /// default: /run/containerd, /run/k3s/containerd and CRI-O's
+    /// /run/containers/storage).
+    #[arg(long, value_name = "DIR")]
+    pub runtime_state: Vec<PathBuf>,
+    /// A runtime's CRI socket inside --host-root, asked (ContainerStatus)
+    /// for the pod of a container without a readable bundle (repeatable;
+    /// default: containerd's, k3s's and CRI-O's sockets, those present).
+    #[arg(long, value_name = "SOCKET")]
+    pub runtime_endpoint: Vec<String>,
     /// Only attempts that did not connect (filtered in the kernel).
     #[arg(long)]
     pub failed_only: bool,

@@ -64,10 +64,11 @@ pub struct VersionResponse {
     pub runtime_api_version: String,
 }
 
+/// CRI `ImageSpec`: an image reference.
 #[derive(Clone, PartialEq, prost::Message)]
-struct ImageSpec {
+pub struct ImageSpec {
     #[prost(string, tag = "1")]
-    image: String,
+    pub image: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -218,6 +219,299 @@ impl Client {
                 code: s.code(),
                 message: s.message().to_string(),
             })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Pods, the way kubelet runs them (the tests' harness), and a container's
+// status (its pod's names, when no bundle can be read).
+
+/// CRI `NamespaceMode`: whose namespace a pod or container uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, prost::Enumeration)]
+#[repr(i32)]
+pub enum NamespaceMode {
+    Pod = 0,
+    Container = 1,
+    /// The node's (`hostNetwork: true`).
+    Node = 2,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NamespaceOption {
+    #[prost(enumeration = "NamespaceMode", tag = "1")]
+    pub network: i32,
+    #[prost(enumeration = "NamespaceMode", tag = "2")]
+    pub pid: i32,
+    #[prost(enumeration = "NamespaceMode", tag = "3")]
+    pub ipc: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxSandboxSecurityContext {
+    #[prost(message, optional, tag = "1")]
+    pub namespace_options: Option<NamespaceOption>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxPodSandboxConfig {
+    /// kubelet's pod cgroup, e.g. `/kubepods/besteffort/pod<uid>` (cgroupfs).
+    #[prost(string, tag = "1")]
+    pub cgroup_parent: String,
+    #[prost(message, optional, tag = "2")]
+    pub security_context: Option<LinuxSandboxSecurityContext>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSandboxMetadata {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub uid: String,
+    #[prost(string, tag = "3")]
+    pub namespace: String,
+    #[prost(uint32, tag = "4")]
+    pub attempt: u32,
+}
+
+/// CRI `PodSandboxConfig` (the fields kubelet's host-network pods need).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSandboxConfig {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<PodSandboxMetadata>,
+    /// Must stay empty with the node's network namespace.
+    #[prost(string, tag = "2")]
+    pub hostname: String,
+    #[prost(map = "string, string", tag = "6")]
+    pub labels: std::collections::HashMap<String, String>,
+    #[prost(message, optional, tag = "8")]
+    pub linux: Option<LinuxPodSandboxConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RunPodSandboxRequest {
+    #[prost(message, optional, tag = "1")]
+    config: Option<PodSandboxConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct RunPodSandboxResponse {
+    #[prost(string, tag = "1")]
+    pod_sandbox_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct PodSandboxIdRequest {
+    #[prost(string, tag = "1")]
+    pod_sandbox_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct Empty {}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerMetadata {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(uint32, tag = "2")]
+    pub attempt: u32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct KeyValue {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxContainerSecurityContext {
+    #[prost(message, optional, tag = "3")]
+    pub namespace_options: Option<NamespaceOption>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxContainerConfig {
+    #[prost(message, optional, tag = "2")]
+    pub security_context: Option<LinuxContainerSecurityContext>,
+}
+
+/// CRI `ContainerConfig` (the fields the tests' containers need).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerConfig {
+    #[prost(message, optional, tag = "1")]
+    pub metadata: Option<ContainerMetadata>,
+    #[prost(message, optional, tag = "2")]
+    pub image: Option<ImageSpec>,
+    #[prost(string, repeated, tag = "3")]
+    pub command: Vec<String>,
+    #[prost(string, repeated, tag = "4")]
+    pub args: Vec<String>,
+    #[prost(message, repeated, tag = "6")]
+    pub envs: Vec<KeyValue>,
+    #[prost(map = "string, string", tag = "9")]
+    pub labels: std::collections::HashMap<String, String>,
+    #[prost(message, optional, tag = "15")]
+    pub linux: Option<LinuxContainerConfig>,
+}
+
+impl ContainerConfig {
+    /// A container of `image` named `name`.
+    pub fn new(name: &str, image: &str) -> Self {
+        Self {
+            metadata: Some(ContainerMetadata {
+                name: name.to_string(),
+                attempt: 0,
+            }),
+            image: Some(ImageSpec {
+                image: image.to_string(),
+            }),
+            ..Self::default()
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateContainerRequest {
+    #[prost(string, tag = "1")]
+    pod_sandbox_id: String,
+    #[prost(message, optional, tag = "2")]
+    config: Option<ContainerConfig>,
+    #[prost(message, optional, tag = "3")]
+    sandbox_config: Option<PodSandboxConfig>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContainerIdRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct CreateContainerResponse {
+    #[prost(string, tag = "1")]
+    container_id: String,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContainerStatusRequest {
+    #[prost(string, tag = "1")]
+    container_id: String,
+    #[prost(bool, tag = "2")]
+    verbose: bool,
+}
+
+/// CRI `ContainerStatus`: the fields that name a container and its pod.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerStatus {
+    #[prost(string, tag = "1")]
+    pub id: String,
+    #[prost(message, optional, tag = "2")]
+    pub metadata: Option<ContainerMetadata>,
+    #[prost(message, optional, tag = "8")]
+    pub image: Option<ImageSpec>,
+    /// kubelet's labels: `io.kubernetes.pod.name`, `…pod.namespace`,
+    /// `…pod.uid`, `…container.name`.
+    #[prost(map = "string, string", tag = "12")]
+    pub labels: std::collections::HashMap<String, String>,
+}
+
+impl ContainerStatus {
+    /// The image reference the container was created from.
+    pub fn image(&self) -> Option<&str> {
+        self.image.as_ref().map(|i| i.image.as_str())
+    }
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+struct ContainerStatusResponse {
+    #[prost(message, optional, tag = "1")]
+    status: Option<ContainerStatus>,
+}
+
+impl Client {
+    /// CRI `RunPodSandbox`: returns the sandbox id.
+    pub async fn run_pod_sandbox(&self, config: &PodSandboxConfig) -> Result<String, CriError> {
+        let request = RunPodSandboxRequest {
+            config: Some(config.clone()),
+        };
+        self.runtime::<_, RunPodSandboxResponse>("RunPodSandbox", request)
+            .await
+            .map(|r| r.pod_sandbox_id)
+    }
+
+    /// CRI `CreateContainer` in sandbox `sandbox` (created with `sandbox_config`).
+    pub async fn create_container(
+        &self,
+        sandbox: &str,
+        config: &ContainerConfig,
+        sandbox_config: &PodSandboxConfig,
+    ) -> Result<String, CriError> {
+        let request = CreateContainerRequest {
+            pod_sandbox_id: sandbox.to_string(),
+            config: Some(config.clone()),
+            sandbox_config: Some(sandbox_config.clone()),
+        };
+        self.runtime::<_, CreateContainerResponse>("CreateContainer", request)
+            .await
+            .map(|r| r.container_id)
+    }
+
+    /// CRI `StartContainer`.
+    pub async fn start_container(&self, container: &str) -> Result<(), CriError> {
+        let request = ContainerIdRequest {
+            container_id: container.to_string(),
+        };
+        self.runtime::<_, Empty>("StartContainer", request)
+            .await
+            .map(|_| ())
+    }
+
+    /// CRI `StopPodSandbox` then `RemovePodSandbox`: kubelet's way to end a
+    /// pod (its pause process, PID 1 of the pod, ignores SIGTERM).
+    pub async fn remove_pod_sandbox(&self, sandbox: &str) -> Result<(), CriError> {
+        for method in ["StopPodSandbox", "RemovePodSandbox"] {
+            let request = PodSandboxIdRequest {
+                pod_sandbox_id: sandbox.to_string(),
+            };
+            self.runtime::<_, Empty>(method, request).await?;
+        }
+        Ok(())
+    }
+
+    /// CRI `ContainerStatus` (not verbose): the container's name, image
+    /// and kubelet's labels.
+    pub async fn container_status(&self, container: &str) -> Result<ContainerStatus, CriError> {
+        let request = ContainerStatusRequest {
+            container_id: container.to_string(),
+            verbose: false,
+        };
+        let response = self
+            .runtime::<_, ContainerStatusResponse>("ContainerStatus", request)
+            .await?;
+        response.status.ok_or_else(|| CriError::Status {
+            code: tonic::Code::NotFound,
+            message: format!("no status for container {container}"),
+        })
+    }
+
+    /// A `RuntimeService` call on v1, else v1alpha2 (wire-identical).
+    async fn runtime<Req, Resp>(&self, method: &str, request: Req) -> Result<Resp, CriError>
+    where
+        Req: prost::Message + Clone + Send + Sync + 'static,
+        Resp: prost::Message + Default + Send + Sync + 'static,
+    {
+        let v1 = format!("/{}.RuntimeService/{method}", Api::V1.package());
+        match self.unary::<_, Resp>(&v1, request.clone()).await {
+            Err(CriError::Status {
+                code: tonic::Code::Unimplemented,
+                ..
+            }) => {
+                let old = format!("/{}.RuntimeService/{method}", Api::V1alpha2.package());
+                self.unary(&old, request).await
+            }
+            other => other,
+        }
     }
 }
 

@@ -188,6 +188,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // unit's capabilities.
     ("systemd", "systemd-analyze"),
     ("libcap2-bin", "capsh"),
+    // tests/tests/pods.rs: the pods' sandbox (pause) image and their
+    // containers, built from scratch around one static binary (no image
+    // can be pulled here).
+    ("busybox-static", "busybox"),
 ];
 
 /// The PyPI package that validates deploy/kubernetes/tracer.yaml against

@@ -4,6 +4,8 @@
 pub mod cgroup;
 pub mod cgroupns;
 pub mod dns;
+pub mod pod;
+pub mod pod_cri;
 pub mod proc;
 pub mod proxy_env;
 pub mod systemd;

@@ -18,6 +18,7 @@ use crate::{
     enrich::{
         cgroup::{cgroup_info, CgroupInfo},
         cgroupns::host_cgroups,
+        pod::{PodNamer, PodNames},
         proxy_env::ProxyEnv,
     },
     redact::args::redact_args,
@@ -53,6 +54,9 @@ pub struct ProcInfo {
     /// one namespace share one view of /etc/hosts.
     pub mnt_ns: Option<u64>,
     pub env: Option<EnvState>,
+    /// The pod's names, for a process in a pod's container (enrich/pod.rs),
+    /// shared by every process of that container.
+    pub pod: Option<Arc<PodNames>>,
 }
 
 impl ProcInfo {
@@ -227,6 +231,8 @@ pub struct ProcCache {
     /// they had: evicted once `EXIT_GRACE` has passed, so their last
     /// attempts (still in the batched ring) find them.
     exited: std::collections::VecDeque<(std::time::Instant, u32, Arc<ProcInfo>)>,
+    /// Names the pod of a container's process, once per container.
+    pods: Option<PodNamer>,
 }
 
 /// The snapshot of a pid's current image, and of the one before.
@@ -259,6 +265,7 @@ impl ProcCache {
             args: true,
             entries: PidMap::default(),
             exited: std::collections::VecDeque::new(),
+            pods: None,
         }
     }
 
@@ -266,6 +273,17 @@ impl ProcCache {
     pub fn without_args(mut self) -> Self {
         self.args = false;
         self
+    }
+
+    /// Name the pods of containers' processes from now on.
+    pub fn with_pods(mut self, namer: PodNamer) -> Self {
+        self.pods = Some(namer);
+        self
+    }
+
+    /// Containers whose pod names are remembered.
+    pub fn pods(&self) -> usize {
+        self.pods.as_ref().map_or(0, PodNamer::len)
     }
 
     /// The kernel says `pid` connects for the first time since exec (or is
@@ -337,6 +355,12 @@ impl ProcCache {
                 evicted.push((pid, info));
             }
         }
+        if let Some(namer) = self.pods.as_mut() {
+            // After the evictions: a container whose last process just
+            // went is forgotten now (the caller drops `evicted` next, and
+            // the sweep after that sees it).
+            namer.sweep(now);
+        }
         evicted
     }
 
@@ -352,10 +376,17 @@ impl ProcCache {
     fn insert(
         &mut self,
         pid: u32,
-        info: ProcInfo,
+        mut info: ProcInfo,
         since_ns: u64,
         previous: Option<Arc<ProcInfo>>,
     ) -> Arc<ProcInfo> {
+        // Per process, never per event: the first process of a container
+        // reads its bundle, the others share the answer.
+        if let (Some(namer), Some(cgroup)) = (self.pods.as_mut(), info.cgroup.as_ref()) {
+            if let Some(id) = &cgroup.container_id {
+                info.pod = namer.names_of(id, cgroup.pod_uid.as_deref());
+            }
+        }
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
         }

@@ -10,9 +10,11 @@
 //! Cardinality is bounded by design (README, "Metrics"):
 //! - attempts: result (7) x transport (4) x via_proxy (3), all created at
 //!   start, so the per-event update is an array index and an atomic add;
-//! - proxy dials: unit (at most [`MAX_UNITS`], the rest `other`) x variable
-//!   (8 names) x proxy (at most [`MAX_PROXIES`], the rest `other`) x result
-//!   (7); a series not counted for [`IDLE`] is dropped. Destinations are
+//! - proxy dials: unit (at most [`MAX_UNITS`], the rest `other`) x its
+//!   manager (4) x the pod's namespace (at most [`MAX_NAMESPACES`], the
+//!   rest `other`; empty outside pods) x variable (8 names) x proxy (at
+//!   most [`MAX_PROXIES`], the rest `other`) x result (7); a series not
+//!   counted for [`IDLE`] is dropped. Destinations are
 //!   never a label, except proxies, which are few on a node;
 //! - losses: one series per cause and record kind (7, fixed); internals:
 //!   one series each;
@@ -40,6 +42,9 @@ pub const MAX_UNITS: usize = 64;
 /// Distinct proxies (host:port) with series of their own; the rest are
 /// `proxy="other"`.
 pub const MAX_PROXIES: usize = 32;
+/// Pod namespaces with series of their own; dials from pods of further
+/// ones are counted under `namespace="other"`.
+pub const MAX_NAMESPACES: usize = 32;
 /// A proxy-dial series not counted for this long is dropped, so series of
 /// a unit that has gone do not pile up. Long enough for an alert over a
 /// 5 minute window to see the last failure.
@@ -74,7 +79,7 @@ pub const LOST_SERIES: [(&str, &str); 7] = [
 pub const KERNEL_LOSSES: usize = 5;
 
 type Labels3 = [(&'static str, &'static str); 3];
-type DialLabels = [(&'static str, String); 5];
+type DialLabels = [(&'static str, String); 6];
 type LostLabels = [(&'static str, &'static str); 2];
 
 /// The registry (for the server) and the handles the pipeline and the
@@ -126,7 +131,7 @@ impl Metrics {
         let dial_family = Family::<DialLabels, Counter>::default();
         registry.register(
             "proxy_dials",
-            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container; a unit of a user's or a container's own service manager is prefixed with the unit that manager runs in, e.g. user@1000.service/containerd.service), the unit's manager (system, user, container, none), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
+            "Attempts that dialled the caller's proxy, by the caller's systemd unit (or container; a unit of a user's or a container's own service manager is prefixed with the unit that manager runs in, e.g. user@1000.service/containerd.service), the unit's manager (system, user, container, none), its pod's Kubernetes namespace (empty outside pods), the proxy variable, the proxy as host:port (credentials never appear) and the result. Units beyond 64, namespaces beyond 32 and proxies beyond 32 are counted as \"other\"; a series idle for 15 minutes is dropped",
             dial_family.clone(),
         );
 
@@ -243,10 +248,15 @@ impl Counters {
             let manager = cgroup
                 .and_then(|c| c.manager)
                 .map_or("none", UnitManager::as_str);
+            let namespace = proc.pod.as_ref().map_or("", |p| p.namespace.as_str());
             // The clock is read for proxy dials only (idle-series sweep).
             let now = Instant::now();
             self.dials.count(
-                Caller { unit, manager },
+                Caller {
+                    unit,
+                    manager,
+                    namespace,
+                },
                 v.variable,
                 &v.endpoint,
                 attempt.verdict.as_str(),
@@ -286,12 +296,15 @@ pub struct Caller<'a> {
     pub unit: &'a str,
     /// `system`, `user`, `container`, or `none` for no unit.
     pub manager: &'static str,
+    /// The pod's Kubernetes namespace; empty outside pods.
+    pub namespace: &'a str,
 }
 
 /// One proxy-dial series and when it was last counted.
 struct Dial {
     unit: String,
     manager: &'static str,
+    namespace: String,
     variable: &'static str,
     proxy: String,
     result: &'static str,
@@ -326,25 +339,34 @@ impl ProxyDials {
         let manager = caller.manager;
         let unit = self.bounded(caller.unit, |d| &d.unit, MAX_UNITS);
         let proxy = self.bounded(proxy, |d| &d.proxy, MAX_PROXIES);
+        // Outside pods the label is empty (Prometheus: no label), which
+        // takes no place among the namespaces.
+        let namespace = if caller.namespace.is_empty() {
+            caller.namespace
+        } else {
+            self.bounded(caller.namespace, |d| &d.namespace, MAX_NAMESPACES)
+        };
         if let Some(d) = self.series.iter_mut().find(|d| {
             d.variable == variable
                 && d.result == result
                 && d.unit == unit
                 && d.manager == manager
+                && d.namespace == namespace
                 && d.proxy == proxy
         }) {
             d.counter.inc();
             d.last = now;
             return;
         }
-        let (unit, proxy) = (unit.to_string(), proxy.to_string());
-        let counter = self
-            .family
-            .get_or_create_owned(&Self::labels(&unit, manager, variable, &proxy, result));
+        let (unit, namespace, proxy) = (unit.to_string(), namespace.to_string(), proxy.to_string());
+        let counter = self.family.get_or_create_owned(&Self::labels(
+            &unit, manager, &namespace, variable, &proxy, result,
+        ));
         counter.inc();
         self.series.push(Dial {
             unit,
             manager,
+            namespace,
             variable,
             proxy,
             result,
@@ -362,7 +384,10 @@ impl ProxyDials {
         let mut distinct = 0;
         for (i, d) in self.series.iter().enumerate() {
             // Count each distinct value once: at its first series.
-            if label(d) != "other" && !self.series[..i].iter().any(|e| label(e) == label(d)) {
+            if label(d) != "other"
+                && !label(d).is_empty()
+                && !self.series[..i].iter().any(|e| label(e) == label(d))
+            {
                 distinct += 1;
             }
         }
@@ -373,10 +398,18 @@ impl ProxyDials {
         }
     }
 
-    fn labels(unit: &str, manager: &str, variable: &str, proxy: &str, result: &str) -> DialLabels {
+    fn labels(
+        unit: &str,
+        manager: &str,
+        namespace: &str,
+        variable: &str,
+        proxy: &str,
+        result: &str,
+    ) -> DialLabels {
         [
             ("unit", unit.to_string()),
             ("manager", manager.to_string()),
+            ("namespace", namespace.to_string()),
             ("variable", variable.to_string()),
             ("proxy", proxy.to_string()),
             ("result", result.to_string()),
@@ -390,7 +423,12 @@ impl ProxyDials {
             let keep = now.saturating_duration_since(d.last) < IDLE;
             if !keep {
                 family.remove(&Self::labels(
-                    &d.unit, d.manager, d.variable, &d.proxy, d.result,
+                    &d.unit,
+                    d.manager,
+                    &d.namespace,
+                    d.variable,
+                    &d.proxy,
+                    d.result,
                 ));
             }
             keep
@@ -448,6 +486,7 @@ mod tests {
                 Caller {
                     unit: &format!("u{i}.service"),
                     manager: "system",
+                    namespace: "",
                 },
                 "HTTPS_PROXY",
                 "10.0.0.1:3128",
@@ -458,7 +497,7 @@ mod tests {
         assert_eq!(dials.len(), MAX_UNITS + 1, "64 units and `other`");
         let text = encode(&m.registry).expect("encode");
         assert!(
-            text.contains(r#"tracer_proxy_dials_total{unit="other",manager="system",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
+            text.contains(r#"tracer_proxy_dials_total{unit="other",manager="system",namespace="",variable="HTTPS_PROXY",proxy="10.0.0.1:3128",result="refused"} 10"#),
             "{text}"
         );
         let dials = &mut m.counters.dials;
@@ -467,6 +506,7 @@ mod tests {
                 Caller {
                     unit: "a.service",
                     manager: "system",
+                    namespace: "",
                 },
                 "HTTP_PROXY",
                 &format!("p{i}:1"),
@@ -486,6 +526,7 @@ mod tests {
             Caller {
                 unit: "a.service",
                 manager: "system",
+                namespace: "",
             },
             "HTTP_PROXY",
             "p0:1",
@@ -498,6 +539,49 @@ mod tests {
         assert_eq!(
             text.matches("tracer_proxy_dials_total{").count(),
             1,
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn pod_namespaces_are_capped_and_empty_outside_pods() {
+        let mut m = Metrics::new();
+        let t0 = Instant::now();
+        let dials = &mut m.counters.dials;
+        dials.count(
+            Caller {
+                unit: "containerd.service",
+                manager: "system",
+                namespace: "",
+            },
+            "HTTPS_PROXY",
+            "p:1",
+            "refused",
+            t0,
+        );
+        for i in 0..(MAX_NAMESPACES + 5) {
+            dials.count(
+                Caller {
+                    unit: "c1",
+                    manager: "none",
+                    namespace: &format!("ns{i}"),
+                },
+                "HTTPS_PROXY",
+                "p:1",
+                "refused",
+                t0,
+            );
+        }
+        // The unit outside pods does not take a namespace's place.
+        assert_eq!(dials.len(), 1 + MAX_NAMESPACES + 1);
+        let text = encode(&m.registry).expect("encode");
+        assert!(
+            text.contains(r#"tracer_proxy_dials_total{unit="c1",manager="none",namespace="other",variable="HTTPS_PROXY",proxy="p:1",result="refused"} 5"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"namespace="ns31""#), "{text}");
+        assert!(
+            text.contains(r#"{unit="containerd.service",manager="system",namespace="",variable"#),
             "{text}"
         );
     }

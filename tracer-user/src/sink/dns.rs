@@ -52,10 +52,8 @@ fn server_text(l: &Lookup) -> String {
 /// One sentence an operator can act on (ECS `message`).
 pub fn message(l: &Lookup, proc: &ProcInfo) -> String {
     let mut out = String::new();
+    super::words::write_who(&mut out, &l.comm, l.pid, proc);
     // Writing into a String cannot fail.
-    let _ = write!(out, "{} (pid {}", &*l.comm, l.pid);
-    super::words::push_unit(&mut out, proc);
-    out.push(')');
     match &l.question {
         Some((name, qtype)) => {
             let _ = write!(out, " looked up {name} ({})", qtype_name(*qtype));

@@ -1,9 +1,17 @@
 //! The facts the sink's tests write lines for: a refused dial by
 //! containerd in a Kubernetes container, with a proxy in its environment.
 
+use std::sync::Arc;
+
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
-    enrich::{cgroup::parse_proc_cgroup, proc::EnvState, proc::ProcInfo, proxy_env::ProxyEnv},
+    enrich::{
+        cgroup::parse_proc_cgroup,
+        pod::{ImageRef, PodNames},
+        proc::EnvState,
+        proc::ProcInfo,
+        proxy_env::ProxyEnv,
+    },
 };
 
 pub(super) fn attempt() -> Attempt {
@@ -40,5 +48,19 @@ pub(super) fn proc_info() -> ProcInfo {
         )),
         env: Some(EnvState::Read(env)),
         ..ProcInfo::default()
+    }
+}
+
+/// `proc_info` in a pod's container, named from its bundle: the incident's
+/// calico-node in kube-system.
+pub(super) fn pod_proc_info(image: &str) -> ProcInfo {
+    ProcInfo {
+        pod: Some(Arc::new(PodNames {
+            namespace: "kube-system".into(),
+            pod: "calico-node-x7k2p".into(),
+            container: Some("calico-node".into()),
+            image: ImageRef::parse(image),
+        })),
+        ..proc_info()
     }
 }

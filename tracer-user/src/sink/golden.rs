@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::fixtures::{attempt, proc_info};
+use super::fixtures::{attempt, pod_proc_info, proc_info};
 use crate::exchange::{Direction, Line, ProxyExchange};
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
@@ -284,6 +284,27 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
         "a_listed_proxy_did_not_answer",
         lines_with(&reached, ProcInfo::default(), None, Some(&x), Mode::Socket),
     ));
+    // A pod's container, named from its bundle: its proxy refused, and a
+    // direct connect of a container whose image is referenced by digest.
+    let proc = pod_proc_info("quay.io/calico/node:v3.31.3");
+    let verdict = proxy_verdict(&base, &proc);
+    out.push((
+        "refused_by_its_proxy_in_a_pod",
+        lines(&base, proc, verdict.as_ref(), Mode::Socket),
+    ));
+    let mut pod_direct = connected.clone();
+    pod_direct.destination = Peer::Ip {
+        ip: "10.96.0.1".parse().expect("ip"),
+        port: 443,
+    };
+    let proc = ProcInfo {
+        env: Some(EnvState::Read(ProxyEnv::from_environ(b""))),
+        ..pod_proc_info("quay.io/calico/node@sha256:0123456789abcdef")
+    };
+    out.push((
+        "connected_in_a_pod_with_an_image_by_digest",
+        lines(&pod_direct, proc, None, Mode::Socket),
+    ));
     out
 }
 
@@ -332,6 +353,11 @@ fn dns_cases() -> Vec<(&'static str, String, String)> {
             "servfail_without_a_question_over_tcp_ipv6",
             cut,
             ProcInfo::default(),
+        ),
+        (
+            "nxdomain_in_a_pod",
+            lookup(Some(3)),
+            pod_proc_info("quay.io/calico/node:v3.31.3"),
         ),
     ];
     cases
@@ -450,6 +476,9 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""exchange":"answered","request":{"method":"CONNECT""#,
         r#""response":{"version":"HTTP/1.1","status_code":500"#,
         r#""proxy":{"listed":true,"exchange":"no_answer""#,
+        r#""name":"calico-node","image":{"name":"quay.io/calico/node","tag":"v3.31.3"}},"orchestrator":{"type":"kubernetes","namespace":"kube-system","resource":{"type":"pod","name":"calico-node-x7k2p"}}"#,
+        r#""image":{"name":"quay.io/calico/node","hash":{"all":["sha256:0123456789abcdef"]}}"#,
+        "(pid 812, kube-system/calico-node-x7k2p (container calico-node))",
     ] {
         assert!(JSON.lines().any(|l| l.contains(part)), "no line has {part}");
     }

@@ -28,7 +28,10 @@ use std::{net::IpAddr, sync::Arc};
 
 use crate::{
     decode::{errno_message, errno_name, Peer},
-    enrich::proc::{EnvState, PidMap, ProcInfo},
+    enrich::{
+        pod::PodNames,
+        proc::{EnvState, PidMap, ProcInfo},
+    },
     sink::words::{self, Facts, Failure, ECS_VERSION, SCHEMA_VERSION},
 };
 
@@ -42,7 +45,8 @@ const MAX_PROCESSES: usize = 16384;
 pub(super) struct Fragments {
     /// `,"executable":…,"args":[…],"parent":{…}` inside `process`.
     pub(super) process_tail: Vec<u8>,
-    /// `,"container":{…}` or nothing.
+    /// `,"container":{…}` (and `,"orchestrator":{…}` for a pod's
+    /// container) or nothing.
     pub(super) container: Vec<u8>,
     /// `,"path":…` inside `tracer.cgroup`.
     pub(super) cgroup_path: Vec<u8>,
@@ -81,7 +85,19 @@ impl Fragments {
                     f.container.extend_from_slice(br#","runtime":"#);
                     push_str(&mut f.container, runtime);
                 }
+                if let Some(pod) = &proc.pod {
+                    push_pod_container(&mut f.container, pod);
+                }
                 f.container.push(b'}');
+                if let Some(pod) = &proc.pod {
+                    f.container
+                        .extend_from_slice(br#","orchestrator":{"type":"kubernetes","namespace":"#);
+                    push_str(&mut f.container, &pod.namespace);
+                    f.container
+                        .extend_from_slice(br#","resource":{"type":"pod","name":"#);
+                    push_str(&mut f.container, &pod.pod);
+                    f.container.extend_from_slice(b"}}");
+                }
             }
             f.cgroup_path.extend_from_slice(br#","path":"#);
             push_str(&mut f.cgroup_path, &c.path);
@@ -111,6 +127,29 @@ impl Fragments {
             None => push_str(&mut f.tracer_tail, "unavailable"),
         }
         f
+    }
+}
+
+/// `,"name":…,"image":{…}` inside `container`: the pod's container name
+/// and image (ECS `container.image.name`, `.tag`, `.hash.all`).
+fn push_pod_container(out: &mut Vec<u8>, pod: &PodNames) {
+    if let Some(name) = &pod.container {
+        out.extend_from_slice(br#","name":"#);
+        push_str(out, name);
+    }
+    if let Some(image) = &pod.image {
+        out.extend_from_slice(br#","image":{"name":"#);
+        push_str(out, &image.name);
+        if let Some(tag) = &image.tag {
+            out.extend_from_slice(br#","tag":"#);
+            push_str(out, tag);
+        }
+        if let Some(digest) = &image.digest {
+            out.extend_from_slice(br#","hash":{"all":["#);
+            push_str(out, digest);
+            out.extend_from_slice(b"]}");
+        }
+        out.push(b'}');
     }
 }
 

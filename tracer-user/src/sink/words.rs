@@ -10,6 +10,7 @@ use crate::{
     enrich::{
         cgroup::UnitManager,
         dns::DomainHint,
+        pod::PodNames,
         proc::{EnvState, ProcInfo},
     },
     exchange::ProxyExchange,
@@ -140,6 +141,37 @@ fn result_text(a: &Attempt) -> Cow<'static, str> {
     }
 }
 
+/// `namespace/pod (container NAME)`, as the message and the text format
+/// name a pod's container.
+pub fn write_pod(out: &mut String, pod: &PodNames) {
+    out.push_str(&pod.namespace);
+    out.push('/');
+    out.push_str(&pod.pod);
+    if let Some(container) = &pod.container {
+        out.push_str(" (container ");
+        out.push_str(container);
+        out.push(')');
+    }
+}
+
+/// Who did it, as a message opens: `comm (pid N, unit)`, or for a pod's
+/// container `comm (pid N, namespace/pod (container NAME))`.
+pub fn write_who(out: &mut String, comm: &str, pid: u32, proc: &ProcInfo) {
+    // Plain pushes rather than write!: this runs for every event.
+    out.push_str(comm);
+    out.push_str(" (pid ");
+    out.push_str(itoa::Buffer::new().format(pid));
+    if let Some(pod) = &proc.pod {
+        // Operators think in pods: the pod says more than its container's
+        // scope unit.
+        out.push_str(", ");
+        write_pod(out, pod);
+    } else {
+        push_unit(out, proc);
+    }
+    out.push(')');
+}
+
 /// One sentence an operator can act on (ECS `message`).
 pub fn message(f: &Facts<'_>, dest_text: &str) -> String {
     let mut out = String::new();
@@ -178,12 +210,7 @@ fn message_into(out: &mut String, f: &Facts<'_>, dest_text: &str) -> std::fmt::R
     use std::fmt::Write;
     let a = f.attempt;
     let unit = f.proc.cgroup.as_ref().and_then(|c| c.unit.as_deref());
-    // Plain pushes rather than write!: this runs for every event.
-    out.push_str(&a.comm);
-    out.push_str(" (pid ");
-    out.push_str(itoa::Buffer::new().format(a.pid));
-    push_unit(out, f.proc);
-    out.push(')');
+    write_who(out, &a.comm, a.pid, f.proc);
     if let Some(x) = f.exchange.filter(|_| a.verdict == Verdict::Connected) {
         // A connected proxy dial: the exchange tells the rest of the story.
         let who = std::mem::take(out);

@@ -18,6 +18,8 @@ use crate::{
     decode::{self, Attempt, Record, Transport},
     enrich::{
         dns::{DnsWatch, Lookup},
+        pod::{PodNamer, DEFAULT_CRI_SOCKETS, DEFAULT_STATE_DIRS},
+        pod_cri::CriNames,
         proc::{ProcCache, ProcInfo},
         UnitCache,
     },
@@ -87,6 +89,64 @@ pub struct Pipeline {
     /// Cgroup ids the exchange programs cannot be attached to (the root
     /// cgroup, past the limit, gone): not asked for again at every dial.
     unwatchable: HashSet<u64>,
+    /// `--namespace` and `--pod`: only processes of these pods.
+    pods: PodFilter,
+}
+
+/// `--namespace NS` and `--pod NAME`: like `--comm`, but the names are
+/// known only in user space (enrich/pod.rs), so attempts of other
+/// processes are dropped here, before they are counted or written.
+struct PodFilter {
+    namespaces: Vec<String>,
+    pods: Vec<String>,
+}
+
+impl PodFilter {
+    fn admits(&self, proc: &ProcInfo) -> bool {
+        if self.namespaces.is_empty() && self.pods.is_empty() {
+            return true;
+        }
+        let Some(pod) = &proc.pod else {
+            return false;
+        };
+        (self.namespaces.is_empty() || self.namespaces.contains(&pod.namespace))
+            && (self.pods.is_empty() || self.pods.contains(&pod.pod))
+    }
+}
+
+/// Names the pods of containers from the runtimes' bundles under the host
+/// root (`--runtime-state`, else the runtimes' default state folders).
+fn pod_namer(args: &TraceArgs) -> PodNamer {
+    let dirs = if args.runtime_state.is_empty() {
+        DEFAULT_STATE_DIRS.iter().map(PathBuf::from).collect()
+    } else {
+        args.runtime_state.clone()
+    };
+    let namer = PodNamer::new(args.host_root.clone(), dirs);
+    // The CRI sockets, under the host root; by default those present.
+    let explicit = !args.runtime_endpoint.is_empty();
+    let sockets: Vec<PathBuf> = if explicit {
+        args.runtime_endpoint.iter().map(String::as_str).collect()
+    } else {
+        DEFAULT_CRI_SOCKETS.to_vec()
+    }
+    .into_iter()
+    .map(|s| {
+        let path = s.strip_prefix("unix://").unwrap_or(s);
+        args.host_root.join(path.trim_start_matches('/'))
+    })
+    .filter(|p| explicit || p.exists())
+    .collect();
+    if sockets.is_empty() {
+        return namer;
+    }
+    match CriNames::spawn(sockets) {
+        Ok(cri) => namer.with_cri(cri),
+        Err(e) => {
+            log::warn!("cannot start the CRI worker ({e}): pods are named from bundles only");
+            namer
+        }
+    }
 }
 
 /// Cgroups remembered as unwatchable before the set starts over.
@@ -104,7 +164,8 @@ impl Pipeline {
             procs: match args.process_args {
                 ProcessArgs::Redacted => ProcCache::new(PathBuf::from("/proc")),
                 ProcessArgs::None => ProcCache::new(PathBuf::from("/proc")).without_args(),
-            },
+            }
+            .with_pods(pod_namer(args)),
             units: UnitCache::new(args.host_root.clone()),
             endpoints: EndpointCache::new(),
             resolver: Resolver::new(&args.host_root),
@@ -129,6 +190,10 @@ impl Pipeline {
             to_mark: Vec::new(),
             marked: HashSet::new(),
             unwatchable: HashSet::new(),
+            pods: PodFilter {
+                namespaces: args.namespace.clone(),
+                pods: args.pod.clone(),
+            },
         }
     }
 
@@ -255,6 +320,9 @@ impl Pipeline {
 
     pub fn handle_attempt(&mut self, attempt: &Attempt) -> Result<(), SinkError> {
         let proc = self.procs.get(attempt.pid, attempt.start_ns);
+        if !self.pods.admits(&proc) {
+            return Ok(());
+        }
         let dest = attempt.destination.ip_port();
         // Most processes have no proxy: then there is no verdict to make and
         // the unit's files are not consulted.
@@ -370,6 +438,9 @@ impl Pipeline {
     /// A failed or unanswered lookup (`--dns`), as a `dns-query` event.
     fn write_lookup(&mut self, lookup: &Lookup) {
         let proc = self.procs.get(lookup.pid, lookup.start_ns);
+        if !self.pods.admits(&proc) {
+            return;
+        }
         let wall = self.wall_offset_ns;
         match self.sink.format {
             Format::Json => {
@@ -539,8 +610,9 @@ impl Pipeline {
     /// Cache sizes, for `SIGUSR1` and the shutdown summary.
     pub fn stats(&self) -> String {
         let mut out = format!(
-            "process cache {}, proxy choices {}, escaped fragments {}, resolver names {}, held for a proxy's answer {}",
+            "process cache {}, pods' containers {}, proxy choices {}, escaped fragments {}, resolver names {}, held for a proxy's answer {}",
             self.procs.len(),
+            self.procs.pods(),
             self.endpoints.len(),
             self.writer.cached(),
             self.resolver.names(),
