@@ -188,6 +188,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // unit's capabilities.
     ("systemd", "systemd-analyze"),
     ("libcap2-bin", "capsh"),
+    // tests/tests/top.rs drives `tracer top` in a real terminal
+    // (send-keys, capture-pane).
+    ("tmux", "tmux"),
 ];
 
 /// The PyPI package that validates deploy/kubernetes/tracer.yaml against

@@ -33,7 +33,10 @@ pub enum Action {
 pub const KEYS: &[(&str, &str)] = &[
     ("q, Ctrl-C", "quit (the terminal is restored)"),
     ("Up/Down, j/k, PgUp/PgDn, Home/End", "move"),
-    ("Enter", "open the row: its recent attempts; again: the full event"),
+    (
+        "Enter",
+        "open the row: its recent attempts; again: the full event",
+    ),
     ("Esc, Backspace", "back; in the table, clear the filter"),
     ("/", "filter by any text (Enter keeps it, Esc clears it)"),
     ("Tab, 1-4", "group by unit/pod, process, destination, proxy"),
@@ -310,7 +313,10 @@ mod tests {
         press(&mut app, &m, KeyCode::Esc);
         assert_eq!(app.screen, Screen::Table);
         press(&mut app, &m, KeyCode::Esc);
-        assert!(app.spec.filter.is_empty(), "Esc in the table clears the filter");
+        assert!(
+            app.spec.filter.is_empty(),
+            "Esc in the table clears the filter"
+        );
         press(&mut app, &m, KeyCode::Tab);
         assert_eq!(app.spec.grouping, Grouping::Process);
         press(&mut app, &m, KeyCode::Char('4'));

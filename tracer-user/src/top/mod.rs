@@ -195,7 +195,12 @@ impl Live {
                         what: "cannot start the async runtime",
                         source,
                     })?;
-                let sink = Sink::new(Box::new(Handoff(tx)), "the screen".into(), Format::Json, false);
+                let sink = Sink::new(
+                    Box::new(Handoff(tx)),
+                    "the screen".into(),
+                    Format::Json,
+                    false,
+                );
                 rt.block_on(trace::run_with(args, sink, async {
                     // Quit pressed, or the screen gone: either way, stop.
                     let _ = quit_rx.await;
@@ -537,9 +542,6 @@ mod tests {
         assert_eq!(rx.try_recv().expect("first batch"), b"{}\n");
         drop(rx);
         sink.line("{}");
-        assert!(matches!(
-            sink.flush(),
-            Err(crate::sink::SinkError::Closed)
-        ));
+        assert!(matches!(sink.flush(), Err(crate::sink::SinkError::Closed)));
     }
 }

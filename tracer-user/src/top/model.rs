@@ -335,7 +335,11 @@ pub fn parse_line(line: &str) -> Result<Line, LineError> {
             _ => "(unknown)".into(),
         }
     });
-    let verdict = r.tracer.proxy.as_ref().map(|p| verdict_of(p, ok, &r.tracer.result));
+    let verdict = r
+        .tracer
+        .proxy
+        .as_ref()
+        .map(|p| verdict_of(p, ok, &r.tracer.result));
     Ok(Line::Attempt(Box::new(Attempt {
         ts,
         ok,
@@ -723,7 +727,7 @@ pub fn sparkline(values: &[u32], width: usize) -> String {
             if v == 0 || max == 0 {
                 ' '
             } else {
-                let i = ((v as u64 * 7).div_ceil(max as u64)) as usize;
+                let i = ((v as u64 * 8).div_ceil(max as u64) as usize).saturating_sub(1);
                 BARS[i.min(7)]
             }
         })
@@ -891,7 +895,11 @@ mod tests {
         m.ingest_line(&line(&t(1), "b.service", false, DEAD));
         let mut spec = ViewSpec::default();
         spec.grouping = Grouping::Proxy;
-        let keys: Vec<String> = m.rows(&spec, T0 + 2.0, false).into_iter().map(|r| r.key).collect();
+        let keys: Vec<String> = m
+            .rows(&spec, T0 + 2.0, false)
+            .into_iter()
+            .map(|r| r.key)
+            .collect();
         assert_eq!(keys, ["http://127.0.0.1:9", "(direct)"]);
         spec.grouping = Grouping::Destination;
         let rows = m.rows(&spec, T0 + 2.0, false);
@@ -938,7 +946,10 @@ mod tests {
             m.ingest_line(&line(&t(2), "x.service", true, ""));
         }
         assert_eq!(
-            m.group(Grouping::Unit, "x.service").expect("group").recent.len(),
+            m.group(Grouping::Unit, "x.service")
+                .expect("group")
+                .recent
+                .len(),
             RECENT
         );
     }

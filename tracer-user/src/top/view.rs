@@ -286,9 +286,8 @@ fn help(f: &mut Frame, area: Rect) {
         .collect();
     f.render_widget(Clear, r);
     f.render_widget(
-        Paragraph::new(text).block(
-            ratatui::widgets::Block::bordered().title(" keys (any key closes) "),
-        ),
+        Paragraph::new(text)
+            .block(ratatui::widgets::Block::bordered().title(" keys (any key closes) ")),
         r,
     );
 }
