@@ -137,7 +137,8 @@ fn table(f: &mut Frame, app: &mut App, st: &Status, area: Rect) {
     let spark = if wide { 20 } else { 10 };
     let mut fixed = vec![6u16, 6, 5, spark, 9];
     if wide {
-        fixed.push(26);
+        // "ECONNREFUSED connection refused" whole.
+        fixed.push(32);
     }
     let domains = st.domains && wide;
     if domains {
@@ -145,7 +146,7 @@ fn table(f: &mut Frame, app: &mut App, st: &Status, area: Rect) {
     }
     let used: u16 = fixed.iter().sum::<u16>() + fixed.len() as u16 + 1;
     let rest = area.width.saturating_sub(used);
-    let name_w = if wide { rest * 2 / 5 } else { rest / 2 }.max(8);
+    let name_w = if wide { rest / 3 } else { rest / 2 }.max(8);
     let proxy_w = rest.saturating_sub(name_w);
     let mut widths = vec![Constraint::Length(name_w)];
     widths.extend(fixed.iter().map(|&w| Constraint::Length(w)));
