@@ -264,12 +264,9 @@ fn event(f: &mut Frame, app: &mut App, model: &Model, key: &str, index: usize, a
             .unwrap_or_else(|_| a.raw.clone()),
         None => "this attempt is no longer kept".to_string(),
     };
-    f.render_widget(
-        Paragraph::new(text)
-            .wrap(Wrap { trim: false })
-            .scroll((app.scroll, 0)),
-        area,
-    );
+    // Not wrapped: the word wrapper dropped the indented lines of the
+    // pretty JSON (seen in tmux); a long value is cut at the edge instead.
+    f.render_widget(Paragraph::new(text).scroll((app.scroll, 0)), area);
 }
 
 fn help(f: &mut Frame, area: Rect) {
