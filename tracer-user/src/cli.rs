@@ -31,6 +31,49 @@ pub enum Command {
     /// trace the daemon's attempts meanwhile, and explain the outcome.
     /// Exit 0 pulled, 1 failed.
     Preflight(PreflightArgs),
+    /// A full-screen live view: one row per unit or pod (or process,
+    /// destination, proxy), failing rows first, with rates, the last
+    /// error and the proxy verdict. `?` lists the keys.
+    Top(TopArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    /// Look at a recorded NDJSON file of `tracer trace` (`-`: stdin)
+    /// instead of tracing live; paced by its timestamps.
+    #[arg(long, value_name = "FILE")]
+    pub from: Option<PathBuf>,
+    /// Replay speed for --from (1: as recorded; + and - change it).
+    #[arg(long, default_value = "1", value_parser = parse_speed)]
+    pub speed: f64,
+    /// Rows at start (Tab switches).
+    #[arg(long, value_enum, default_value = "unit")]
+    pub group: crate::top::model::Grouping,
+    /// Only processes with this comm (repeatable), as with `trace`.
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+    /// Only this process id (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+    /// socket or syscall, as with `trace`.
+    #[arg(long, value_enum, default_value = "socket")]
+    pub mode: Mode,
+    /// Root of the host's filesystem, for unit files.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub host_root: PathBuf,
+    /// Watch DNS too: the destination's domain in a column (see `trace --dns`).
+    #[arg(long)]
+    pub dns: bool,
+    /// A proxy no environment names (repeatable), as with `trace --proxy`.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_probe)]
+    pub proxy: Vec<String>,
+}
+
+fn parse_speed(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if (1.0 / 16.0..=1024.0).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a speed between 0.0625 and 1024")),
+    }
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -19,6 +19,7 @@ pub mod preflight;
 pub mod probe;
 pub mod redact;
 pub mod sink;
+pub mod top;
 pub mod trace;
 pub mod verdict;
 

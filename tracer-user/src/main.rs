@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tracer_user::{
     cli::{Cli, Command},
-    preflight, trace,
+    preflight, top, trace,
 };
 
 fn main() -> ExitCode {
@@ -23,6 +23,16 @@ fn main() -> ExitCode {
                 Ok(Ok(())) => ExitCode::SUCCESS,
                 Ok(Err(e)) => report(&e),
                 Err(code) => code,
+            }
+        }
+        Command::Top(args) => {
+            // Live, the drain thread inherits SCHED_BATCH like `trace`.
+            if args.from.is_none() {
+                yield_to_workloads();
+            }
+            match top::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(&e),
             }
         }
         Command::Preflight(args) => match block_on(preflight::run(&args)) {

@@ -192,6 +192,9 @@ const PACKAGES: &[(&str, &str)] = &[
     // containers, built from scratch around one static binary (no image
     // can be pulled here).
     ("busybox-static", "busybox"),
+    // tests/tests/top.rs drives `tracer top` in a real terminal
+    // (send-keys, capture-pane).
+    ("tmux", "tmux"),
 ];
 
 /// The PyPI package that validates deploy/kubernetes/tracer.yaml against

@@ -109,6 +109,46 @@ impl Report {
     }
 }
 
+/// How often the progress line is redrawn.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// One line on stderr, redrawn in place while the pull runs: what is being
+/// waited on and the attempts seen so far. Only for a person at a
+/// terminal: never with --format json, never into a file or a pipe.
+struct Progress {
+    prefix: Option<String>,
+    drawn: bool,
+}
+
+impl Progress {
+    fn new(format: ReportFormat, image: &str, daemon: &str, pid: u32) -> Self {
+        let on =
+            format == ReportFormat::Text && std::io::IsTerminal::is_terminal(&std::io::stderr());
+        Self {
+            prefix: on.then(|| format!("pulling {} by {daemon} (pid {pid})", redact(image))),
+            drawn: false,
+        }
+    }
+
+    fn show(&mut self, waiting: &str, started: Instant, (attempts, failed): (usize, usize)) {
+        let Some(prefix) = &self.prefix else { return };
+        let line = format!(
+            "{prefix}: {waiting}, {:.0} s, {attempts} connect attempts seen ({failed} failed)",
+            started.elapsed().as_secs_f64()
+        );
+        // \r and erase-line: the same line, redrawn.
+        eprint!("\r\x1b[2K{line}");
+        self.drawn = true;
+    }
+
+    fn clear(&mut self) {
+        if self.drawn {
+            eprint!("\r\x1b[2K");
+            self.drawn = false;
+        }
+    }
+}
+
 /// `unix:///run/x.sock` or a plain path.
 fn socket_path(endpoint: &str) -> PathBuf {
     PathBuf::from(endpoint.strip_prefix("unix://").unwrap_or(endpoint))
@@ -155,25 +195,30 @@ pub async fn run(args: &PreflightArgs) -> Result<Report, PreflightError> {
     let mut watch = Watch::start(pid, &args.host_root)?;
     let client = cri::Client::connect(&socket).await?;
     let started = Instant::now();
+    let mut progress = Progress::new(args.format, &args.image, &name, pid);
     let result = {
         let pull = client.pull(&args.image, args.timeout);
         tokio::pin!(pull);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
         loop {
             tokio::select! {
                 r = &mut pull => break r,
                 r = watch.pump() => r?,
+                _ = tick.tick() => progress.show("waiting for the pull", started, watch.seen()),
             }
         }
     };
     let elapsed = started.elapsed();
     let settle = tokio::time::sleep(SETTLE);
     tokio::pin!(settle);
+    progress.show("collecting the last outcomes", started, watch.seen());
     loop {
         tokio::select! {
             _ = &mut settle => break,
             r = watch.pump() => r?,
         }
     }
+    progress.clear();
     let events = watch.finish()?;
     let attempts = AttemptSummary::from_events(&events);
     let runtime_error = match &result {

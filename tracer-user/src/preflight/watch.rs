@@ -121,6 +121,23 @@ impl Watch {
         Ok(())
     }
 
+    /// Connect attempts written so far, and how many of them failed (for
+    /// the progress line).
+    pub fn seen(&self) -> (usize, usize) {
+        let Ok(bytes) = self.lines.0.lock() else {
+            return (0, 0);
+        };
+        bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| contains(l, b"\"action\":\"connect\""))
+            .fold((0, 0), |(n, f), l| {
+                (
+                    n + 1,
+                    f + usize::from(contains(l, b"\"outcome\":\"failure\"")),
+                )
+            })
+    }
+
     /// Everything seen: what is in the rings, then the attempts still in
     /// flight (as `pending`). Detaches the probes.
     pub fn finish(mut self) -> Result<Vec<Value>, TraceError> {
@@ -137,4 +154,8 @@ impl Watch {
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect())
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
 }

@@ -90,6 +90,17 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
         Some(path) => Sink::file(path, args.format)?,
         None => Sink::stdout(args.format),
     };
+    run_with(args, sink, std::future::pending()).await
+}
+
+/// The loop of `run`, writing to `sink`, until SIGINT/SIGTERM, until the
+/// reader goes away, or until `stop` completes (`tracer top` quitting).
+pub async fn run_with(
+    args: TraceArgs,
+    sink: Sink,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), TraceError> {
+    tokio::pin!(stop);
     let mut pipeline = Pipeline::new(&args, sink);
     // The metrics endpoint binds before anything is loaded, like the
     // output: a taken port fails fast.
@@ -216,6 +227,7 @@ pub async fn run(args: TraceArgs) -> Result<(), TraceError> {
             }
             _ = sigint.recv() => break "SIGINT",
             _ = sigterm.recv() => break "SIGTERM",
+            () = &mut stop => break "quit",
             _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
                 eprintln!(
