@@ -341,14 +341,14 @@ fn kubelets_whose_config_is_a_device_a_fifo_or_an_escape() {
         .iter()
         .map(|config| fake_kubelet(&bin, config))
         .collect();
-    let pids: Vec<String> = kubelets.iter().map(|k| k.id().to_string()).collect();
+    let pids: Vec<u32> = kubelets.iter().map(Child::id).collect();
 
     // The periodic doctor (which examines processes named kubelet) keeps
     // finishing while they are there.
     watched.assert_doctor_keeps_running(3);
     let mut reports = String::new();
     for pid in &pids {
-        reports += &doctors(&["--host-root", &root.arg(), "--pid", pid]);
+        reports += &doctors(&["--host-root", &root.arg(), "--pid", &pid.to_string()]);
     }
     // The whole node, as `tracer doctor` with no arguments scans it.
     reports += &doctors(&["--host-root", &root.arg()]);
@@ -358,7 +358,7 @@ fn kubelets_whose_config_is_a_device_a_fifo_or_an_escape() {
         Command::new("prlimit")
             .arg("--as=4294967296")
             .arg(tracer_bin())
-            .args(["doctor", "--timeout", "2s", "--pid", &pids[0]]),
+            .args(["doctor", "--timeout", "2s", "--pid", &pids[0].to_string()]),
         DOCTOR_BOUND,
     );
     assert!(
@@ -378,9 +378,7 @@ fn kubelets_whose_config_is_a_device_a_fifo_or_an_escape() {
     // The kubelets' own connects were traced too.
     for pid in &pids {
         assert!(
-            events
-                .iter()
-                .any(|e| e["process"]["pid"].to_string() == *pid),
+            events.iter().any(|e| e["process"]["pid"] == *pid),
             "no event of kubelet {pid}"
         );
     }
@@ -498,8 +496,8 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
         let address = format!("127.0.0.2{n}");
         let last = events
             .iter()
-            .filter(|e| e["event"]["action"] == "connect" && e["destination"]["ip"] == address)
-            .last()
+            .rev()
+            .find(|e| e["event"]["action"] == "connect" && e["destination"]["ip"] == address)
             .unwrap_or_else(|| panic!("no event to {address}"));
         assert_eq!(
             last["tracer"]["proxy"]["via"], true,
