@@ -39,6 +39,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::nodefs::{NodeRoot, HOST_CONFIG};
+
 use super::pod_cri::CriNames;
 
 /// The runtimes' state folders searched by default (inside the host root).
@@ -273,9 +275,15 @@ impl PodNamer {
     fn read(&self, id: &str, pod_uid: Option<&str>) -> Option<PodNames> {
         for dir in &self.state_dirs {
             for path in bundle_paths(dir, id) {
-                match read_confined(&self.host_root, &path, MAX_BUNDLE_BYTES) {
+                // The bundle is the runtime's, but what it holds (the
+                // image's name, the pod's) came from whoever created the
+                // pod: read it like any node file, confined to the host
+                // root, regular files only, capped and bounded in time.
+                let read = NodeRoot::open(&self.host_root, &HOST_CONFIG)
+                    .and_then(|root| root.read(&path, MAX_BUNDLE_BYTES));
+                match read {
                     Ok(bytes) => return names_from_bundle(&bytes, pod_uid),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) if e.is_missing() => {}
                     Err(e) => {
                         log::debug!("container {id}: cannot read {}: {e}", path.display());
                     }
@@ -304,72 +312,6 @@ impl PodNamer {
     pub fn is_empty(&self) -> bool {
         self.known.is_empty()
     }
-}
-
-/// Read `path` (a host path) under `root`: every symlink is resolved inside
-/// `root` (openat2 RESOLVE_IN_ROOT, Linux 5.6), magic links are refused,
-/// the file must be regular, and at most `cap` bytes are read (more is an
-/// error, not a truncation).
-// MERGE: nodefs — the one confined reader for node files replaces this.
-fn read_confined(root: &Path, path: &Path, cap: u64) -> std::io::Result<Vec<u8>> {
-    use std::{
-        ffi::CString,
-        io::{Error, ErrorKind, Read},
-        os::{fd::FromRawFd, unix::ffi::OsStrExt},
-    };
-    let root_c = CString::new(root.as_os_str().as_bytes())
-        .map_err(|_| Error::new(ErrorKind::InvalidInput, "NUL in the host root"))?;
-    let rel = path.strip_prefix("/").unwrap_or(path);
-    let path_c = CString::new(rel.as_os_str().as_bytes())
-        .map_err(|_| Error::new(ErrorKind::InvalidInput, "NUL in the path"))?;
-    // SAFETY: a NUL-terminated path; the descriptor is closed below.
-    let root_fd = unsafe {
-        libc::open(
-            root_c.as_ptr(),
-            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    };
-    if root_fd < 0 {
-        return Err(Error::last_os_error());
-    }
-    // SAFETY: open_how is plain data; zeroed is its documented default.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: openat2(2) with a valid directory descriptor, a NUL-terminated
-    // path and a correctly sized open_how.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root_fd,
-            path_c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    let err = Error::last_os_error();
-    // SAFETY: root_fd was opened above and is not used after this.
-    unsafe { libc::close(root_fd) };
-    if fd < 0 {
-        return Err(err);
-    }
-    let fd = i32::try_from(fd).map_err(|_| Error::other("descriptor out of range"))?;
-    // SAFETY: fd is a fresh descriptor that nothing else owns.
-    let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    // O_NONBLOCK above: a FIFO planted in the bundle's place must not hang
-    // the tracer before this check refuses it.
-    if !file.metadata()?.is_file() {
-        return Err(Error::new(ErrorKind::InvalidData, "not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(cap + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > cap {
-        return Err(Error::new(
-            ErrorKind::InvalidData,
-            format!("larger than {cap} bytes"),
-        ));
-    }
-    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -535,40 +477,5 @@ mod tests {
         namer.sweep(Instant::now() + NO_NAMES_TTL);
         assert!(!namer.known.contains_key(&other));
         let _ = std::fs::remove_dir_all(&root);
-    }
-
-    #[test]
-    fn the_reader_stays_in_the_root_and_reads_regular_files_only() {
-        let root = temp_root("confine");
-        let outside = temp_root("outside");
-        std::fs::write(outside.join("config.json"), containerd_bundle("leak", "x")).expect("write");
-        std::fs::create_dir_all(root.join("run")).expect("mkdir");
-        // An absolute symlink resolves inside the root, not on the tracer's host.
-        std::os::unix::fs::symlink(&outside, root.join("run/abs")).expect("symlink");
-        let err =
-            read_confined(&root, Path::new("/run/abs/config.json"), 1024).expect_err("confined");
-        assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
-        // ".." cannot climb out of the root either.
-        let dotdot = format!("/../../../../..{}/config.json", outside.display());
-        assert!(read_confined(&root, Path::new(&dotdot), 1024).is_err());
-        // A directory, a FIFO and an oversized file are refused.
-        std::fs::create_dir_all(root.join("run/dir")).expect("mkdir");
-        assert!(read_confined(&root, Path::new("/run/dir"), 1024).is_err());
-        let fifo = std::ffi::CString::new(root.join("run/fifo").as_os_str().as_encoded_bytes())
-            .expect("c");
-        // SAFETY: a valid path.
-        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
-        let err = read_confined(&root, Path::new("/run/fifo"), 1024).expect_err("fifo");
-        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
-        std::fs::write(root.join("run/big"), vec![b'x'; 2048]).expect("write");
-        assert!(read_confined(&root, Path::new("/run/big"), 1024).is_err());
-        assert_eq!(
-            read_confined(&root, Path::new("/run/big"), 4096)
-                .expect("read")
-                .len(),
-            2048
-        );
-        let _ = std::fs::remove_dir_all(&root);
-        let _ = std::fs::remove_dir_all(&outside);
     }
 }

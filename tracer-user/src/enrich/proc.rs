@@ -93,7 +93,10 @@ fn read_proc_keeping(
         if args {
             info.args = process.cmdline().ok().map(|args| command_line(args));
         }
-        info.cgroup = process.cgroups().ok().map(|groups| cgroup_info(&on_the_node(groups.0)));
+        info.cgroup = process
+            .cgroups()
+            .ok()
+            .map(|groups| cgroup_info(&on_the_node(groups.0)));
     }
     info.mnt_ns = mount_namespace(&dir);
     info.env = Some(environment(&dir, kernel_env));
