@@ -367,13 +367,24 @@ fn the_failing_unit_comes_first_with_its_proxy_and_the_file_that_set_it() {
     );
     t.keys(&["Enter"]);
     let event = t.wait_for("the full event", Duration::from_secs(5), |s| {
-        s.contains("\"variable\": \"HTTPS_PROXY\"")
+        s.contains("\"message\": \"containerd (pid")
     });
     assert!(
-        event.contains("\"unit\": \"containerd.service\""),
+        event.contains(&format!("HTTPS_PROXY is set in {DROPIN}:3")),
         "{event}"
     );
-    t.keys(&["Escape", "Escape"]);
+    // The tracer.* part is at the end of the record: a page down.
+    t.keys(&["PageDown"]);
+    let tail = t.wait_for("the end of the event", Duration::from_secs(5), |s| {
+        s.contains("\"variable\": \"HTTPS_PROXY\"")
+    });
+    assert!(tail.contains("\"unit\": \"containerd.service\""), "{tail}");
+    // One Escape at a time: two in one write read as Alt-Escape.
+    t.keys(&["Escape"]);
+    t.wait_for("back to the attempts", Duration::from_secs(5), |s| {
+        s.contains("containerd.service: 30 attempts")
+    });
+    t.keys(&["Escape"]);
     t.wait_for("back to the table", Duration::from_secs(5), |s| {
         s.contains("ATT/S")
     });
