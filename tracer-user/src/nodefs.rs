@@ -320,7 +320,25 @@ impl NodeRoot {
         pid: u32,
         budget: &'static Budget,
     ) -> Result<Self, NodeFsError> {
-        Self::open(&proc_root.join(pid.to_string()).join("root"), budget)
+        let root = proc_root.join(pid.to_string()).join("root");
+        // Opened here, not on a reader thread: following the procfs magic
+        // link asks nothing of the process's own file system (the kernel
+        // hands over the task's root directory as it is), so it cannot
+        // hang; this saves a thread on the resolver's every lookup.
+        let dir = rustix::fs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| NodeFsError::Root {
+            root: root.clone(),
+            source: e.into(),
+        })?;
+        Ok(Self {
+            dir: Arc::new(dir),
+            shown: Arc::from(root.as_path()),
+            budget,
+        })
     }
 
     /// The root as given, for messages.

@@ -16,7 +16,8 @@
 //!                      HANG_ADDR, whose SYNs go unanswered; 300 ms later the
 //!                      main thread execs `connector tcp ADDR --linger-ms 300`)
 //!
-//! tcp options: --reconnect calls connect() a second time on the same socket
+//! tcp options: --interval-ms N pauses N ms between the --count attempts;
+//! --reconnect calls connect() a second time on the same socket
 //! after the first result (a second attempt after a failure; EISCONN after a
 //! success) and prints both errnos; --syncnt N sets TCP_SYNCNT (SYN
 //! retransmissions before the kernel gives up with ETIMEDOUT). --print-pid
@@ -529,7 +530,14 @@ fn main() {
         syncnt: arg_after(&args, "--syncnt").and_then(|v| v.parse().ok()),
         connect_poll: args.iter().any(|a| a == "--connect-poll"),
     };
-    for _ in 0..count {
+    // --interval-ms N: a pause between attempts (a process that retries).
+    let interval = arg_after(&args, "--interval-ms")
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(|ms| Duration::from_millis(ms.min(10_000)));
+    for i in 0..count {
+        if let (Some(pause), true) = (interval, i > 0) {
+            std::thread::sleep(pause);
+        }
         let results = match kind.as_str() {
             "unix" => vec![unix(target)],
             "tcp" | "udp" => {

@@ -404,11 +404,12 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
     mkfifo(&fifo);
     let watched = Watched::start(&root);
 
-    // Each container connects once, waits, and connects again (both to
-    // its own address): the first attempt may be drained before its name
-    // is answered; the second must find the answer.
+    // Each process connects twice, a second apart: the first attempt may
+    // be drained before its name is answered (the drain waits 50 ms for
+    // it, which a loaded machine can exceed); the second must find it.
+    let twice = ["--count", "2", "--interval-ms", "1000"];
     let script = format!(
-        "mount --bind '{}' /etc/hosts || exit 97; \"$0\" \"$1\" \"$2\"; sleep 1; exec \"$0\" \"$@\"",
+        "mount --bind '{}' /etc/hosts || exit 97; exec \"$0\" \"$@\"",
         fifo.display()
     );
     let started = Instant::now();
@@ -417,12 +418,8 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
             Command::new("unshare")
                 .args(["-m", "--propagation", "private", "sh", "-c", &script])
                 .arg(connector_bin())
-                .args([
-                    "tcp",
-                    &format!("127.0.0.2{n}:{port}"),
-                    "--linger-ms",
-                    "1500",
-                ])
+                .args(["tcp", &format!("127.0.0.2{n}:{port}"), "--linger-ms", "500"])
+                .args(twice)
                 .env_clear()
                 .env(
                     "HTTPS_PROXY",
@@ -465,13 +462,15 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
                 "HTTPS_PROXY",
                 format!("http://control-proxy.example:{port}"),
             )
-            .args(["tcp", &format!("127.0.0.8:{port}"), "--linger-ms", "300"]),
+            .args(["tcp", &format!("127.0.0.8:{port}"), "--linger-ms", "300"])
+            .args(twice),
     );
     let (node, _) = connector_with(
         Command::new(connector_bin())
             .env_clear()
             .env("HTTPS_PROXY", format!("http://localhost:{port}"))
-            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"]),
+            .args(["tcp", &format!("127.0.0.1:{port}"), "--linger-ms", "300"])
+            .args(twice),
     );
     watched.assert_doctor_keeps_running(2);
     let reports = doctors(&["--host-root", &root.arg()]);
@@ -479,9 +478,11 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
     watched.assert_memory_bounded();
     let events = watched.finish(&root.secrets, &reports);
 
+    // The verdict of a process's last attempt.
     let verdict = |pid: u32| -> Value {
         events
             .iter()
+            .rev()
             .find(|e| e["event"]["action"] == "connect" && e["process"]["pid"] == pid)
             .unwrap_or_else(|| panic!("no event of {pid}"))["tracer"]["proxy"]
             .clone()
@@ -492,7 +493,7 @@ fn containers_whose_hosts_file_is_a_fifo_leave_name_resolution_working() {
     }
     for n in 1..=3 {
         // Every container's name was answered too (from the host's file):
-        // its second attempt has the verdict.
+        // its last attempt has the verdict.
         let address = format!("127.0.0.2{n}");
         let last = events
             .iter()

@@ -169,9 +169,7 @@ pub(super) fn watch_pid(
         w.refused.insert(path);
         return None;
     }
-    let Some(dir) = dir else {
-        return None;
-    };
+    let dir = dir?;
     let attached = File::open(&dir).and_then(|f| {
         let id = f.metadata()?.ino();
         Ok((f, id))

@@ -38,7 +38,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::nodefs::{NodeFsError, NodeRoot, HOST_CONFIG, PROCESS_FILES};
+use crate::nodefs::{NodeRoot, HOST_CONFIG, PROCESS_FILES};
 
 /// How long answers (positive and NXDOMAIN alike) are trusted before a
 /// background refresh.
@@ -414,6 +414,9 @@ fn work(
     host_root: &Path,
     lookup: &(dyn Fn(&str) -> LookupResult + Send + Sync),
 ) {
+    // The host root, opened once it is first needed (and again after a
+    // failure): one handle for the worker's life.
+    let mut host: Option<NodeRoot> = None;
     loop {
         // The lock is held only while waiting for the next request.
         let request = match queue.lock() {
@@ -423,7 +426,10 @@ fn work(
         let Ok(Request { name, root }) = request else {
             return;
         };
-        let result = resolve_blocking(&name, root, host_root, lookup);
+        if host.is_none() {
+            host = NodeRoot::open(host_root, &HOST_CONFIG).ok();
+        }
+        let result = resolve_blocking(&name, root, host.as_ref(), lookup);
         if answer.send(Reply { name, root, result }).is_err() {
             return;
         }
@@ -434,7 +440,7 @@ fn work(
 fn resolve_blocking(
     name: &str,
     root: Root,
-    host_root: &Path,
+    host: Option<&NodeRoot>,
     lookup: &(dyn Fn(&str) -> LookupResult + Send + Sync),
 ) -> LookupResult {
     // The process's file is read inside its own root, so its absolute
@@ -445,14 +451,9 @@ fn resolve_blocking(
     // host's file, which is also what processes in the host's namespace see.
     let text = root
         .pid
-        .and_then(|pid| {
-            read_hosts_file(NodeRoot::of_process(
-                Path::new("/proc"),
-                pid,
-                &PROCESS_FILES,
-            ))
-        })
-        .or_else(|| read_hosts_file(NodeRoot::open(host_root, &HOST_CONFIG)));
+        .and_then(|pid| NodeRoot::of_process(Path::new("/proc"), pid, &PROCESS_FILES).ok())
+        .and_then(|root| read_hosts_file(&root))
+        .or_else(|| host.and_then(read_hosts_file));
     if let Some(addrs) = text.and_then(|t| parse_hosts(&t).remove(name)) {
         if !addrs.is_empty() {
             return LookupResult::Addrs(addrs);
@@ -497,9 +498,8 @@ fn parse_ip_literal(s: &str) -> Option<IpAddr> {
     addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
 }
 
-fn read_hosts_file(root: Result<NodeRoot, NodeFsError>) -> Option<String> {
-    let read = root.and_then(|root| root.read(Path::new("/etc/hosts"), MAX_HOSTS_FILE_BYTES));
-    match read {
+fn read_hosts_file(root: &NodeRoot) -> Option<String> {
+    match root.read(Path::new("/etc/hosts"), MAX_HOSTS_FILE_BYTES) {
         Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
         Err(e) => {
             if !e.is_missing() {
