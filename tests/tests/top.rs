@@ -359,8 +359,7 @@ fn the_failing_unit_comes_first_with_its_proxy_and_the_file_that_set_it() {
     assert!(
         attempts
             .lines()
-            .filter(|l| l.contains(&format!("containerd ("))
-                && l.contains(&format!("-> {dead} refused")))
+            .filter(|l| l.contains("containerd (") && l.contains(&format!("-> {dead} refused")))
             .count()
             >= 10,
         "{attempts}"

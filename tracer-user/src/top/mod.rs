@@ -322,7 +322,7 @@ impl Replay {
     }
 
     /// Take in everything read so far, the clock at the newest attempt.
-    fn to_end(&mut self, model: &mut Model) {
+    fn play_to_end(&mut self, model: &mut Model) {
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(2) && self.peek().is_some() {
             if let Some((ts, line)) = self.next.take() {
@@ -479,7 +479,7 @@ fn ui(
 fn replay_action(r: &mut Replay, model: &mut Model, action: Action) {
     match action {
         Action::Step => r.advance(model, Some(1.0), Duration::from_secs(1)),
-        Action::ToEnd => r.to_end(model),
+        Action::ToEnd => r.play_to_end(model),
         Action::Faster => r.speed = (r.speed * 2.0).min(1024.0),
         Action::Slower => r.speed = (r.speed / 2.0).max(1.0 / 16.0),
         Action::None | Action::Quit => {}

@@ -893,8 +893,10 @@ mod tests {
         let mut m = Model::default();
         m.ingest_line(&line(&t(1), "a.service", true, ""));
         m.ingest_line(&line(&t(1), "b.service", false, DEAD));
-        let mut spec = ViewSpec::default();
-        spec.grouping = Grouping::Proxy;
+        let mut spec = ViewSpec {
+            grouping: Grouping::Proxy,
+            ..ViewSpec::default()
+        };
         let keys: Vec<String> = m
             .rows(&spec, T0 + 2.0, false)
             .into_iter()
