@@ -91,7 +91,7 @@ fn read_proc_keeping(
         }
         info.exe = process.exe().ok().map(|p| p.to_string_lossy().into_owned());
         if args {
-            info.args = process.cmdline().ok().map(|args| command_line(args));
+            info.args = process.cmdline().ok().map(command_line);
         }
         info.cgroup = process
             .cgroups()

@@ -52,7 +52,7 @@ pub fn render(f: &Facts<'_>, color: bool) -> String {
     let message = words::message(f, &destination);
     // --dns: the name the address was an answer for.
     let named = match &f.domain {
-        Some(d) => format!(" ({})", printable(&d.name)),
+        Some(d) => format!(" ({})", printable(d.name)),
         None => String::new(),
     };
     // comm, AF_UNIX paths, names and everything the message quotes are
