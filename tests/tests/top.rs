@@ -397,7 +397,7 @@ fn the_failing_unit_comes_first_with_its_proxy_and_the_file_that_set_it() {
         s.contains("tracer: stopped (quit)")
     });
     assert!(
-        summary.contains(" 0 events lost in the kernel")
+        summary.contains(" 0 attempts lost in the kernel")
             && summary.contains("0 events not written"),
         "{summary}"
     );
@@ -532,7 +532,7 @@ fn a_storm_loses_nothing_and_sigterm_restores_the_terminal() {
         "{summary}"
     );
     assert!(
-        summary.contains(" 0 events lost in the kernel"),
+        summary.contains(" 0 attempts lost in the kernel"),
         "{summary}"
     );
     assert!(
