@@ -6,6 +6,8 @@ use clap::{Parser, Subcommand};
 
 use crate::{probe::Mode, sink::Format};
 
+pub mod manual;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "tracer",
@@ -35,6 +37,27 @@ pub enum Command {
     /// destination, proxy), failing rows first, with rates, the last
     /// error and the proxy verdict. `?` lists the keys.
     Top(TopArgs),
+    /// Print a shell completion script on stdout, e.g.
+    /// `tracer completions bash > /etc/bash_completion.d/tracer`.
+    Completions(CompletionsArgs),
+    /// Write the manual's generated parts (man pages, the option and
+    /// metric references) into a folder; run by `cargo xtask docs`.
+    #[command(hide = true)]
+    Manual(ManualArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManualArgs {
+    /// Folder to write into: man/*.1, options.md, metrics.md (created).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -44,6 +44,14 @@ fn main() -> ExitCode {
             Ok(Err(e)) => report(&e),
             Err(code) => code,
         },
+        Command::Completions(args) => {
+            tracer_user::cli::manual::completions(args.shell, &mut std::io::stdout());
+            ExitCode::SUCCESS
+        }
+        Command::Manual(args) => match tracer_user::cli::manual::write(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => report(&e),
+        },
     }
 }
 

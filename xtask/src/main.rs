@@ -13,7 +13,10 @@
 //!   fuzz target in `tests/fuzz` for N seconds each.
 //! - `image`: an OCI image of the tracer, from scratch, offline
 //!   (`target/tracer-image.tar`; see `image.rs`).
+//! - `docs [--check]`: the book's generated pages, man pages, completions,
+//!   `mdbook build docs` and its link check (see `docs.rs`).
 
+mod docs;
 mod image;
 
 use std::{
@@ -69,6 +72,13 @@ enum Cmd {
     },
     /// Build the OCI image (target/tracer-image.tar) from scratch, offline.
     Image,
+    /// Regenerate the book's reference pages, target/man/*.1 and
+    /// target/completions/, build the book (docs/book) and check its links.
+    Docs {
+        /// Change nothing: fail if a generated page is out of date.
+        #[arg(long)]
+        check: bool,
+    },
 }
 
 fn main() -> Result<()> {
@@ -113,6 +123,12 @@ fn main() -> Result<()> {
             setup(false)?;
             image_tools()?;
             image::build_image(&root).map(|_| ())
+        }
+        Cmd::Docs { check } => {
+            setup(false)?;
+            install_missing(&["groff-base"])?;
+            build(&root)?;
+            docs::docs(&root, check)
         }
     }
 }
@@ -195,6 +211,10 @@ const PACKAGES: &[(&str, &str)] = &[
     // tests/tests/top.rs drives `tracer top` in a real terminal
     // (send-keys, capture-pane).
     ("tmux", "tmux"),
+    // `cargo xtask docs` renders every generated man page with groff, and
+    // `man ./target/man/tracer.1` reads them.
+    ("groff-base", "groff"),
+    ("man-db", "man"),
 ];
 
 /// The PyPI package that validates deploy/kubernetes/tracer.yaml against
@@ -255,6 +275,8 @@ fn setup(test_packages: bool) -> Result<()> {
                 KUBERNETES_VALIDATE,
             ]))?;
         }
+        // 5. mdbook, for the book `cargo xtask test` builds and checks.
+        docs::mdbook()?;
     }
     Ok(())
 }
@@ -262,9 +284,14 @@ fn setup(test_packages: bool) -> Result<()> {
 /// What `cargo xtask image` needs beyond the eBPF toolchain (buildah and
 /// strip), without the test packages.
 fn image_tools() -> Result<()> {
+    install_missing(&["buildah", "binutils"])
+}
+
+/// Those of `PACKAGES` named here that are not installed yet.
+fn install_missing(names: &[&str]) -> Result<()> {
     let missing: Vec<&str> = PACKAGES
         .iter()
-        .filter(|(pkg, bin)| matches!(*pkg, "buildah" | "binutils") && !have(bin))
+        .filter(|(pkg, bin)| names.contains(pkg) && !have(bin))
         .map(|(pkg, _)| *pkg)
         .collect();
     if !missing.is_empty() {
@@ -348,6 +375,9 @@ fn build(root: &Path) -> Result<()> {
 
 fn test(root: &Path, args: &[OsString]) -> Result<()> {
     build(root)?;
+    // The book first, as it fails fast: generated pages current, man pages
+    // render, every internal link and anchor resolves.
+    docs::docs(root, true)?;
     // The image, for tests/tests/image.rs (one static release build,
     // incremental after the first).
     let image = image::build_image(root)?;
