@@ -45,8 +45,10 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Completions(args) => {
-            tracer_user::cli::manual::completions(args.shell, &mut std::io::stdout());
-            ExitCode::SUCCESS
+            match tracer_user::cli::manual::completions(args.shell, &mut std::io::stdout()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => report(&e),
+            }
         }
         Command::Manual(args) => match tracer_user::cli::manual::write(&args) {
             Ok(()) => ExitCode::SUCCESS,

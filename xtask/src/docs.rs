@@ -85,10 +85,16 @@ pub fn docs(root: &Path, check: bool) -> Result<()> {
             continue;
         }
         if check {
-            stale.push(path.strip_prefix(root).unwrap_or(path).display().to_string());
+            stale.push(
+                path.strip_prefix(root)
+                    .unwrap_or(path)
+                    .display()
+                    .to_string(),
+            );
         } else {
             eprintln!("xtask: writing {}", path.display());
-            std::fs::write(path, want).with_context(|| format!("cannot write {}", path.display()))?;
+            std::fs::write(path, want)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
     }
     if !stale.is_empty() {
@@ -108,12 +114,15 @@ pub fn docs(root: &Path, check: bool) -> Result<()> {
 fn man_pages(root: &Path, generated: &Path) -> Result<()> {
     let man = root.join("target/man");
     if man.exists() {
-        std::fs::remove_dir_all(&man).with_context(|| format!("cannot remove {}", man.display()))?;
+        std::fs::remove_dir_all(&man)
+            .with_context(|| format!("cannot remove {}", man.display()))?;
     }
     std::fs::create_dir_all(&man).with_context(|| format!("cannot create {}", man.display()))?;
     let mut names = Vec::new();
     let from = generated.join("man");
-    for entry in std::fs::read_dir(&from).with_context(|| format!("cannot list {}", from.display()))? {
+    for entry in
+        std::fs::read_dir(&from).with_context(|| format!("cannot list {}", from.display()))?
+    {
         let entry = entry?;
         let to = man.join(entry.file_name());
         std::fs::copy(entry.path(), &to)
@@ -135,14 +144,23 @@ fn man_pages(root: &Path, generated: &Path) -> Result<()> {
             bail!("{name} renders without a NAME section");
         }
     }
-    eprintln!("xtask: {} man pages in {}: {}", names.len(), man.display(), names.join(" "));
+    eprintln!(
+        "xtask: {} man pages in {}: {}",
+        names.len(),
+        man.display(),
+        names.join(" ")
+    );
     Ok(())
 }
 
 fn completions(root: &Path, tracer: &Path) -> Result<()> {
     let dir = root.join("target/completions");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    for (shell, file) in [("bash", "tracer.bash"), ("zsh", "_tracer"), ("fish", "tracer.fish")] {
+    for (shell, file) in [
+        ("bash", "tracer.bash"),
+        ("zsh", "_tracer"),
+        ("fish", "tracer.fish"),
+    ] {
         let script = output(Command::new(tracer).args(["completions", shell]))?;
         let path = dir.join(file);
         std::fs::write(&path, script + "\n")
@@ -179,10 +197,17 @@ fn book(root: &Path) -> Result<()> {
     mdbook()?;
     let started = std::time::Instant::now();
     run(Command::new("mdbook").arg("build").arg(root.join("docs")))?;
-    eprintln!("xtask: book built in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "xtask: book built in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     let broken = check_links(root)?;
     if !broken.is_empty() {
-        bail!("{} broken link(s):\n  {}", broken.len(), broken.join("\n  "));
+        bail!(
+            "{} broken link(s):\n  {}",
+            broken.len(),
+            broken.join("\n  ")
+        );
     }
     Ok(())
 }
@@ -250,8 +275,12 @@ pub fn check_links(root: &Path) -> Result<Vec<String>> {
         } else {
             normal(&from.parent().unwrap_or(root).join(percent_decode(path)))
         };
-        // A book page named by its source: README links to docs/src/x.md.
+        // A book page named by its source: README links to docs/src/x.md
+        // (mdbook makes a chapter's README.md its index.html).
         let target = match target.strip_prefix(root.join("docs/src")) {
+            Ok(rel) if rel.file_name().is_some_and(|n| n == "README.md") => {
+                book.join(rel).with_file_name("index.html")
+            }
             Ok(rel) if rel.extension().is_some_and(|e| e == "md") => {
                 book.join(rel).with_extension("html")
             }
@@ -267,7 +296,10 @@ pub fn check_links(root: &Path) -> Result<Vec<String>> {
         if let Some(anchor) = anchor.filter(|a| !a.is_empty()) {
             match ids.get(&target) {
                 Some(found) if found.contains(&percent_decode(anchor)) => {}
-                Some(_) => broken.push(format!("{what}: {href} (no id {anchor:?} in {})", target.display())),
+                Some(_) => broken.push(format!(
+                    "{what}: {href} (no id {anchor:?} in {})",
+                    target.display()
+                )),
                 // An anchor into a file that is not a page (a schema):
                 // nothing to check it against.
                 None if target.extension().is_some_and(|e| e == "html") => {
@@ -278,7 +310,11 @@ pub fn check_links(root: &Path) -> Result<Vec<String>> {
         }
     };
     for (file, links) in &hrefs {
-        let what = file.strip_prefix(root).unwrap_or(file).display().to_string();
+        let what = file
+            .strip_prefix(root)
+            .unwrap_or(file)
+            .display()
+            .to_string();
         for href in links {
             check(file, href, &what, &mut broken);
         }
@@ -457,7 +493,12 @@ fn rows(schema: &Value, node: &Value, prefix: &str, out: &mut String, seen: &mut
                 rows(schema, items, &format!("{path}[]"), out, seen);
             }
             for key in ["oneOf", "anyOf"] {
-                for alt in target.get(key).and_then(Value::as_array).into_iter().flatten() {
+                for alt in target
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                {
                     rows(schema, alt, &path, out, seen);
                 }
             }
@@ -482,7 +523,11 @@ fn describe_type(schema: &Value, node: &Value) -> String {
         return format!("`{c}`");
     }
     if let Some(e) = node.get("enum").and_then(Value::as_array) {
-        return e.iter().map(|v| format!("`{v}`")).collect::<Vec<_>>().join(", ");
+        return e
+            .iter()
+            .map(|v| format!("`{v}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
     }
     for key in ["oneOf", "anyOf"] {
         if let Some(alts) = node.get(key).and_then(Value::as_array) {
@@ -547,7 +592,10 @@ mod tests {
             }}}
         });
         let page = schema_page(&schema, "schema/x.json", "X");
-        assert!(page.contains("| `a` | string | **required**. the \\| a |"), "{page}");
+        assert!(
+            page.contains("| `a` | string | **required**. the \\| a |"),
+            "{page}"
+        );
         assert!(page.contains("| `list[].n` | integer ≥ 0 |"), "{page}");
         // A self-reference is listed once, not followed for ever.
         assert!(page.contains("| `list[].again` |"), "{page}");
@@ -556,11 +604,51 @@ mod tests {
 
     #[test]
     fn html_ids_and_links_are_read() {
-        let (ids, hrefs) =
-            scan_html(r##"<h2 id="a-b"><a class="header" href="#a-b">x</a></h2><a href="p.html#q&amp;r">"##);
+        let (ids, hrefs) = scan_html(
+            r##"<h2 id="a-b"><a class="header" href="#a-b">x</a></h2><a href="p.html#q&amp;r">"##,
+        );
         assert!(ids.contains("a-b"));
         assert_eq!(hrefs, ["#a-b", "p.html#q&r"]);
         assert_eq!(percent_decode("a%20b%zz"), "a b%zz");
-        assert_eq!(normal(Path::new("/r/docs/book/../../schema/x")), Path::new("/r/schema/x"));
+        assert_eq!(
+            normal(Path::new("/r/docs/book/../../schema/x")),
+            Path::new("/r/schema/x")
+        );
+    }
+
+    #[test]
+    fn broken_links_and_anchors_are_found() {
+        let root = std::env::temp_dir().join(format!("xtask-links-{}", std::process::id()));
+        let book = root.join("docs/book");
+        std::fs::create_dir_all(book.join("sub")).expect("mkdir");
+        std::fs::write(
+            book.join("a.html"),
+            r##"<h1 id="x">A</h1><a href="#x">ok</a><a href="sub/index.html#z">ok</a>
+            <a href="gone.html">missing page</a><a href="a.html#y">missing anchor</a>
+            <a href="https://example.org/nowhere">external</a>"##,
+        )
+        .expect("write");
+        std::fs::write(book.join("sub/index.html"), r#"<h2 id="z">Z</h2>"#).expect("write");
+        std::fs::write(
+            root.join("README.md"),
+            "[a](docs/src/a.md#x) [sub](docs/src/sub/README.md#z) [bad](docs/src/a.md#nope) [file](NOFILE.md)\n",
+        )
+        .expect("write");
+        let broken = check_links(&root).expect("check");
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(broken.len(), 4, "{broken:#?}");
+        for (what, needle) in [
+            ("docs/book/a.html", "gone.html"),
+            ("docs/book/a.html", "a.html#y"),
+            ("README.md", "docs/src/a.md#nope"),
+            ("README.md", "NOFILE.md"),
+        ] {
+            assert!(
+                broken
+                    .iter()
+                    .any(|b| b.starts_with(what) && b.contains(needle)),
+                "{needle} not reported: {broken:#?}"
+            );
+        }
     }
 }

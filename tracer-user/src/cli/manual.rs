@@ -30,9 +30,18 @@ pub fn command() -> clap::Command {
     Cli::command()
 }
 
-/// A completion script for `shell` (`tracer completions SHELL`).
-pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) {
-    clap_complete::generate(shell, &mut command(), "tracer", out);
+/// A completion script for `shell` (`tracer completions SHELL`). Built in
+/// memory first: clap_complete panics on a failed write (a closed pipe),
+/// and a write error here is an error message, never a panic.
+pub fn completions(shell: clap_complete::Shell, out: &mut dyn Write) -> Result<(), ManualError> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command(), "tracer", &mut script);
+    out.write_all(&script)
+        .and_then(|()| out.flush())
+        .map_err(|source| ManualError::Write {
+            path: PathBuf::from("(stdout)"),
+            source,
+        })
 }
 
 /// `tracer manual --out DIR`: `DIR/man/tracer.1` and one page per
@@ -146,9 +155,8 @@ pub fn options_markdown() -> String {
     out
 }
 
-/// One metric family: its name as scraped, type and help text, and the
-/// label names its series carry from the start (families whose series
-/// appear later, such as proxy dials, describe theirs in the help).
+/// One metric family: its name as registered, type, help text and label
+/// names.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Family {
     pub name: String,
@@ -158,9 +166,10 @@ pub struct Family {
 }
 
 /// Every family `metrics::Metrics` registers, read back from the text
-/// exposition of a fresh registry, so the list is the code's own.
+/// exposition of its registry (with a series in each family), so the list
+/// is the code's own.
 pub fn metric_families() -> Result<Vec<Family>, ManualError> {
-    let metrics = crate::metrics::Metrics::new();
+    let metrics = crate::metrics::Metrics::catalogue();
     let text = crate::metrics::encode(&metrics.registry).map_err(ManualError::Metrics)?;
     let mut families: Vec<Family> = Vec::new();
     for line in text.lines() {
@@ -176,7 +185,8 @@ pub fn metric_families() -> Result<Vec<Family>, ManualError> {
             if let (Some(family), Some((_, kind))) = (families.last_mut(), rest.split_once(' ')) {
                 kind.clone_into(&mut family.kind);
             }
-        } else if let (Some(family), Some((_, labels))) = (families.last_mut(), line.split_once('{'))
+        } else if let (Some(family), Some((_, labels))) =
+            (families.last_mut(), line.split_once('{'))
         {
             for pair in labels.split(',') {
                 if let Some((label, _)) = pair.split_once('=') {
@@ -200,8 +210,7 @@ pub fn metrics_markdown() -> Result<String, ManualError> {
     out.push_str("# Metrics\n\n");
     out.push_str(
         "Every family `tracer trace --metrics-addr ADDR` serves on `/metrics`, with the help \
-         text the endpoint sends. A counter's samples carry the suffix `_total`. Labels are \
-         those its series carry from the start; the help text names the others.\n\n",
+         text the endpoint sends. A counter's samples carry the suffix `_total`.\n\n",
     );
     out.push_str("| metric | type | labels | meaning |\n|---|---|---|---|\n");
     for f in metric_families()? {
@@ -236,6 +245,8 @@ mod tests {
             "tracer_proxy_dials",
             "tracer_events_lost",
             "tracer_doctor_proxy_reachable",
+            "tracer_doctor_proxy_info",
+            "tracer_doctor_findings",
             "tracer_build_info",
         ] {
             assert!(names.contains(&name), "{name} missing from {names:?}");
@@ -246,6 +257,21 @@ mod tests {
             .expect("attempts");
         assert_eq!(attempts.kind, "counter");
         assert_eq!(attempts.labels, ["result", "transport", "via_proxy"]);
+        let dials = families
+            .iter()
+            .find(|f| f.name == "tracer_proxy_dials")
+            .expect("dials");
+        assert_eq!(
+            dials.labels,
+            [
+                "unit",
+                "manager",
+                "namespace",
+                "variable",
+                "proxy",
+                "result"
+            ]
+        );
         assert!(families.iter().all(|f| !f.help.is_empty()));
     }
 
@@ -273,7 +299,7 @@ mod tests {
             clap_complete::Shell::Fish,
         ] {
             let mut out = Vec::new();
-            completions(shell, &mut out);
+            completions(shell, &mut out).expect("completions");
             let text = String::from_utf8(out).expect("utf-8");
             for word in ["preflight", "doctor", "--metrics-addr"] {
                 assert!(text.contains(word), "{shell:?} lacks {word}");
@@ -285,7 +311,12 @@ mod tests {
     fn man_pages_render_with_a_name_section() {
         let dir = std::env::temp_dir().join(format!("tracer-man-{}", std::process::id()));
         write(&ManualArgs { out: dir.clone() }).expect("write");
-        for page in ["tracer.1", "tracer-trace.1", "tracer-doctor.1", "tracer-completions.1"] {
+        for page in [
+            "tracer.1",
+            "tracer-trace.1",
+            "tracer-doctor.1",
+            "tracer-completions.1",
+        ] {
             let text = std::fs::read_to_string(dir.join("man").join(page)).expect(page);
             assert!(text.contains(".SH NAME"), "{page}");
         }

@@ -149,6 +149,27 @@ impl DoctorMetrics {
             .set(i64::try_from(report.daemons.len()).unwrap_or(i64::MAX));
     }
 
+    /// One series in each family that starts empty, for
+    /// `Metrics::catalogue` (the manual's list); never on a served registry.
+    pub(super) fn placeholder(&self) {
+        let empty = String::new;
+        let _ = self.info.get_or_create_owned(&[
+            ("daemon", empty()),
+            ("unit", empty()),
+            ("variable", empty()),
+            ("proxy", empty()),
+            ("source", empty()),
+        ]);
+        let _ = self.reachable.get_or_create_owned(&[
+            ("daemon", empty()),
+            ("unit", empty()),
+            ("proxy", empty()),
+        ]);
+        let _ = self
+            .findings
+            .get_or_create_owned(&[("code", empty()), ("severity", empty())]);
+    }
+
     fn finished(&self, ok: bool) {
         self.runs
             .get_or_create(&[("result", if ok { "ok" } else { "error" })])
