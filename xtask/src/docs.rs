@@ -140,7 +140,17 @@ fn man_pages(root: &Path, generated: &Path) -> Result<()> {
                 .arg(man.join(name)),
         )
         .with_context(|| format!("groff cannot render {name}"))?;
-        if !rendered.contains("NAME") {
+        // grotty embolds by overstriking (`N\x08N`): drop each backspace
+        // and the character it strikes over to read the text.
+        let mut text = String::with_capacity(rendered.len());
+        for c in rendered.chars() {
+            if c == '\x08' {
+                text.pop();
+            } else {
+                text.push(c);
+            }
+        }
+        if !text.contains("\nNAME\n") {
             bail!("{name} renders without a NAME section");
         }
     }
@@ -196,7 +206,21 @@ pub fn mdbook() -> Result<()> {
 fn book(root: &Path) -> Result<()> {
     mdbook()?;
     let started = std::time::Instant::now();
-    run(Command::new("mdbook").arg("build").arg(root.join("docs")))?;
+    let built = Command::new("mdbook")
+        .arg("build")
+        .arg(root.join("docs"))
+        .output()
+        .context("cannot start mdbook")?;
+    let log = String::from_utf8_lossy(&built.stderr);
+    if !built.status.success() {
+        bail!("mdbook build docs failed: {}\n{log}", built.status);
+    }
+    // A warning is a page that renders wrong (an unclosed `<tag>` in a
+    // table, say): fail on it like on a broken link.
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("WARN")).collect();
+    if !warnings.is_empty() {
+        bail!("mdbook warned:\n{log}");
+    }
     eprintln!(
         "xtask: book built in {:.1} s",
         started.elapsed().as_secs_f64()
@@ -278,6 +302,9 @@ pub fn check_links(root: &Path) -> Result<Vec<String>> {
         // A book page named by its source: README links to docs/src/x.md
         // (mdbook makes a chapter's README.md its index.html).
         let target = match target.strip_prefix(root.join("docs/src")) {
+            // The table of contents is no page; the file itself reads as
+            // one on a forge.
+            Ok(rel) if rel == Path::new("SUMMARY.md") => target,
             Ok(rel) if rel.file_name().is_some_and(|n| n == "README.md") => {
                 book.join(rel).with_file_name("index.html")
             }
@@ -394,7 +421,7 @@ pub fn schema_page(schema: &Value, source: &str, title: &str) -> String {
         let _ = writeln!(out, "Schema: [`{source}`](../../../{source}) ({t}).\n");
     }
     if let Some(d) = schema.get("description").and_then(Value::as_str) {
-        let _ = writeln!(out, "{}\n", d.trim());
+        let _ = writeln!(out, "{}\n", escape_html(d.trim()));
     }
     out.push_str(
         "A field marked **required** is in every record of its kind; `[]` marks an array's \
@@ -420,7 +447,7 @@ pub fn schema_page(schema: &Value, source: &str, title: &str) -> String {
                 let _ = writeln!(out, "`event.action`: {action}.\n");
             }
             if let Some(d) = def.get("description").and_then(Value::as_str) {
-                let _ = writeln!(out, "{}\n", d.trim());
+                let _ = writeln!(out, "{}\n", escape_html(d.trim()));
             }
             table(schema, def, &mut out);
         }
@@ -566,10 +593,29 @@ fn describe_type(schema: &Value, node: &Value) -> String {
 }
 
 fn cell(text: &str) -> String {
-    text.split_whitespace()
+    escape_html(
+        &text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .replace('|', "\\|"),
+    )
+}
+
+/// `<` and `>` outside code spans as entities: `/proc/<pid>/environ` in a
+/// description is text, not an HTML tag.
+fn escape_html(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            if i % 2 == 0 {
+                part.replace('<', "&lt;").replace('>', "&gt;")
+            } else {
+                part.to_string()
+            }
+        })
         .collect::<Vec<_>>()
-        .join(" ")
-        .replace('|', "\\|")
+        .join("`")
 }
 
 #[cfg(test)]
