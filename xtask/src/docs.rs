@@ -643,6 +643,10 @@ mod tests {
             "{page}"
         );
         assert!(page.contains("| `list[].n` | integer ≥ 0 |"), "{page}");
+        assert_eq!(
+            escape_html("/proc/<pid> `<pid>`"),
+            "/proc/&lt;pid&gt; `<pid>`"
+        );
         // A self-reference is listed once, not followed for ever.
         assert!(page.contains("| `list[].again` |"), "{page}");
         assert!(!page.contains("list[].again.n"), "{page}");
