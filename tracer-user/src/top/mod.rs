@@ -461,7 +461,10 @@ fn ui(
         // crossterm reads only when the terminal has bytes and is still
         // there (see `term::Stop` for why); then every event it parsed
         // from them, since those no longer show in the terminal's poll.
-        match tty.wait(Duration::from_millis(20)).map_err(TopError::Terminal)? {
+        match tty
+            .wait(Duration::from_millis(20))
+            .map_err(TopError::Terminal)?
+        {
             term::Input::Gone => return Ok(()),
             term::Input::Idle => {}
             term::Input::Ready => {

@@ -186,13 +186,15 @@ impl Tty {
             Err(e) => return Err(e.into()),
         }
         let got = fds[0].revents();
-        Ok(if got.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
-            Input::Gone
-        } else if got.contains(PollFlags::IN) {
-            Input::Ready
-        } else {
-            Input::Idle
-        })
+        Ok(
+            if got.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                Input::Gone
+            } else if got.contains(PollFlags::IN) {
+                Input::Ready
+            } else {
+                Input::Idle
+            },
+        )
     }
 }
 
