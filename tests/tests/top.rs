@@ -541,3 +541,48 @@ fn a_storm_loses_nothing_and_sigterm_restores_the_terminal() {
     );
     assert_usable(&stty(&t, &dir));
 }
+
+/// The terminal goes away under a live `top` (its tmux pane is killed, as
+/// when a window closes or ssh drops): top must end by itself and detach,
+/// not outlive its terminal spinning on reads that return nothing.
+/// crossterm 0.28's reader spins forever on a hung-up terminal; `top`
+/// polls the terminal itself first. Without that, this tracer kept
+/// running at 100% CPU until SIGKILL.
+#[test]
+fn closing_the_terminal_ends_top() {
+    let dir = temp_dir("top-hangup");
+    let t = Tmux::start("hangup", 80, 24, &[]);
+    let stderr = dir.join("stderr.txt");
+    t.line(&format!(
+        "{} top --comm connector 2>{}",
+        tracer_bin().display(),
+        stderr.display()
+    ));
+    wait_file(&stderr, "tracer: ready", Duration::from_secs(60), |s| {
+        s.contains("ready")
+    });
+    t.wait_for("the view", Duration::from_secs(10), |s| s.contains("ATT/S"));
+    let pid = tracer_pid(&t);
+    let t0 = Instant::now();
+    t.tmux(&["kill-pane", "-t", "t"]);
+    // A bound for a hang, not a timing assertion.
+    let deadline = t0 + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break;
+        }
+        if Instant::now() > deadline {
+            // SAFETY: plain kill(2) on the tracer this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            panic!("tracer top (pid {pid}) still runs 30 s after its terminal closed: {state}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    println!("ended {:?} after the pane closed", t0.elapsed());
+    // It ended through its own shutdown: the drain's summary was written.
+    let summary = wait_file(&stderr, "the summary", Duration::from_secs(5), |s| {
+        s.contains("tracer: stopped")
+    });
+    println!("{summary}");
+}

@@ -12,7 +12,7 @@
 pub mod args;
 
 /// Placeholder written where credentials were.
-const REDACTED: &str = "REDACTED";
+pub(crate) const REDACTED: &str = "REDACTED";
 
 /// A request target (`http://h/p?access_token=x`, `/p?X-Amz-Signature=x`,
 /// `h:443`) as it may be shown: URL credentials redacted, and its query

@@ -642,3 +642,56 @@ fn drift_values_with_a_scheme_in_the_password_stay_redacted() {
         ],
     );
 }
+
+/// Test 6: a proxy password holding an unencoded `/`
+/// (`http://Usr53x:4561/Sek52slash@127.0.0.1:P`). Go's URL parse ends the
+/// authority at the `/`, so the client dials host `Usr53x`, port 4561: a
+/// piece of the credentials. The event (proxy URL, endpoint, message), the
+/// tracer's stderr and the doctor's text and JSON say `REDACTED` there, and
+/// neither the user name nor the password appears anywhere.
+#[test]
+fn a_slash_in_a_proxy_password_does_not_leak_it_as_the_host() {
+    let port = closed_port();
+    let value = format!("http://Usr53x:4561/Sek52slash@127.0.0.1:{port}");
+    let tracer = Tracer::start(&[]);
+    let mut cmd = client("/usr/bin/python3", "trt-hslash", port, "20", &[]);
+    cmd.env_clear()
+        .env("HTTPS_PROXY", &value)
+        .env("HTTP_PROXY", &value)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let living = Living(cmd.spawn().expect("spawn"));
+    let pid = living.0.id();
+    // Its dial is written (python starts slowly on a busy machine) before
+    // the doctor looks and the client is stopped.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while attempts_of(&tracer_tests::read_events(&tracer.output), pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no event for the client (pid {pid})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let doctor = doctor(pid, None);
+    drop(living);
+    let output = tracer.output.clone();
+    let stopped = tracer.stop();
+    let raw = std::fs::read_to_string(output).expect("read output");
+    let event = event_of(&stopped.events, pid, "the client");
+    assert_matches_schema(event);
+    // The verdict is still there, with the credentials' place said.
+    let proxy = &event["tracer"]["proxy"];
+    assert_eq!(proxy["url"], "http://REDACTED", "{event}");
+    assert_eq!(proxy["variable"], "HTTPS_PROXY", "{event}");
+    assert!(doctor.contains("REDACTED"), "{doctor}");
+    let lower = raw.to_ascii_lowercase();
+    assert_nowhere(
+        &["usr53x", "sek52slash"],
+        &[
+            ("the events", &lower),
+            ("stderr", &stopped.stderr.to_ascii_lowercase()),
+            ("the doctor", &doctor.to_ascii_lowercase()),
+        ],
+    );
+}

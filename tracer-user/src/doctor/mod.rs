@@ -686,7 +686,7 @@ fn check_proxies(env: &ProxyEnv, timeout: Duration) -> Vec<ProxyCheck> {
             existing.variables.push(var.name().to_string());
             continue;
         }
-        let tcp = reach::tcp_connect(&url.host, url.port, timeout);
+        let tcp = reach::shown(reach::tcp_connect(&url.host, url.port, timeout), &url);
         out.push(ProxyCheck {
             url: url.redacted(),
             endpoint,

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     decode::verdict_for_errno,
-    redact::redact,
-    verdict::proxy::{parse_proxy_url, Rules},
+    redact::{redact, REDACTED},
+    verdict::proxy::{parse_proxy_url, ProxyUrl, Rules},
 };
 
 /// Longest proxy reply header read: a status line fits in far less.
@@ -163,6 +163,20 @@ fn error_text(e: &std::io::Error) -> String {
 }
 
 /// One TCP connect to `host:port`, closed at once.
+/// `reach` as it may be shown: when the host and port dialled are a piece
+/// of the credentials (`ProxyUrl::host_from_credentials`), neither the
+/// error text nor the address names them.
+pub fn shown(mut reach: Reach, url: &ProxyUrl) -> Reach {
+    if url.host_from_credentials {
+        reach.detail = reach.detail.map(|d| {
+            d.replace(&url.host, REDACTED)
+                .replace(&url.port.to_string(), REDACTED)
+        });
+        reach.address = reach.address.map(|_| REDACTED.to_owned());
+    }
+    reach
+}
+
 pub fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Reach {
     match dial(host, port, timeout) {
         Ok(stream) => Reach {
@@ -196,7 +210,11 @@ pub fn connect_through(proxy_url: &str, target: &str, timeout: Duration) -> Tunn
     }
     let mut stream = match dial(&url.host, url.port, timeout) {
         Ok(s) => s,
-        Err(reach) => return Tunnel::Unreached { reach },
+        Err(reach) => {
+            return Tunnel::Unreached {
+                reach: shown(reach, &url),
+            }
+        }
     };
     let mut request =
         format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: tracer-doctor\r\n");

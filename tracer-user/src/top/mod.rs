@@ -88,12 +88,14 @@ pub fn run(args: TopArgs) -> Result<(), TopError> {
         Some(path) => Feed::Replay(Replay::open(path, args.speed)?),
         None => Feed::Live(Live::start(trace_args(&args)?)?),
     };
-    let stop = term::stop_flag().map_err(TopError::Terminal)?;
+    let stop = term::Stop::install().map_err(TopError::Terminal)?;
+    let tty = term::Tty::open().map_err(TopError::Terminal)?;
     let held = HeldStderr::hold();
     let outcome = term::Screen::enter()
         .map_err(TopError::Terminal)
         .and_then(|mut screen| {
-            let r = ui(&mut screen, &mut feed, &args, &stop);
+            let r = ui(&mut screen, &tty, &mut feed, &args, &stop);
+            stop.done();
             drop(screen);
             r
         });
@@ -386,9 +388,10 @@ fn wall_now() -> f64 {
 /// The screen's loop.
 fn ui(
     screen: &mut term::Screen,
+    tty: &term::Tty,
     feed: &mut Feed,
     args: &TopArgs,
-    stop: &std::sync::atomic::AtomicBool,
+    stop: &term::Stop,
 ) -> Result<(), TopError> {
     let mut model = Model::default();
     let mut app = App::new(args.group);
@@ -397,7 +400,7 @@ fn ui(
     let mut last_tick = Instant::now();
     let mut dirty = true;
     loop {
-        if term::stopped(stop) {
+        if stop.stopped() {
             return Ok(());
         }
         // Take in what is queued, for a bounded slice of time.
@@ -455,22 +458,34 @@ fn ui(
             last_frame = Some(Instant::now());
             dirty = false;
         }
-        if event::poll(Duration::from_millis(20)).map_err(TopError::Terminal)? {
-            match event::read().map_err(TopError::Terminal)? {
-                Event::Key(k) if k.kind != KeyEventKind::Release => {
-                    dirty = true;
-                    match app.key(k, &model) {
-                        Action::Quit => return Ok(()),
-                        Action::None => {}
-                        action => {
-                            if let Feed::Replay(r) = feed {
-                                replay_action(r, &mut model, action);
+        // crossterm reads only when the terminal has bytes and is still
+        // there (see `term::Stop` for why); then every event it parsed
+        // from them, since those no longer show in the terminal's poll.
+        match tty
+            .wait(Duration::from_millis(20))
+            .map_err(TopError::Terminal)?
+        {
+            term::Input::Gone => return Ok(()),
+            term::Input::Idle => {}
+            term::Input::Ready => {
+                while event::poll(Duration::ZERO).map_err(TopError::Terminal)? {
+                    match event::read().map_err(TopError::Terminal)? {
+                        Event::Key(k) if k.kind != KeyEventKind::Release => {
+                            dirty = true;
+                            match app.key(k, &model) {
+                                Action::Quit => return Ok(()),
+                                Action::None => {}
+                                action => {
+                                    if let Feed::Replay(r) = feed {
+                                        replay_action(r, &mut model, action);
+                                    }
+                                }
                             }
                         }
+                        Event::Resize(..) => dirty = true,
+                        _ => {}
                     }
                 }
-                Event::Resize(..) => dirty = true,
-                _ => {}
             }
         }
     }

@@ -7,12 +7,13 @@
 use std::{
     collections::VecDeque,
     io::{self, Read, Stdout, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
     thread::JoinHandle,
+    time::{Duration, Instant},
 };
 
 use crossterm::{
@@ -20,6 +21,7 @@ use crossterm::{
     terminal::{self, EnterAlternateScreen, LeaveAlternateScreen},
 };
 use ratatui::{backend::CrosstermBackend, Terminal};
+use rustix::event::{poll, PollFd, PollFlags};
 
 /// The stderr kept while the screen is up: the last this many bytes.
 const STDERR_KEPT: usize = 64 * 1024;
@@ -78,23 +80,122 @@ impl Drop for Screen {
     }
 }
 
+/// How long the screen's loop has to notice a stop signal before the
+/// guard ends the process itself.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 /// Set when SIGTERM, SIGINT or SIGHUP arrives; the loop then quits and
 /// restores the terminal. (In raw mode Ctrl-C is a key, not SIGINT; these
 /// come from `kill` or a closed terminal.)
-pub fn stop_flag() -> io::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(sig, flag.clone())?;
-    }
-    Ok(flag)
+///
+/// A guard thread backs the flag up: should the loop not return within
+/// `STOP_GRACE` of the signal (crossterm 0.28's reader spins forever, never
+/// returning from `event::poll`, once its terminal is gone and `read(2)`
+/// answers 0 or EIO — crossterm-rs/crossterm#793; `Tty::wait` keeps the
+/// loop away from that reader on a hung-up terminal, and this covers a
+/// hangup that races it), the guard restores what it can and exits with
+/// 128 + the signal. `Stop::done` tells it the loop has returned.
+pub struct Stop {
+    pub flag: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
 }
 
-pub fn stopped(flag: &AtomicBool) -> bool {
-    flag.load(Ordering::Relaxed)
+impl Stop {
+    pub fn install() -> io::Result<Self> {
+        let flag = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let sigs = [
+            signal_hook::consts::SIGTERM,
+            signal_hook::consts::SIGINT,
+            signal_hook::consts::SIGHUP,
+        ];
+        for sig in sigs {
+            signal_hook::flag::register(sig, flag.clone())?;
+        }
+        let mut signals = signal_hook::iterator::Signals::new(sigs)?;
+        let guard_done = done.clone();
+        std::thread::Builder::new()
+            .name("stop-guard".into())
+            .spawn(move || {
+                // Ends with the process: one wait for the first signal.
+                let Some(sig) = signals.forever().next() else {
+                    return;
+                };
+                let deadline = Instant::now() + STOP_GRACE;
+                while Instant::now() < deadline {
+                    if guard_done.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                if !guard_done.load(Ordering::Relaxed) {
+                    restore();
+                    std::process::exit(128 + sig);
+                }
+            })?;
+        Ok(Self { flag, done })
+    }
+
+    pub fn stopped(&self) -> bool {
+        self.flag.load(Ordering::Relaxed)
+    }
+
+    /// The screen's loop has returned: the guard stands down.
+    pub fn done(&self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the terminal has for the screen's loop.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Input {
+    /// Nothing within the wait.
+    Idle,
+    /// Bytes to read: crossterm may read them now.
+    Ready,
+    /// The terminal hung up (its window or pane closed, ssh dropped).
+    Gone,
+}
+
+/// The terminal crossterm reads keys from (stdin when it is a terminal,
+/// else /dev/tty, as crossterm chooses), polled here first so crossterm's
+/// reader only runs when there is something to read and the terminal is
+/// still there.
+pub struct Tty {
+    fd: OwnedFd,
+}
+
+impl Tty {
+    pub fn open() -> io::Result<Self> {
+        let fd = if io::IsTerminal::is_terminal(&io::stdin()) {
+            io::stdin().as_fd().try_clone_to_owned()?
+        } else {
+            std::fs::File::open("/dev/tty")?.into()
+        };
+        Ok(Self { fd })
+    }
+
+    /// Wait up to `timeout` for input or a hangup.
+    pub fn wait(&self, timeout: Duration) -> io::Result<Input> {
+        let mut fds = [PollFd::new(&self.fd, PollFlags::IN)];
+        let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        match poll(&mut fds, ms) {
+            Ok(_) => {}
+            // A signal: the caller looks at its stop flag next.
+            Err(rustix::io::Errno::INTR) => return Ok(Input::Idle),
+            Err(e) => return Err(e.into()),
+        }
+        let got = fds[0].revents();
+        Ok(
+            if got.intersects(PollFlags::HUP | PollFlags::ERR | PollFlags::NVAL) {
+                Input::Gone
+            } else if got.contains(PollFlags::IN) {
+                Input::Ready
+            } else {
+                Input::Idle
+            },
+        )
+    }
 }
 
 /// stderr sent into a pipe whose reader keeps the last `STDERR_KEPT`

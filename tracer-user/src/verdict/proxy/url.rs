@@ -11,7 +11,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv6Addr};
 
 use super::Rules;
-use crate::redact::redact_value;
+use crate::redact::{redact_value, REDACTED};
 
 /// A parsed proxy URL. Credentials are never stored, only whether there were
 /// any, so `Debug` is safe; [`ProxyUrl::redacted`] (also `Display`) shows
@@ -35,11 +35,23 @@ pub struct ProxyUrl {
     /// such host"). The same mechanism once turned `socks5h://` into a host
     /// named `socks5h` (golang/go#24135).
     pub misparsed: bool,
+    /// The value holds an `@` that the parse did not take as the end of
+    /// credentials: a password or user name with an unencoded `/`, `?` or
+    /// `#` (`http://user:1234/x@proxy:3128`) ends the authority early, so
+    /// the client takes a piece of the credentials for the host and port
+    /// (Go dials `user:1234`). `host` and `port` still say what is dialled,
+    /// but [`ProxyUrl::redacted`] and [`ProxyUrl::host_port`], which are
+    /// what gets shown, say `REDACTED` instead of them.
+    pub host_from_credentials: bool,
 }
 
 impl ProxyUrl {
-    /// `scheme://host:port`, with `REDACTED@` where credentials were.
+    /// `scheme://host:port`, with `REDACTED@` where credentials were
+    /// (`scheme://REDACTED` when the host and port came from them).
     pub fn redacted(&self) -> String {
+        if self.host_from_credentials {
+            return format!("{}://{REDACTED}", self.scheme);
+        }
         format!(
             "{}://{}{}",
             self.scheme,
@@ -52,9 +64,13 @@ impl ProxyUrl {
         )
     }
 
-    /// `host:port`, with brackets around an IPv6 host: what gets dialed.
+    /// `host:port`, with brackets around an IPv6 host: what gets dialed,
+    /// as shown (`REDACTED` when it is a piece of the credentials; dial
+    /// `host` and `port`).
     pub fn host_port(&self) -> String {
-        if self.host.contains(':') {
+        if self.host_from_credentials {
+            REDACTED.to_owned()
+        } else if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
@@ -167,7 +183,14 @@ pub fn parse_proxy_url(value: &str, rules: Rules) -> Result<ProxyUrl, ProxyUrlEr
         Rules::Go => parse_go(value),
         Rules::Curl | Rules::Python => parse_lenient(value, rules),
     };
-    result.map_err(|kind| ProxyUrlError::new(kind, value))
+    result
+        .map(|mut url| {
+            // An `@` the parse left outside the authority ended credentials
+            // that held a delimiter; no proxy URL has one in its path.
+            url.host_from_credentials = !url.has_credentials && value.contains('@');
+            url
+        })
+        .map_err(|kind| ProxyUrlError::new(kind, value))
 }
 
 /// The pieces of a parsed URL that matter for dialing.
@@ -198,6 +221,7 @@ impl Parts {
             port,
             has_credentials: self.has_credentials,
             misparsed: false,
+            host_from_credentials: false,
         })
     }
 }
@@ -617,6 +641,41 @@ mod tests {
 
     fn url(value: &str, rules: Rules) -> ProxyUrl {
         parse_proxy_url(value, rules).unwrap()
+    }
+
+    /// A `/` (or `?`, `#`) in the credentials ends the authority early:
+    /// the clients take a piece of the credentials for host and port. That
+    /// is what they dial, so it is kept, but never shown.
+    #[test]
+    fn a_delimiter_in_credentials_is_dialled_but_never_shown() {
+        for value in [
+            "http://ops:1234/Sek52@proxy.corp:3128",
+            "http://ops:1234?Sek52@proxy.corp:3128",
+            "ops:1234/Sek52@proxy.corp:3128",
+            "http://o/ps:Sek52@proxy.corp:3128",
+        ] {
+            for rules in [Rules::Go, Rules::Curl, Rules::Python] {
+                let Ok(u) = parse_proxy_url(value, rules) else {
+                    continue;
+                };
+                assert!(u.host_from_credentials, "{value} {rules}");
+                assert!(!u.host.contains("proxy"), "{value} {rules}: {u:?}");
+                for shown in [u.redacted(), u.host_port(), u.to_string()] {
+                    assert!(!shown.contains("ops"), "{value} {rules}: {shown}");
+                    assert!(!shown.contains("1234"), "{value} {rules}: {shown}");
+                    assert!(shown.contains("REDACTED"), "{value} {rules}: {shown}");
+                }
+            }
+        }
+        // Go dials what it parsed: host "ops", port 1234.
+        let u = url("http://ops:1234/Sek52@proxy.corp:3128", Rules::Go);
+        assert_eq!((u.host.as_str(), u.port), ("ops", 1234));
+        // Well-formed credentials are not it.
+        let u = url("http://u:p@proxy:3128", Rules::Go);
+        assert!(!u.host_from_credentials);
+        assert_eq!(u.redacted(), "http://REDACTED@proxy:3128");
+        // An `@` in a path (which no proxy URL has) errs towards hiding.
+        assert!(url("http://proxy:3128/x@y", Rules::Go).host_from_credentials);
     }
 
     /// From the proxy_url fuzz target (tests/fuzz/corpus/proxy_url/
