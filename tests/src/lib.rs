@@ -174,17 +174,11 @@ impl Tracer {
         let mut child = self.child.take().expect("tracer running");
         // SAFETY: plain kill(2) on our own child.
         unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let status = loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                panic!("tracer did not stop within 30 s of SIGINT");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let status = wait_child(
+            &mut child,
+            Duration::from_secs(30),
+            "the tracer after SIGINT",
+        );
         let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
         (status, stderr)
     }
@@ -283,6 +277,24 @@ pub fn terminate(child: &mut Child, grace: Duration) {
     if !wait(child, grace) {
         let _ = child.kill();
         wait(child, Duration::from_secs(5));
+    }
+}
+
+/// Wait for `child` to exit, at most `limit`; past it, kill it (and reap
+/// it) and fail the test naming `what`. Every wait in the tests is bounded.
+#[track_caller]
+pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -629,17 +629,11 @@ fn the_image_runs_as_the_daemonset_and_traces_a_drop_in_proxy() {
 
     // The kubelet stops a pod with SIGTERM.
     podman.output(&["kill", "--signal", "TERM", &name]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the container did not stop within 30 s of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = tracer_tests::wait_child(
+        &mut child,
+        Duration::from_secs(30),
+        "the container after SIGTERM",
+    );
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(
         status.success(),

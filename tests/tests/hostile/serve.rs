@@ -234,18 +234,11 @@ fn run_with_output(path: &Path) -> (Option<i32>, String) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run tracer");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let status = loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the tracer neither refused {} nor stopped", path.display());
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = tracer_tests::wait_child(
+        &mut child,
+        Duration::from_secs(30),
+        &format!("the tracer refusing {}", path.display()),
+    );
     let mut err = String::new();
     if let Some(mut e) = child.stderr.take() {
         let _ = e.read_to_string(&mut err);
