@@ -489,6 +489,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn map_evictions_count_what_the_kernel_maps_dropped() {
+        let mut m = Metrics::new();
+        m.counters.evictions("PROXY_SOCKS", 40);
+        // Cumulative counts: only the growth is added, never a drop.
+        m.counters.evictions("PROXY_SOCKS", 30);
+        m.counters.evictions("PROXY_SOCKS", 55);
+        // Unknown names add no series.
+        m.counters.evictions("CONNS", 9);
+        let text = encode(&m.registry).expect("encode");
+        assert!(
+            text.contains("tracer_map_evictions_total{map=\"PROXY_SOCKS\"} 55"),
+            "{text}"
+        );
+        assert!(text.contains("tracer_map_evictions_total{map=\"SEEN\"} 0"));
+        assert!(!text.contains("CONNS"));
+    }
+
+    #[test]
     fn every_attempt_series_exists_from_the_start() {
         let m = Metrics::new();
         let text = encode(&m.registry).expect("encode");

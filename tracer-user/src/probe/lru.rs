@@ -95,10 +95,11 @@ pub fn read(ebpf: &Ebpf) -> Result<Vec<LruMap>, ProbeError> {
     let ops = ebpf
         .map("LRU_OPS")
         .ok_or(ProbeError::MissingMap("LRU_OPS"))?;
-    let ops: PerCpuArray<_, u64> = PerCpuArray::try_from(ops).map_err(|source| ProbeError::Map {
-        map: "LRU_OPS",
-        source,
-    })?;
+    let ops: PerCpuArray<_, u64> =
+        PerCpuArray::try_from(ops).map_err(|source| ProbeError::Map {
+            map: "LRU_OPS",
+            source,
+        })?;
     let sum = |index: u32| -> Result<u64, ProbeError> {
         let values = ops.get(&index, 0).map_err(|source| ProbeError::Map {
             map: "LRU_OPS",

@@ -27,7 +27,7 @@ use tracer_tests::connector_bin;
 
 /// Run time and run count of one program.
 #[derive(Clone, Copy, Default)]
-struct Run {
+pub struct Run {
     ns: u64,
     cnt: u64,
 }
@@ -109,98 +109,104 @@ fn median(v: &[f64]) -> f64 {
     super::median(v.to_vec())
 }
 
-/// The cost per connect of the programs `tracer_pid` holds, for each
-/// storm kind: `slices` storms of `per_slice` connects. Prints a table and
-/// returns it as JSON. `label` names the build in the output.
-pub fn measure(label: &str, tracer_pid: u32, slices: usize, per_slice: u64) -> Value {
+/// The storm kinds measured.
+pub const KINDS: [&str; 2] = ["refused", "accepted"];
+
+/// What each program the tracers `pids` hold ran during one storm of `n`
+/// connects of `kind`, per tracer, by program name (ids change from one
+/// tracer to the next). A short warm-up storm first: page cache, the
+/// ports' first use, the tracers' first drains.
+pub fn slice(pids: &[u32], kind: &str, n: u64) -> Vec<BTreeMap<String, Run>> {
+    storm(kind, n / 10 + 1);
+    std::thread::sleep(Duration::from_millis(100));
     let names = program_names();
-    let mut doc = serde_json::Map::new();
-    println!(
-        "\nkernel cost per connect, {label} (bpf_stats; least of {slices} slices of {per_slice} connects, median in brackets)"
-    );
-    for kind in ["refused", "accepted"] {
-        // Warm-up: page cache, the ports' first use, the tracer's first
-        // drains.
-        storm(kind, per_slice / 10 + 1);
-        std::thread::sleep(Duration::from_millis(100));
-        // Per slice: prog id -> (runs, ns) during the slice.
-        let mut per: BTreeMap<u32, Vec<Run>> = BTreeMap::new();
-        for _ in 0..slices {
-            let before = held_programs(tracer_pid);
-            storm(kind, per_slice);
-            let after = held_programs(tracer_pid);
-            for (id, a) in &after {
+    let before: Vec<_> = pids.iter().map(|p| held_programs(*p)).collect();
+    storm(kind, n);
+    let after: Vec<_> = pids.iter().map(|p| held_programs(*p)).collect();
+    before
+        .iter()
+        .zip(&after)
+        .map(|(before, after)| {
+            let mut out = BTreeMap::new();
+            for (id, a) in after {
                 let b = before.get(id).copied().unwrap_or_default();
-                per.entry(*id).or_default().push(Run {
-                    ns: a.ns.saturating_sub(b.ns),
-                    cnt: a.cnt.saturating_sub(b.cnt),
-                });
+                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                let run = out.entry(name).or_insert_with(Run::default);
+                run.ns += a.ns.saturating_sub(b.ns);
+                run.cnt += a.cnt.saturating_sub(b.cnt);
             }
+            out
+        })
+        .collect()
+}
+
+/// Print the table of one build's slices of one storm kind (`n` connects
+/// each), and return it as JSON.
+pub fn report(label: &str, kind: &str, slices: &[BTreeMap<String, Run>], n: u64) -> Value {
+    let n = n as f64;
+    let mut names: Vec<&String> = slices.iter().flat_map(|s| s.keys()).collect();
+    names.sort();
+    names.dedup();
+    println!(
+        "\n{label}, {} loopback connect (least of {} slices, median in brackets):\n  {:<22} {:>12} {:>18} {:>20}",
+        if kind == "refused" {
+            "refused"
+        } else {
+            "connect+accept"
+        },
+        slices.len(),
+        "program",
+        "runs/connect",
+        "ns/run",
+        "ns/connect"
+    );
+    let mut totals = vec![0.0; slices.len()];
+    let mut rows = Vec::new();
+    for name in names {
+        let runs: Vec<Run> = slices
+            .iter()
+            .map(|s| s.get(name).copied().unwrap_or_default())
+            .collect();
+        if runs.iter().all(|r| r.cnt == 0) {
+            continue;
         }
-        let n = per_slice as f64;
-        let mut rows = Vec::new();
-        println!(
-            "\n{} loopback connect:\n  {:<22} {:>12} {:>18} {:>20}",
-            if kind == "refused" {
-                "refused"
-            } else {
-                "connect+accept"
-            },
-            "program",
-            "runs/connect",
-            "ns/run",
-            "ns/connect"
-        );
-        let mut totals = vec![0.0; slices];
-        for (id, runs) in &per {
-            if runs.iter().all(|r| r.cnt == 0) {
-                continue;
-            }
-            let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
-            let per_connect: Vec<f64> = runs.iter().map(|r| r.ns as f64 / n).collect();
-            let per_run: Vec<f64> = runs
-                .iter()
-                .map(|r| r.ns as f64 / r.cnt.max(1) as f64)
-                .collect();
-            let runs_per: Vec<f64> = runs.iter().map(|r| r.cnt as f64 / n).collect();
-            for (t, v) in totals.iter_mut().zip(&per_connect) {
-                *t += v;
-            }
-            println!(
-                "  {name:<22} {:>12.2} {:>18} {:>20}",
-                median(&runs_per),
-                format!("{:.0} ({:.0})", least(&per_run), median(&per_run)),
-                format!("{:.0} ({:.0})", least(&per_connect), median(&per_connect)),
-            );
-            rows.push(json!({
-                "program": name,
-                "runs_per_connect_median": median(&runs_per),
-                "ns_per_run_least": least(&per_run),
-                "ns_per_run_median": median(&per_run),
-                "ns_per_connect_least": least(&per_connect),
-                "ns_per_connect_median": median(&per_connect),
-            }));
+        let per_connect: Vec<f64> = runs.iter().map(|r| r.ns as f64 / n).collect();
+        let per_run: Vec<f64> = runs
+            .iter()
+            .map(|r| r.ns as f64 / r.cnt.max(1) as f64)
+            .collect();
+        let runs_per: Vec<f64> = runs.iter().map(|r| r.cnt as f64 / n).collect();
+        for (t, v) in totals.iter_mut().zip(&per_connect) {
+            *t += v;
         }
         println!(
-            "  {:<22} {:>12} {:>18} {:>20}",
-            "total",
-            "",
-            "",
-            format!("{:.0} ({:.0})", least(&totals), median(&totals)),
+            "  {name:<22} {:>12.2} {:>18} {:>20}",
+            median(&runs_per),
+            format!("{:.0} ({:.0})", least(&per_run), median(&per_run)),
+            format!("{:.0} ({:.0})", least(&per_connect), median(&per_connect)),
         );
-        doc.insert(
-            kind.to_string(),
-            json!({
-                "programs": rows,
-                "total_ns_per_connect_least": least(&totals),
-                "total_ns_per_connect_median": median(&totals),
-                "total_ns_per_connect_slices": totals,
-            }),
-        );
+        rows.push(json!({
+            "program": name,
+            "runs_per_connect_median": median(&runs_per),
+            "ns_per_run_least": least(&per_run),
+            "ns_per_run_median": median(&per_run),
+            "ns_per_connect_least": least(&per_connect),
+            "ns_per_connect_median": median(&per_connect),
+        }));
     }
-    doc.insert("slices".into(), json!(slices));
-    doc.insert("connects_per_slice".into(), json!(per_slice));
-    Value::Object(doc)
+    println!(
+        "  {:<22} {:>12} {:>18} {:>20}",
+        "total",
+        "",
+        "",
+        format!("{:.0} ({:.0})", least(&totals), median(&totals)),
+    );
+    json!({
+        "programs": rows,
+        "total_ns_per_connect_least": least(&totals),
+        "total_ns_per_connect_median": median(&totals),
+        "total_ns_per_connect_slices": totals,
+    })
 }
 
 /// Turn `kernel.bpf_stats_enabled` on for the life of the guard, and back
