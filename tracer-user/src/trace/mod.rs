@@ -253,7 +253,7 @@ pub async fn run_with(
                 // The LRU maps' walk costs a syscall per entry present:
                 // every 10 s, not every second.
                 ticks = ticks.wrapping_add(1);
-                if ticks % 10 == 0 {
+                if ticks.is_multiple_of(10) {
                     pipeline.update_evictions(&probes.lru_maps()?);
                 }
                 let summaries = pipeline.rate_limited_records();
