@@ -53,6 +53,9 @@ pub mod flags {
     pub const RET_KNOWN: u8 = 16;
     /// The attempt went through the cgroup connect hook (so it has a socket).
     pub const HOOKED: u8 = 32;
+    /// A simultaneous open (SYN_SENT -> SYN_RECV) counted in the kernel's
+    /// `SIMOPEN` and not yet finished (kernel-internal).
+    pub const SIMOPEN: u8 = 64;
 }
 
 /// Record kinds in the ring buffer.
@@ -201,6 +204,26 @@ pub mod lost {
     /// EVENTS ring. No attempt is lost with it: the attempt is reported
     /// without that line (`exchange: not_seen` when the request was lost).
     pub const EXCHANGE_FULL: u32 = 4;
+    pub const COUNT: u32 = 5;
+}
+
+/// Indices of the kernel's per-CPU `LRU_OPS` counters: new keys put into
+/// each LRU map and keys deleted from it on purpose. An LRU map drops
+/// entries silently to make room; userspace counts the entries present,
+/// and what is neither deleted nor present was evicted
+/// (inserted - deleted - present).
+pub mod lru {
+    /// `SEEN`: a process announced.
+    pub const SEEN_INSERTED: u32 = 0;
+    /// `SEEN`: forgotten at exec or exit.
+    pub const SEEN_DELETED: u32 = 1;
+    /// `PROXY_SOCKS`: a socket that dialled a proxy.
+    pub const PROXY_INSERTED: u32 = 2;
+    /// `PROXY_SOCKS`: both lines seen.
+    pub const PROXY_DELETED: u32 = 3;
+    /// `DNS_SOCKS`: a socket that talks to port 53 (never deleted: a
+    /// closed socket's entry stays until evicted).
+    pub const DNS_INSERTED: u32 = 4;
     pub const COUNT: u32 = 5;
 }
 

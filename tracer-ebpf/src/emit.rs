@@ -6,7 +6,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use tracer_common::{
-    envcap, kind, lost, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN, ENV_CAP,
+    envcap, kind, lost, lru, outcome, Conn, ConnEvent, Event, ProcEvent, COMM_LEN, ENV_CAP,
     ENV_ENTRY_MAX,
 };
 
@@ -14,7 +14,7 @@ use crate::{
     config,
     debug::diag,
     environ,
-    maps::{count_lost, COMMS, EVENTS, PIDS, PROCS, SEEN},
+    maps::{count_lost, count_lru, COMMS, EVENTS, PIDS, PROCS, SEEN},
 };
 
 /// The longest run of bytes `zero` clears in one call.
@@ -98,6 +98,7 @@ pub fn announce_process<C: EbpfContext>(
     if SEEN.insert(tgid, 1, u64::from(BPF_NOEXIST)).is_err() {
         return;
     }
+    count_lru(lru::SEEN_INSERTED);
     // Built in the ring itself: a per-CPU buffer could be shared with
     // another announcement, because the cgroup hooks that call this
     // (dns.rs) run preemptible (see maps::SCRATCH), so one process's proxy

@@ -3,9 +3,9 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{lost, Conn, Inflight, ProxyKey, ProxySock, COMM_LEN};
+use tracer_common::{lost, lru, Conn, Inflight, ProxyKey, ProxySock, COMM_LEN};
 
 /// Finished attempts, DNS messages (`--dns`) and proxy exchange lines, to
 /// userspace.
@@ -67,8 +67,74 @@ pub static COMMS: HashMap<[u8; COMM_LEN], u8> = HashMap::with_max_entries(256, 0
 /// Processes already announced to userspace with a `kind::PROCESS` record
 /// since their last exec. LRU: forgetting an old process only costs one
 /// extra (harmless) announcement.
+///
+/// Sizes of the three LRU maps (`SEEN`, `PROXY_SOCKS`, `DNS_SOCKS`) are
+/// bases: userspace adds room per possible CPU before load
+/// (`probe::lru_entries`), because the kernel's common LRU
+/// (kernel/bpf/bpf_lru_list.c) moves free nodes to per-CPU lists in
+/// batches of `LOCAL_FREE_TARGET` (128) and evicts live entries to refill
+/// a CPU's list once the global one is empty: on a 64-CPU node 8,192 free
+/// entries can sit on other CPUs' lists while one CPU evicts. Evictions
+/// are counted (`LRU_OPS`).
 #[map]
 pub static SEEN: LruHashMap<u32, u8> = LruHashMap::with_max_entries(16384, 0);
+
+/// New keys and deliberate deletes of each LRU map, indexed by
+/// `tracer_common::lru`; userspace derives evictions from them and the
+/// entries present.
+#[map]
+pub static LRU_OPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(lru::COUNT, 0);
+
+/// Count one LRU map operation (`tracer_common::lru`).
+#[inline(always)]
+pub fn count_lru(index: u32) {
+    count_in(&LRU_OPS, index);
+}
+
+/// Non-zero once userspace has put a proxy endpoint in `PROXY_ADDRS`:
+/// until then connect4/6 skip the lookup (a hash of a 24-byte key per
+/// connect). An array lookup, which the verifier inlines (a bounds check
+/// and a load, no helper call).
+#[map]
+pub static PROXIES_KNOWN: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Tracked sockets in a simultaneous open (SYN_SENT -> SYN_RECV) not yet
+/// finished. Only such a socket can leave SYN_RECV as a tracked attempt;
+/// every accepted server socket leaves SYN_RECV too, so while this is 0
+/// inet_sock_set_state skips those moves without a CONNS lookup. A count
+/// left too high costs only that lookup; it is decremented only by whoever
+/// clears `flags::SIMOPEN` on a tracked entry, so it cannot go too low.
+#[map]
+pub static SIMOPEN: Array<u64> = Array::with_max_entries(1, 0);
+
+/// Add `delta` (wrapping: `u64::MAX` subtracts one) to `SIMOPEN`.
+#[inline(always)]
+pub fn simopen_add(delta: u64) {
+    if let Some(counter) = SIMOPEN.get_ptr_mut(0) {
+        // SAFETY: a valid, aligned map value; atomic as in count_lost.
+        unsafe {
+            core::intrinsics::atomic_xadd::<u64, u64, { core::intrinsics::AtomicOrdering::Relaxed }>(
+                counter, delta,
+            );
+        }
+    }
+}
+
+/// Whether any tracked socket is in a simultaneous open.
+#[inline(always)]
+pub fn simopen_any() -> bool {
+    SIMOPEN
+        .get(0)
+        .is_some_and(|v| unsafe { core::ptr::read_volatile(v) } != 0)
+}
+
+/// Whether `PROXY_ADDRS` holds anything.
+#[inline(always)]
+pub fn proxies_known() -> bool {
+    PROXIES_KNOWN
+        .get(0)
+        .is_some_and(|v| unsafe { core::ptr::read_volatile(v) } != 0)
+}
 
 /// Lost-record counters, indexed by `tracer_common::lost`. Per-CPU so the
 /// hot path never contends on a shared cache line.
@@ -100,7 +166,12 @@ pub static SCRATCH: PerCpuArray<Inflight> = PerCpuArray::with_max_entries(1, 0);
 /// counts into the same slot, and a plain `+= 1` would lose one of them.
 #[inline(always)]
 pub fn count_lost(index: u32) {
-    if let Some(counter) = LOST.get_ptr_mut(index) {
+    count_in(&LOST, index);
+}
+
+#[inline(always)]
+fn count_in(map: &PerCpuArray<u64>, index: u32) {
+    if let Some(counter) = map.get_ptr_mut(index) {
         // The intrinsic, not AtomicU64::fetch_add: rustc's bpfel target has
         // no compare-and-swap, so core offers no atomic read-modify-write;
         // LLVM turns this add, whose result is unused, into BPF's

@@ -18,6 +18,11 @@
 //! between two untraced runs and its ratio is to their mean; the reported
 //! ratios are medians of those over the rounds.
 //!
+//! Kernel cost (`--only kernel` runs just this; see kernel.rs): the run
+//! time of the tracer's eBPF programs per connect from bpf_stats, per
+//! program and in total, for a refused and a connect+accept storm, the
+//! least of `KERNEL_SLICES` slices with the median beside it.
+//!
 //! Conditions: untraced; `tracer trace --output FILE` (default socket mode);
 //! `tracer trace --mode syscall`; bpftrace with a script doing comparable
 //! work (one line per connect outcome).
@@ -31,6 +36,10 @@ use std::{
 
 use serde_json::{json, Value};
 use tracer_tests::{command_in_cgroups, connector_bin, temp_dir, tracer_bin};
+
+// Not `src/bin/kernel.rs`: Cargo would take that for a program of its own.
+#[path = "bench/kernel.rs"]
+mod kernel;
 
 /// One line per connect() outcome, like the tracer: the classic bpftrace
 /// way, on the connect syscall tracepoints.
@@ -401,6 +410,18 @@ fn main() {
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
+    if argv
+        .windows(2)
+        .any(|w| w[0] == "--only" && w[1] == "kernel")
+    {
+        let dir = temp_dir("bench");
+        let doc = kernel_cost(&dir, quick);
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-kernel.json");
+        let _ = std::fs::write(&out, serde_json::to_string_pretty(&doc).unwrap_or_default());
+        println!("\nwritten to {}", out.display());
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let (rounds, connects, syscalls) = if quick {
         (2, 2_000, 200_000)
     } else {
@@ -563,12 +584,14 @@ fn main() {
     println!("connect storm: {connects} connects/round ({:.0} ns each untraced, ~{:.0}k/s); getppid: {syscalls} calls/round ({base_sys:.0} ns untraced); {rounds} interleaved rounds, medians of the ratios\n", base_storm, 1e6 / base_storm);
     print!("{table}");
     println!("\nEach run: the fastest of {SLICES} back-to-back slices of each workload; each traced run against the mean of the untraced runs just before and after it. storm ratio: wall time per connect. storm CPU: the storm's own CPU time, which includes the eBPF programs run in its context. cpu/event: the tracer's CPU time (all threads) from ready to drained, per event seen; split into user and kernel time in the proportion of the process's clock ticks (the kernel part is mostly write(2) into the page cache).");
+    let kernel = kernel_cost(&dir, quick);
     let bulk = bulk(&dir, if quick { 1 } else { BULK_ROUNDS });
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench.json");
     let doc = json!({
         "rounds": rounds, "connects_per_round": connects, "getppid_per_round": syscalls,
         "untraced_storm_ns": base_storm, "untraced_getppid_ns": base_sys,
         "results": report,
+        "kernel": kernel,
         "bulk": bulk,
     });
     match std::fs::File::create(&out).and_then(|mut f| {
@@ -582,6 +605,72 @@ fn main() {
         Err(e) => eprintln!("bench: cannot write {}: {e}", out.display()),
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---- kernel cost per connect (issue #20: bpf_stats) ----
+
+/// Slices of each kernel-cost storm, and connects per slice; `--quick`
+/// uses `KERNEL_SLICES_QUICK` of `KERNEL_CONNECTS_QUICK`.
+const KERNEL_SLICES: usize = 7;
+const KERNEL_CONNECTS: u64 = 15_000;
+const KERNEL_SLICES_QUICK: usize = 3;
+const KERNEL_CONNECTS_QUICK: u64 = 3_000;
+
+/// The kernel cost per connect of the tracer (default mode), and of the
+/// `--baseline` build when one is given, with bpf_stats on. Each slice
+/// runs on tracers started for it. With `--baseline` both builds run at
+/// once, each program timed on its own, so every connect and every burst
+/// of steal time reaches both alike (the machine's drift between separate
+/// runs was larger than the difference measured); which starts first,
+/// and so attaches first and runs first, alternates by slice.
+fn kernel_cost(dir: &Path, quick: bool) -> Value {
+    let (slices, per_slice) = if quick {
+        (KERNEL_SLICES_QUICK, KERNEL_CONNECTS_QUICK)
+    } else {
+        (KERNEL_SLICES, KERNEL_CONNECTS)
+    };
+    let _stats = kernel::StatsOn::new();
+    let mut conds = vec![Cond::Tracer];
+    if baseline_bin().is_some() {
+        conds.push(Cond::Baseline);
+    }
+    println!(
+        "\nkernel cost per connect (bpf_stats: the run time of every program the tracer holds / connects; {slices} slices of {per_slice} connects, each on a fresh tracer)"
+    );
+    let mut doc = serde_json::Map::new();
+    for kind in kernel::KINDS {
+        let mut measured: Vec<Vec<_>> = vec![Vec::new(); conds.len()];
+        for s in 0..slices {
+            let order: Vec<usize> = if s % 2 == 0 {
+                (0..conds.len()).collect()
+            } else {
+                (0..conds.len()).rev().collect()
+            };
+            let running: Vec<(usize, Running)> = order
+                .into_iter()
+                .filter_map(|j| start(conds[j], dir).map(|r| (j, r)))
+                .collect();
+            std::thread::sleep(Duration::from_millis(300));
+            let pids: Vec<u32> = running.iter().map(|(_, r)| r.child.id()).collect();
+            let got = kernel::slice(&pids, kind, per_slice);
+            for ((j, r), m) in running.into_iter().zip(got) {
+                measured[j].push(m);
+                stop(r.child);
+                let _ = std::fs::remove_file(&r.output);
+            }
+        }
+        let mut by_cond = serde_json::Map::new();
+        for (cond, slices) in conds.iter().zip(&measured) {
+            by_cond.insert(
+                cond.name().to_string(),
+                kernel::report(cond.name(), kind, slices, per_slice),
+            );
+        }
+        doc.insert(kind.to_string(), Value::Object(by_cond));
+    }
+    doc.insert("slices".into(), json!(slices));
+    doc.insert("connects_per_slice".into(), json!(per_slice));
+    Value::Object(doc)
 }
 
 // ---- bulk transfer (issue #11: the payload hooks' cost) ----

@@ -4,7 +4,10 @@
 //! connector tcp ADDR [--nonblock] [--wait-ms N] [--count N]
 //! connector udp ADDR
 //! connector unix PATH
-//! connector storm --count N
+//! connector storm --count N [--kind mixed|refused|accepted]
+//!                     (mixed alternates a refused and an accepted connect;
+//!                     the others make only one kind: the bench's kernel
+//!                     cost is measured per kind)
 //! connector dns-storm ADDR --count N  (sends N DNS queries with sendto()
 //!                      from one unconnected UDP socket; prints `queries N`)
 //! connector self      (a TCP socket connecting to its own address: a
@@ -364,11 +367,20 @@ fn deep_listener() -> std::io::Result<std::net::TcpListener> {
     }
 }
 
+/// Which connects a storm makes.
+#[derive(Clone, Copy)]
+enum StormKind {
+    Mixed,
+    Refused,
+    Accepted,
+}
+
 /// Connect storm for the benchmark: alternate a connect to a closed
 /// loopback port (refused) and to a listener of our own (accepted and
 /// closed by a thread), `count` attempts in all, each socket closed with a
-/// reset (see `Close::Reset`). Prints the elapsed time.
-fn storm(count: u32) {
+/// reset (see `Close::Reset`). Prints the elapsed time. `kind` keeps only
+/// the refused or only the accepted connects.
+fn storm(count: u32, kind: StormKind) {
     let listener = match deep_listener() {
         Ok(l) => l,
         Err(e) => {
@@ -386,7 +398,11 @@ fn storm(count: u32) {
         drop(l);
         port
     };
-    let accepts = count.div_ceil(2);
+    let accepts = match kind {
+        StormKind::Mixed => count.div_ceil(2),
+        StormKind::Refused => 0,
+        StormKind::Accepted => count,
+    };
     let acceptor = std::thread::spawn(move || {
         for _ in 0..accepts {
             if listener.accept().is_err() {
@@ -398,7 +414,12 @@ fn storm(count: u32) {
     let closed: SocketAddr = SocketAddr::from(([127, 0, 0, 1], closed));
     let start = std::time::Instant::now();
     for i in 0..count {
-        let target = if i % 2 == 0 { &open } else { &closed };
+        let refused = match kind {
+            StormKind::Mixed => i % 2 == 1,
+            StormKind::Refused => true,
+            StormKind::Accepted => false,
+        };
+        let target = if refused { &closed } else { &open };
         inet(
             libc::SOCK_STREAM,
             target,
@@ -508,7 +529,16 @@ fn main() {
         let count = arg_after(&args, "--count")
             .and_then(|v| v.parse().ok())
             .unwrap_or(1000);
-        storm(count.min(10_000_000));
+        let kind = match arg_after(&args, "--kind").as_deref() {
+            None | Some("mixed") => StormKind::Mixed,
+            Some("refused") => StormKind::Refused,
+            Some("accepted") => StormKind::Accepted,
+            Some(other) => {
+                eprintln!("storm --kind: mixed, refused or accepted, not {other:?}");
+                std::process::exit(2);
+            }
+        };
+        storm(count.min(10_000_000), kind);
         return;
     }
     let (Some(kind), Some(target)) = (args.get(1), args.get(2)) else {

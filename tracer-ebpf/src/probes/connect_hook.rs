@@ -22,14 +22,14 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use tracer_common::{
-    flags, lost, outcome, Conn, ProxyKey, ProxySock, AF_INET, AF_INET6, IPPROTO_TCP,
+    flags, lost, lru, outcome, Conn, ProxyKey, ProxySock, AF_INET, AF_INET6, IPPROTO_TCP,
 };
 
 use crate::{
     config,
     debug::diag,
     emit::{emit_conn, traced_task},
-    maps::{count_lost, CONNS, INFLIGHT, PROXY_ADDRS, PROXY_SOCKS},
+    maps::{count_lost, count_lru, proxies_known, CONNS, INFLIGHT, PROXY_ADDRS, PROXY_SOCKS},
 };
 
 /// O_NONBLOCK from include/uapi/asm-generic/fcntl.h (x86, arm64, riscv).
@@ -145,7 +145,11 @@ fn on_connect_in_syscall(
 /// reported first, so no attempt disappears.
 #[inline(always)]
 fn track(ctx: &SockAddrContext, sk: u64, conn: &Conn) {
-    mark_if_proxy(ctx, conn);
+    // No proxy known yet (no --proxy, no announced process with one): no
+    // socket can be a proxy dial, so no lookup.
+    if proxies_known() {
+        mark_if_proxy(ctx, conn);
+    }
     // The common case, a socket's first attempt, is one map operation.
     match CONNS.insert(sk, conn, u64::from(BPF_NOEXIST)) {
         Ok(()) => return,
@@ -159,6 +163,10 @@ fn track(ctx: &SockAddrContext, sk: u64, conn: &Conn) {
     if let Some(old) = CONNS.get_ptr_mut(sk) {
         // SAFETY: map value pointer, valid for this program run.
         let old = unsafe { &mut *old };
+        if old.flags & flags::SIMOPEN != 0 {
+            old.flags &= !flags::SIMOPEN;
+            crate::maps::simopen_add(u64::MAX);
+        }
         if old.outcome == outcome::NONE {
             old.outcome = if old.flags & flags::SYN_SENT != 0 {
                 outcome::ABORTED
@@ -236,8 +244,10 @@ fn mark_if_proxy(ctx: &SockAddrContext, conn: &Conn) {
         state: 0,
         _pad: 0,
     };
-    if let Err(e) = PROXY_SOCKS.insert(&cookie, &entry, 0) {
-        diag!(ctx, "PROXY_SOCKS insert failed ({}): exchange not seen", e);
+    // Cookies are never reused, so this always puts a new key.
+    match PROXY_SOCKS.insert(&cookie, &entry, 0) {
+        Ok(()) => count_lru(lru::PROXY_INSERTED),
+        Err(e) => diag!(ctx, "PROXY_SOCKS insert failed ({}): exchange not seen", e),
     }
 }
 

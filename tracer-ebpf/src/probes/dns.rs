@@ -45,13 +45,13 @@ use aya_ebpf::{
     programs::{SkBuffContext, SockAddrContext},
 };
 use tracer_common::{
-    dnsflags, kind, lost, DnsEvent, DnsSock, AF_INET, AF_INET6, DNS_PAYLOAD_MAX, IPPROTO_TCP,
+    dnsflags, kind, lost, lru, DnsEvent, DnsSock, AF_INET, AF_INET6, DNS_PAYLOAD_MAX, IPPROTO_TCP,
     IPPROTO_UDP,
 };
 
 use crate::{
     emit::{announce_process, traced_task, zero},
-    maps::{count_lost, EVENTS},
+    maps::{count_lost, count_lru, EVENTS},
 };
 
 /// The DNS port.
@@ -121,7 +121,16 @@ fn mark(ctx: &SockAddrContext) {
         comm: task.comm,
     };
     // An LRU insert makes room by evicting; it cannot fail for lack of it.
-    let _ = DNS_SOCKS.insert(&cookie, &owner, 0);
+    // A new key is counted (evictions are derived from it); a socket that
+    // sends again only has its owner updated.
+    if DNS_SOCKS
+        .insert(&cookie, &owner, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .is_ok()
+    {
+        count_lru(lru::DNS_INSERTED);
+    } else {
+        let _ = DNS_SOCKS.insert(&cookie, &owner, 0);
+    }
     // A resolver such as `getent` may exit before userspace reads its
     // /proc entry: announce it now, in its own context, as a TCP connect
     // would at SYN_SENT. Once per process per exec (emit.rs).

@@ -33,14 +33,22 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 
-use crate::{config, emit::announce_exit, maps::SEEN};
+use tracer_common::lru;
+
+use crate::{
+    config,
+    emit::announce_exit,
+    maps::{count_lru, SEEN},
+};
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
     // Runs in the exec'ing task. After de_thread() it is the group leader,
     // so its tgid is the process's pid, old or new thread alike.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    let _ = SEEN.remove(tgid);
+    if SEEN.remove(tgid).is_ok() {
+        count_lru(lru::SEEN_DELETED);
+    }
     0
 }
 
@@ -57,6 +65,7 @@ pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     // Only processes that were announced (they connected) are reported, so
     // the node's other exits cost one failed map delete.
     if SEEN.remove(tgid).is_ok() {
+        count_lru(lru::SEEN_DELETED);
         announce_exit(pid_tgid);
     }
     0

@@ -130,7 +130,9 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
         == exchange::SEEN_REQUEST | exchange::SEEN_RESPONSE
     {
         // Both lines seen: the socket is of no more interest.
-        let _ = PROXY_SOCKS.remove(&cookie);
+        if PROXY_SOCKS.remove(&cookie).is_ok() {
+            crate::maps::count_lru(tracer_common::lru::PROXY_DELETED);
+        }
     }
     let Some(mut rec) = EVENTS.reserve::<ExchangeEvent>(0) else {
         count_lost(lost::EXCHANGE_FULL);

@@ -35,7 +35,7 @@ use crate::{
     config,
     debug::diag,
     emit::{announce_process, emit_conn},
-    maps::CONNS,
+    maps::{simopen_add, simopen_any, CONNS},
 };
 
 /// TCP states, include/net/tcp_states.h.
@@ -57,10 +57,14 @@ fn on_set_state(ctx: &RawTracePointContext) {
     // Server-side and teardown transitions are the vast majority on a busy
     // node; leave before the map lookup. Only TCP sockets that connect4/6
     // put in CONNS can match below, so other protocols need no check. Any
-    // move out of SYN_SENT is looked at, and out of SYN_RECV, where a
-    // simultaneous open goes on (tcp_rcv_synsent_state_process(); the
-    // SYN_RECV moves of accepted server sockets cost one failed lookup).
-    if !((old == TCP_CLOSE && new == TCP_SYN_SENT) || old == TCP_SYN_SENT || old == TCP_SYN_RECV) {
+    // move out of SYN_SENT is looked at, and out of SYN_RECV only while a
+    // tracked socket is in a simultaneous open (tcp_rcv_synsent_state_process(),
+    // counted in `SIMOPEN`): every accepted server socket leaves SYN_RECV
+    // too (tcp_rcv_state_process()), and would cost a failed lookup each.
+    if !((old == TCP_CLOSE && new == TCP_SYN_SENT)
+        || old == TCP_SYN_SENT
+        || (old == TCP_SYN_RECV && simopen_any()))
+    {
         return;
     }
     let sk: u64 = ctx.arg(0);
@@ -115,7 +119,12 @@ fn on_set_state(ctx: &RawTracePointContext) {
         (TCP_SYN_SENT, TCP_SYN_RECV) => {
             // A simultaneous open (a SYN arrived while ours was out, e.g. a
             // socket connecting to itself): rare enough to mention; the
-            // attempt ends at SYN_RECV -> ESTABLISHED or CLOSE.
+            // attempt ends at SYN_RECV -> ESTABLISHED or CLOSE, which the
+            // filter above lets through while `SIMOPEN` counts it.
+            if conn.flags & flags::SIMOPEN == 0 {
+                conn.flags |= flags::SIMOPEN;
+                simopen_add(1);
+            }
             diag!(
                 ctx,
                 "simultaneous open: tracked socket of pid {} went SYN_SENT -> SYN_RECV",
@@ -173,6 +182,11 @@ fn read_source(sk: u64, conn: &mut Conn, off: &KernelOffsets) {
 #[inline(always)]
 fn finish(sk: u64, conn: &mut Conn) {
     conn.end_ns = unsafe { bpf_ktime_get_ns() };
+    // Out of SYN_RECV: the simultaneous open is over.
+    if conn.flags & flags::SIMOPEN != 0 {
+        conn.flags &= !flags::SIMOPEN;
+        simopen_add(u64::MAX);
+    }
     if conn.flags & flags::IN_SYSCALL != 0 {
         return;
     }

@@ -19,7 +19,10 @@ use aya_ebpf::{
 };
 use tracer_common::{flags, outcome};
 
-use crate::{emit::emit_conn, maps::CONNS};
+use crate::{
+    emit::emit_conn,
+    maps::{simopen_add, CONNS},
+};
 
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
@@ -29,6 +32,10 @@ pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     };
     // SAFETY: map value pointer, valid for this program run.
     let conn = unsafe { &mut *conn };
+    if conn.flags & flags::SIMOPEN != 0 {
+        conn.flags &= !flags::SIMOPEN;
+        simopen_add(u64::MAX);
+    }
     if conn.outcome == outcome::NONE {
         conn.outcome = if conn.flags & flags::SYN_SENT != 0 {
             outcome::ABORTED

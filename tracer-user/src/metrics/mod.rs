@@ -75,6 +75,10 @@ pub const LOST_SERIES: [(&str, &str); 7] = [
     ("unreadable", "unknown"),
     ("output", "any"),
 ];
+/// The kernel's LRU maps, the `map` label of `tracer_map_evictions_total`
+/// (probe/lru.rs). Fixed, so the label is bounded.
+pub const LRU_MAPS: [&str; 3] = ["SEEN", "PROXY_SOCKS", "DNS_SOCKS"];
+
 /// How many of `LOST_SERIES` the kernel counts.
 pub const KERNEL_LOSSES: usize = 5;
 
@@ -103,6 +107,9 @@ pub struct Counters {
     pub process_cache: Gauge,
     pub resolver_names: Gauge,
     pub resolver_queue: Gauge,
+    /// Indexed like `LRU_MAPS`.
+    map_evictions: Vec<Counter>,
+    evictions_seen: [u64; LRU_MAPS.len()],
 }
 
 impl Metrics {
@@ -178,6 +185,16 @@ impl Metrics {
             "Name lookups asked of the resolver's workers and not answered yet",
             resolver_queue.clone(),
         );
+        let evictions_family = Family::<[(&'static str, &'static str); 1], Counter>::default();
+        registry.register(
+            "map_evictions",
+            "Entries the kernel's LRU maps dropped to make room, by map: SEEN (an evicted process is announced again), PROXY_SOCKS (a proxied socket whose exchange lines go unseen), DNS_SOCKS (a socket that talked to port 53, possibly closed since: never deleted otherwise)",
+            evictions_family.clone(),
+        );
+        let map_evictions = LRU_MAPS
+            .iter()
+            .map(|m| evictions_family.get_or_create_owned(&[("map", *m)]))
+            .collect();
         // A gauge at 1 rather than an OpenMetrics info metric: the classic
         // text parser (promtool check metrics, older scrapers) knows no
         // `info` type.
@@ -199,6 +216,8 @@ impl Metrics {
                 process_cache,
                 resolver_names,
                 resolver_queue,
+                map_evictions,
+                evictions_seen: [0; LRU_MAPS.len()],
             },
             doctor,
             registry,
@@ -297,6 +316,19 @@ impl Counters {
                 }
                 *seen = now;
             }
+        }
+    }
+
+    /// Add what an LRU map's cumulative eviction count grew by.
+    pub fn evictions(&mut self, map: &str, evicted: u64) {
+        let Some(i) = LRU_MAPS.iter().position(|m| *m == map) else {
+            return;
+        };
+        if evicted > self.evictions_seen[i] {
+            if let Some(c) = self.map_evictions.get(i) {
+                c.inc_by(evicted - self.evictions_seen[i]);
+            }
+            self.evictions_seen[i] = evicted;
         }
     }
 
@@ -473,6 +505,24 @@ pub fn encode(registry: &Registry) -> Result<String, std::fmt::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_evictions_count_what_the_kernel_maps_dropped() {
+        let mut m = Metrics::new();
+        m.counters.evictions("PROXY_SOCKS", 40);
+        // Cumulative counts: only the growth is added, never a drop.
+        m.counters.evictions("PROXY_SOCKS", 30);
+        m.counters.evictions("PROXY_SOCKS", 55);
+        // Unknown names add no series.
+        m.counters.evictions("CONNS", 9);
+        let text = encode(&m.registry).expect("encode");
+        assert!(
+            text.contains("tracer_map_evictions_total{map=\"PROXY_SOCKS\"} 55"),
+            "{text}"
+        );
+        assert!(text.contains("tracer_map_evictions_total{map=\"SEEN\"} 0"));
+        assert!(!text.contains("CONNS"));
+    }
 
     #[test]
     fn every_attempt_series_exists_from_the_start() {

@@ -4,6 +4,7 @@
 
 pub mod btf;
 pub mod dns;
+pub mod lru;
 pub mod payload;
 pub mod privileges;
 pub mod tracefs;
@@ -143,7 +144,9 @@ impl Probes {
             0
         };
         let own_tgid = std::process::id();
-        let mut ebpf = EbpfLoader::new()
+        let mut loader = EbpfLoader::new();
+        lru::size_maps(&mut loader);
+        let mut ebpf = loader
             .override_global("FILTER_PID", &filter_pid, true)
             .override_global("FILTER_COMM", &filter_comm, true)
             .override_global("FAILED_ONLY", &failed_only, true)
@@ -317,6 +320,11 @@ impl Probes {
             dns_full: sum(lost::DNS_FULL)?,
             exchange_full: sum(lost::EXCHANGE_FULL)?,
         })
+    }
+
+    /// The kernel's LRU maps: entries present, capacity, evictions.
+    pub fn lru_maps(&self) -> Result<Vec<lru::LruMap>, ProbeError> {
+        lru::read(&self.ebpf)
     }
 
     /// Attempts still without an outcome, for the `pending` flush at

@@ -116,6 +116,19 @@ pub(super) fn add_proxy(ebpf: &mut Ebpf, ip: IpAddr, port: u16) -> Result<(), Pr
     addrs.insert(key, 1, 0).map_err(|source| ProbeError::Map {
         map: "PROXY_ADDRS",
         source,
+    })?;
+    // Only now may connect4/6 look destinations up (maps::PROXIES_KNOWN).
+    let map = ebpf
+        .map_mut("PROXIES_KNOWN")
+        .ok_or(ProbeError::MissingMap("PROXIES_KNOWN"))?;
+    let mut known: aya::maps::Array<_, u32> =
+        aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
+            map: "PROXIES_KNOWN",
+            source,
+        })?;
+    known.set(0, 1, 0).map_err(|source| ProbeError::Map {
+        map: "PROXIES_KNOWN",
+        source,
     })
 }
 

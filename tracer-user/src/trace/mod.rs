@@ -25,7 +25,7 @@ use crate::{
     cli::TraceArgs,
     decode, doctor,
     metrics::{self, server::ServerError},
-    probe::{LostCounts, ProbeConfig, ProbeError, Probes},
+    probe::{lru, LostCounts, ProbeConfig, ProbeError, Probes},
     sink::{Sink, SinkError},
 };
 
@@ -177,6 +177,7 @@ pub async fn run_with(
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut lost_reported = LostCounts::default();
+    let mut ticks = 0u64;
     let mut unwritten_reported = 0u64;
     let mut reader_gone = false;
     let stop_reason = loop {
@@ -231,10 +232,11 @@ pub async fn run_with(
             _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
                 eprintln!(
-                    "tracer: stats: {} attempts written, {}, {}, {}",
+                    "tracer: stats: {} attempts written, {}, {}, {}, {}",
                     pipeline.attempts,
                     pipeline.stats(),
                     lost.describe(),
+                    lru::describe(&probes.lru_maps()?),
                     pipeline.output_stats()
                 );
                 Ok(())
@@ -248,6 +250,12 @@ pub async fn run_with(
                 }
                 let lost = probes.lost()?;
                 pipeline.update_metrics(lost);
+                // The LRU maps' walk costs a syscall per entry present:
+                // every 10 s, not every second.
+                ticks = ticks.wrapping_add(1);
+                if ticks.is_multiple_of(10) {
+                    pipeline.update_evictions(&probes.lru_maps()?);
+                }
                 let summaries = pipeline.rate_limited_records();
                 // A record when the kernel lost more, or when events could
                 // not be written; the latter once the output works again,
@@ -298,10 +306,13 @@ pub async fn run_with(
             Err(e) => return Err(e),
         }
     }
+    let lru_maps = probes.lru_maps()?;
+    pipeline.update_evictions(&lru_maps);
     eprintln!(
-        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {}, {} unreadable records, {}",
+        "tracer: stopped ({stop_reason}): {} attempts written, {pending} still pending, {}, {}, {} unreadable records, {}",
         pipeline.attempts,
         lost.describe(),
+        lru::describe(&lru_maps),
         pipeline.decode_errors,
         pipeline.output_stats()
     );

@@ -568,6 +568,15 @@ impl Pipeline {
         m.dials.sweep(std::time::Instant::now());
     }
 
+    /// The kernel's LRU maps' evictions, into the metrics.
+    pub fn update_evictions(&mut self, maps: &[crate::probe::lru::LruMap]) {
+        if let Some(m) = self.metrics.as_mut() {
+            for map in maps {
+                m.evictions(map.name, map.evicted);
+            }
+        }
+    }
+
     /// After a drain of the events ring: how full it was.
     pub fn ring_drained(&mut self) {
         if let Some(m) = &self.metrics {

@@ -1,0 +1,236 @@
+//! The kernel's cost per connect (issue 20 §1): the run time of every eBPF
+//! program the tracer holds, from `kernel.bpf_stats_enabled`, divided by
+//! the connects made.
+//!
+//! Wall ratios swing 10-20% run to run on a shared VM; the kernel's own
+//! accounting does not. With `bpf_stats_enabled`, the kernel times each
+//! run of each program (`run_time_ns`, `run_cnt`, kernel/bpf/syscall.c,
+//! shown in `/proc/<pid>/fdinfo/<fd>` of a bpf-prog descriptor). The
+//! tracer runs as our child, so its descriptors name exactly the programs
+//! it loaded, whatever else is loaded on the node.
+//!
+//! Two storms, each cut into slices: refused loopback connects (client
+//! side only: no listener, the kernel answers with a reset) and
+//! connect+accept (both sides' transitions). Steal time on this VM lands
+//! inside the programs' own timing and only ever adds, and the programs
+//! run node-wide, so other processes' sockets can add runs too: the least
+//! slice is the programs' cost, the median is shown beside it.
+
+use std::{
+    collections::BTreeMap,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::{json, Value};
+use tracer_tests::connector_bin;
+
+/// Run time and run count of one program.
+#[derive(Clone, Copy, Default)]
+pub struct Run {
+    ns: u64,
+    cnt: u64,
+}
+
+/// The programs a process holds: prog id -> run statistics, from the
+/// fdinfo of each of its bpf-prog descriptors (a program held twice is
+/// counted once).
+fn held_programs(pid: u32) -> BTreeMap<u32, Run> {
+    let mut progs = BTreeMap::new();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return progs;
+    };
+    for fd in fds.flatten() {
+        let is_prog = std::fs::read_link(fd.path())
+            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
+        if !is_prog {
+            continue;
+        }
+        let info = std::fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(id) = field("prog_id:") {
+            progs.insert(
+                id as u32,
+                Run {
+                    ns: field("run_time_ns:").unwrap_or(0),
+                    cnt: field("run_cnt:").unwrap_or(0),
+                },
+            );
+        }
+    }
+    progs
+}
+
+/// Program names by id (`bpftool prog show -j`; bpftool prints the full
+/// name from BTF where the kernel's copy is cut at 15 bytes).
+fn program_names() -> BTreeMap<u32, String> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "-j"])
+        .output()
+        .map(|o| o.stdout)
+        .unwrap_or_default();
+    let progs: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
+    progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| {
+            Some((
+                p["id"].as_u64()? as u32,
+                p["name"].as_str().unwrap_or("?").to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// One storm of `n` connects of `kind` (`refused`, `accepted`).
+fn storm(kind: &str, n: u64) {
+    let status = Command::new(connector_bin())
+        .args(["storm", "--count", &n.to_string(), "--kind", kind])
+        .stdout(Stdio::null())
+        .status()
+        .expect("start storm");
+    assert!(status.success(), "storm {kind} failed: {status}");
+}
+
+fn least(v: &[f64]) -> f64 {
+    super::min(v.iter().copied())
+}
+
+fn median(v: &[f64]) -> f64 {
+    super::median(v.to_vec())
+}
+
+/// The storm kinds measured.
+pub const KINDS: [&str; 2] = ["refused", "accepted"];
+
+/// What each program the tracers `pids` hold ran during one storm of `n`
+/// connects of `kind`, per tracer, by program name (ids change from one
+/// tracer to the next). A short warm-up storm first: page cache, the
+/// ports' first use, the tracers' first drains.
+pub fn slice(pids: &[u32], kind: &str, n: u64) -> Vec<BTreeMap<String, Run>> {
+    storm(kind, n / 10 + 1);
+    std::thread::sleep(Duration::from_millis(100));
+    let names = program_names();
+    let before: Vec<_> = pids.iter().map(|p| held_programs(*p)).collect();
+    storm(kind, n);
+    let after: Vec<_> = pids.iter().map(|p| held_programs(*p)).collect();
+    before
+        .iter()
+        .zip(&after)
+        .map(|(before, after)| {
+            let mut out = BTreeMap::new();
+            for (id, a) in after {
+                let b = before.get(id).copied().unwrap_or_default();
+                let name = names.get(id).cloned().unwrap_or_else(|| format!("id {id}"));
+                let run = out.entry(name).or_insert_with(Run::default);
+                run.ns += a.ns.saturating_sub(b.ns);
+                run.cnt += a.cnt.saturating_sub(b.cnt);
+            }
+            out
+        })
+        .collect()
+}
+
+/// Print the table of one build's slices of one storm kind (`n` connects
+/// each), and return it as JSON.
+pub fn report(label: &str, kind: &str, slices: &[BTreeMap<String, Run>], n: u64) -> Value {
+    let n = n as f64;
+    let mut names: Vec<&String> = slices.iter().flat_map(|s| s.keys()).collect();
+    names.sort();
+    names.dedup();
+    println!(
+        "\n{label}, {} loopback connect (least of {} slices, median in brackets):\n  {:<22} {:>12} {:>18} {:>20}",
+        if kind == "refused" {
+            "refused"
+        } else {
+            "connect+accept"
+        },
+        slices.len(),
+        "program",
+        "runs/connect",
+        "ns/run",
+        "ns/connect"
+    );
+    let mut totals = vec![0.0; slices.len()];
+    let mut rows = Vec::new();
+    for name in names {
+        let runs: Vec<Run> = slices
+            .iter()
+            .map(|s| s.get(name).copied().unwrap_or_default())
+            .collect();
+        if runs.iter().all(|r| r.cnt == 0) {
+            continue;
+        }
+        let per_connect: Vec<f64> = runs.iter().map(|r| r.ns as f64 / n).collect();
+        let per_run: Vec<f64> = runs
+            .iter()
+            .map(|r| r.ns as f64 / r.cnt.max(1) as f64)
+            .collect();
+        let runs_per: Vec<f64> = runs.iter().map(|r| r.cnt as f64 / n).collect();
+        for (t, v) in totals.iter_mut().zip(&per_connect) {
+            *t += v;
+        }
+        println!(
+            "  {name:<22} {:>12.2} {:>18} {:>20}",
+            median(&runs_per),
+            format!("{:.0} ({:.0})", least(&per_run), median(&per_run)),
+            format!("{:.0} ({:.0})", least(&per_connect), median(&per_connect)),
+        );
+        rows.push(json!({
+            "program": name,
+            "runs_per_connect_median": median(&runs_per),
+            "ns_per_run_least": least(&per_run),
+            "ns_per_run_median": median(&per_run),
+            "ns_per_connect_least": least(&per_connect),
+            "ns_per_connect_median": median(&per_connect),
+        }));
+    }
+    println!(
+        "  {:<22} {:>12} {:>18} {:>20}",
+        "total",
+        "",
+        "",
+        format!("{:.0} ({:.0})", least(&totals), median(&totals)),
+    );
+    json!({
+        "programs": rows,
+        "total_ns_per_connect_least": least(&totals),
+        "total_ns_per_connect_median": median(&totals),
+        "total_ns_per_connect_slices": totals,
+    })
+}
+
+/// Turn `kernel.bpf_stats_enabled` on for the life of the guard, and back
+/// to what it was after.
+pub struct StatsOn {
+    before: String,
+}
+
+const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl StatsOn {
+    pub fn new() -> Self {
+        let before = std::fs::read_to_string(STATS).unwrap_or_default();
+        if let Err(e) = std::fs::write(STATS, "1") {
+            eprintln!("bench: cannot enable {STATS}: {e}; kernel costs will read 0");
+        }
+        StatsOn { before }
+    }
+}
+
+impl Drop for StatsOn {
+    fn drop(&mut self) {
+        if !self.before.trim().is_empty() {
+            let _ = std::fs::write(STATS, self.before.trim());
+        }
+    }
+}
