@@ -278,8 +278,9 @@ pub async fn run_with(
             () = &mut stop => break "quit",
             _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
+                let (attached, covered) = probes.watch_sizes();
                 eprintln!(
-                    "tracer: stats: {} attempts written, {}, {}, {}",
+                    "tracer: stats: {} attempts written, {}, exchange watch {attached} cgroups attached + {covered} covered, {}, {}",
                     pipeline.attempts,
                     pipeline.stats(),
                     lost.describe(),
