@@ -157,7 +157,10 @@ fn curls_through_a_dead_proxy_during_a_storm_keep_their_verdict() {
         "curl: {via} of {total} attempts judged via: true, during a storm of {storm_events} events"
     );
     assert!(storm_ran, "the storm lasted as long as the curls");
-    assert!(storm_events > 10_000, "the storm was traced: {storm_events}");
+    assert!(
+        storm_events > 10_000,
+        "the storm was traced: {storm_events}"
+    );
     assert_eq!(total, CURLS, "one attempt per curl: {}", stopped.stderr);
     assert!(
         via * 1000 >= CURLS * 999,

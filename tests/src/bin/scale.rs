@@ -43,7 +43,10 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup/tracer-scale";
 fn main() {
     let dir = temp_dir("scale");
     let hosts = dir.join("hosts");
-    let written = std::fs::write(&hosts, format!("127.0.0.1 localhost\n127.0.0.1 {PROXY_NAME}\n"));
+    let written = std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n127.0.0.1 {PROXY_NAME}\n"),
+    );
     let nc = dir.join("nc");
     if written.is_err() || std::os::unix::fs::symlink("/usr/bin/busybox", &nc).is_err() {
         eprintln!("scale: cannot prepare {}", dir.display());
@@ -55,11 +58,7 @@ fn main() {
         eprintln!("scale: cannot create {CGROUP_ROOT} (needs root and cgroup v2)");
         std::process::exit(1);
     }
-    let env = Env {
-        prepare,
-        nc,
-        port,
-    };
+    let env = Env { prepare, nc, port };
     // Round 1's containers exist before the tracer (adopted at start).
     let mut containers = Containers::start(&env, 1);
     let metrics_port = closed_port();
@@ -107,8 +106,8 @@ fn main() {
         let made = destinations();
         std::thread::sleep(Duration::from_millis(500));
         let m1 = scrape(metrics_port);
-        let dest_events = sum(&m1, "tracer_connect_attempts_total")
-            - sum(&m0, "tracer_connect_attempts_total");
+        let dest_events =
+            sum(&m1, "tracer_connect_attempts_total") - sum(&m0, "tracer_connect_attempts_total");
         let dest_cpu = cpu_ns(pid).saturating_sub(cpu0) as f64 / dest_events.max(1.0);
         containers.remove();
         // The exited processes' grace (5 s) and a sweep tick, so the caches
@@ -209,9 +208,7 @@ impl Containers {
         }
         // The residents' namespaces exist once their sleep runs.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline
-            && !residents.iter().all(|r| comm_of(r.id()) == "sleep")
-        {
+        while Instant::now() < deadline && !residents.iter().all(|r| comm_of(r.id()) == "sleep") {
             std::thread::sleep(Duration::from_millis(50));
         }
         Containers { dirs, residents }

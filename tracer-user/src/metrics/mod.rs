@@ -367,7 +367,14 @@ impl Distinct {
 }
 
 /// The labels that tell series apart, borrowed (lookup) or owned (a `Dial`).
-type DialKey<'a> = (&'a str, &'static str, &'a str, &'static str, &'a str, &'static str);
+type DialKey<'a> = (
+    &'a str,
+    &'static str,
+    &'a str,
+    &'static str,
+    &'a str,
+    &'static str,
+);
 
 impl Dial {
     fn key(&self) -> DialKey<'_> {
@@ -429,16 +436,20 @@ impl ProxyDials {
         self.proxies.add(&proxy);
         self.namespaces.add(&namespace);
         let hasher = &self.hasher;
-        self.series.insert_unique(hash, Dial {
-            unit,
-            manager,
-            namespace,
-            variable,
-            proxy,
-            result,
-            counter,
-            last: now,
-        }, |d| hasher.hash_one(d.key()));
+        self.series.insert_unique(
+            hash,
+            Dial {
+                unit,
+                manager,
+                namespace,
+                variable,
+                proxy,
+                result,
+                counter,
+                last: now,
+            },
+            |d| hasher.hash_one(d.key()),
+        );
     }
 
     fn labels(
@@ -462,7 +473,8 @@ impl ProxyDials {
     /// Drop the series not counted for `IDLE`.
     pub fn sweep(&mut self, now: Instant) {
         let family = &self.family;
-        let (units, proxies, namespaces) = (&mut self.units, &mut self.proxies, &mut self.namespaces);
+        let (units, proxies, namespaces) =
+            (&mut self.units, &mut self.proxies, &mut self.namespaces);
         self.series.retain(|d| {
             let keep = now.saturating_duration_since(d.last) < IDLE;
             if !keep {

@@ -128,7 +128,8 @@ fn ancestors(path: &str) -> impl Iterator<Item = &str> {
 
 /// `path` lies under `ancestor`.
 fn is_under(path: &str, ancestor: &str) -> bool {
-    path.strip_prefix(ancestor).is_some_and(|r| r.starts_with('/'))
+    path.strip_prefix(ancestor)
+        .is_some_and(|r| r.starts_with('/'))
 }
 
 /// Where to attach for a new proxied cgroup `path` instead of at `path`
@@ -456,9 +457,18 @@ mod tests {
     #[test]
     fn ancestors_nearest_first_without_the_root() {
         let a: Vec<&str> = ancestors("/kubepods.slice/k-b.slice/pod1.slice/c.scope").collect();
-        assert_eq!(a, ["/kubepods.slice/k-b.slice/pod1.slice", "/kubepods.slice/k-b.slice", "/kubepods.slice"]);
+        assert_eq!(
+            a,
+            [
+                "/kubepods.slice/k-b.slice/pod1.slice",
+                "/kubepods.slice/k-b.slice",
+                "/kubepods.slice"
+            ]
+        );
         assert!(ancestors("/system.slice").next().is_none());
-        assert!(is_under("/a/b/c", "/a/b") && !is_under("/a/bc", "/a/b") && !is_under("/a/b", "/a/b"));
+        assert!(
+            is_under("/a/b/c", "/a/b") && !is_under("/a/bc", "/a/b") && !is_under("/a/b", "/a/b")
+        );
     }
 
     /// Containers of many pods: each pod's scope attached on its own until
@@ -472,7 +482,10 @@ mod tests {
         let refs: Vec<&str> = pods.iter().map(String::as_str).collect();
         let new = "/kubepods.slice/k-b.slice/podx.slice/cx.scope";
         assert_eq!(common_parent(new, &refs[..3], false), None);
-        assert_eq!(common_parent(new, &refs[..3], true), Some("/kubepods.slice/k-b.slice"));
+        assert_eq!(
+            common_parent(new, &refs[..3], true),
+            Some("/kubepods.slice/k-b.slice")
+        );
         assert_eq!(
             common_parent(new, &refs[..FAN_IN - 1], false),
             Some("/kubepods.slice/k-b.slice")
@@ -483,7 +496,11 @@ mod tests {
             .collect();
         let refs: Vec<&str> = siblings.iter().map(String::as_str).collect();
         assert_eq!(
-            common_parent("/kubepods.slice/k-b.slice/pod1.slice/cz.scope", &refs, false),
+            common_parent(
+                "/kubepods.slice/k-b.slice/pod1.slice/cz.scope",
+                &refs,
+                false
+            ),
             Some("/kubepods.slice/k-b.slice/pod1.slice")
         );
         // A top-level cgroup has no parent but the root: never chosen.

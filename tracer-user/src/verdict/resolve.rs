@@ -811,7 +811,13 @@ fe80::1%eth0 zoned.example
         ));
         // Bounded: past MAX_NAMES the cache starts over.
         for ns in 0..(MAX_NAMES as u64 + 10) {
-            r.store("n.example", in_ns(1, 1000 + ns), Entry::Pending { since: Instant::now() });
+            r.store(
+                "n.example",
+                in_ns(1, 1000 + ns),
+                Entry::Pending {
+                    since: Instant::now(),
+                },
+            );
             assert!(r.names() <= MAX_NAMES);
         }
         std::fs::remove_dir_all(root).unwrap();
