@@ -32,13 +32,19 @@ use std::{
 };
 
 use serde_json::json;
-use tracer_tests::{closed_port, in_private_mounts, rss_kib, temp_dir, tracer_bin};
+use tracer_tests::{
+    closed_port, command_in_cgroups, in_private_mounts, rss_kib, temp_dir, tracer_bin, UnitCgroup,
+};
 
 const CGROUPS: usize = 300;
 const CLIENTS: [usize; 3] = [1_000, 18_000, 1_000];
 const DESTINATIONS: u32 = 100_000;
 const PROXY_NAME: &str = "deadproxy.test";
-const CGROUP_ROOT: &str = "/sys/fs/cgroup/tracer-scale";
+/// The slice the containers' cgroups live in (both hierarchies of this
+/// hybrid machine, see `UnitCgroup`).
+const SLICE: &str = "tracer-scale.slice";
+/// Clients started at a time, as the issue measured.
+const PARALLEL: usize = 8;
 
 fn main() {
     let dir = temp_dir("scale");
@@ -54,10 +60,8 @@ fn main() {
     }
     let port = closed_port();
     let prepare = format!("mount --bind {} /etc/hosts", hosts.display());
-    if std::fs::create_dir_all(CGROUP_ROOT).is_err() {
-        eprintln!("scale: cannot create {CGROUP_ROOT} (needs root and cgroup v2)");
-        std::process::exit(1);
-    }
+    // Held to the end: removed (when empty) after the containers'.
+    let slice = UnitCgroup::at(SLICE);
     let env = Env { prepare, nc, port };
     // Round 1's containers exist before the tracer (adopted at start).
     let mut containers = Containers::start(&env, 1);
@@ -143,7 +147,8 @@ fn main() {
     done.store(true, Ordering::Relaxed);
     let _ = sampler.join();
     stop(&mut tracer);
-    let _ = std::fs::remove_dir(CGROUP_ROOT);
+    drop(containers);
+    drop(slice);
     let rss = |i: usize| rounds[i]["rss_kib_after"].as_f64().unwrap_or(0.0);
     let doc = json!({
         "cgroups": CGROUPS,
@@ -179,65 +184,68 @@ struct Env {
 
 /// The round's cgroups and their resident processes.
 struct Containers {
-    dirs: Vec<PathBuf>,
+    cgroups: Vec<UnitCgroup>,
     residents: Vec<Child>,
 }
 
 impl Containers {
     fn start(env: &Env, round: usize) -> Containers {
-        let mut dirs = Vec::new();
+        let mut cgroups = Vec::new();
         let mut residents = Vec::new();
         for i in 0..CGROUPS {
-            let dir = Path::new(CGROUP_ROOT).join(format!("r{round}-c{i}"));
-            if std::fs::create_dir_all(&dir).is_err() {
-                eprintln!("scale: cannot create {}", dir.display());
-                continue;
-            }
-            // Into the cgroup, then a mount namespace of its own with the
-            // hosts file, then the resident (a container's main process).
-            let script = format!(
-                "echo $$ > {}/cgroup.procs && exec unshare -m --propagation private sh -c '{} && exec sleep 900'",
-                dir.display(),
-                env.prepare
-            );
-            match proxied(Command::new("sh").args(["-c", &script]), env).spawn() {
-                Ok(child) => residents.push(child),
+            let cgroup = UnitCgroup::at(&format!("{SLICE}/r{round}-c{i}"));
+            // In the cgroup from exec on, a mount namespace of its own with
+            // the hosts file, then the resident (a container's main
+            // process).
+            let mut cmd = command_in_cgroups(Path::new("/usr/bin/unshare"), &cgroup.procs_files());
+            cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(format!("{} && exec sleep 900", env.prepare));
+            match proxied(&mut cmd, env).spawn() {
+                Ok(child) => {
+                    residents.push(child);
+                    cgroups.push(cgroup);
+                }
                 Err(e) => eprintln!("scale: resident: {e}"),
             }
-            dirs.push(dir);
         }
         // The residents' namespaces exist once their sleep runs.
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline && !residents.iter().all(|r| comm_of(r.id()) == "sleep") {
             std::thread::sleep(Duration::from_millis(50));
         }
-        Containers { dirs, residents }
+        Containers { cgroups, residents }
     }
 
-    /// `total` clients spread over the cgroups, each cgroup's run one after
-    /// another inside its resident's mount namespace, all cgroups at once.
+    /// `total` clients spread over the cgroups, each cgroup's one after
+    /// another inside its resident's mount namespace, `PARALLEL` cgroups
+    /// at a time.
     fn run_clients(&self, env: &Env, total: usize) {
         let n = self.residents.len().max(1);
-        let mut workers = Vec::new();
-        for (i, (dir, resident)) in self.dirs.iter().zip(&self.residents).enumerate() {
-            let k = total / n + usize::from(i < total % n);
-            if k == 0 {
-                continue;
+        let pairs: Vec<_> = self.cgroups.iter().zip(&self.residents).collect();
+        for (c, chunk) in pairs.chunks(PARALLEL).enumerate() {
+            let mut workers = Vec::new();
+            for (j, (cgroup, resident)) in chunk.iter().enumerate() {
+                let i = c * PARALLEL + j;
+                let k = total / n + usize::from(i < total % n);
+                if k == 0 {
+                    continue;
+                }
+                let mut cmd =
+                    command_in_cgroups(Path::new("/usr/bin/nsenter"), &cgroup.procs_files());
+                cmd.args(["-t", &resident.id().to_string(), "-m", "sh", "-c"])
+                    .arg(format!(
+                        "i=0; while [ $i -lt {k} ]; do {} 127.0.0.1 {} </dev/null 2>/dev/null; i=$((i+1)); done",
+                        env.nc.display(),
+                        env.port
+                    ));
+                match proxied(&mut cmd, env).spawn() {
+                    Ok(c) => workers.push(c),
+                    Err(e) => eprintln!("scale: clients: {e}"),
+                }
             }
-            let script = format!(
-                "echo $$ > {}/cgroup.procs && exec nsenter -t {} -m sh -c 'i=0; while [ $i -lt {k} ]; do {} 127.0.0.1 {} </dev/null 2>/dev/null; i=$((i+1)); done'",
-                dir.display(),
-                resident.id(),
-                env.nc.display(),
-                env.port
-            );
-            match proxied(Command::new("sh").args(["-c", &script]), env).spawn() {
-                Ok(c) => workers.push(c),
-                Err(e) => eprintln!("scale: clients: {e}"),
+            for mut w in workers {
+                let _ = w.wait();
             }
-        }
-        for mut w in workers {
-            let _ = w.wait();
         }
     }
 
@@ -247,16 +255,9 @@ impl Containers {
             let _ = r.kill();
             let _ = r.wait();
         }
-        for dir in &self.dirs {
-            // The processes are gone once waited for; rmdir may still race
-            // the kernel's bookkeeping for a moment: a few tries.
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-        }
+        self.residents.clear();
+        // UnitCgroup removes its folders when dropped.
+        self.cgroups.clear();
     }
 }
 
