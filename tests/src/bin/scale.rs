@@ -113,6 +113,8 @@ fn main() {
         let dest_events =
             sum(&m1, "tracer_connect_attempts_total") - sum(&m0, "tracer_connect_attempts_total");
         let dest_cpu = cpu_ns(pid).saturating_sub(cpu0) as f64 / dest_events.max(1.0);
+        // What the round built up, before the containers go.
+        let stats_before_removal = stats_line(&mut tracer, &dir);
         containers.remove();
         // The exited processes' grace (5 s) and a sweep tick, so the caches
         // show what is alive.
@@ -134,6 +136,7 @@ fn main() {
             "destination_cpu_ns_per_event": dest_cpu,
             "rss_kib_after": rss_kib(pid),
             "peak_rss_kib_so_far": peak.load(Ordering::Relaxed),
+            "stats_before_removal": stats_before_removal,
             "stats": stats,
             "gauges": {
                 "process_cache_entries": sum(&metrics, "tracer_process_cache_entries"),
@@ -334,8 +337,8 @@ fn stats_line(tracer: &mut Child, dir: &Path) -> String {
         if count(&text) > before {
             return text
                 .lines()
-                .filter(|l| l.contains("tracer: stats:"))
-                .last()
+                .rev()
+                .find(|l| l.contains("tracer: stats:"))
                 .unwrap_or_default()
                 .to_string();
         }

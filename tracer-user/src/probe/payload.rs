@@ -450,6 +450,19 @@ pub(super) fn prune(ebpf: &mut Ebpf, w: &mut PayloadWatch) -> Vec<u64> {
     gone
 }
 
+/// An error with its sources, "a: b: c" (aya's syscall errors keep the
+/// errno in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -506,17 +519,4 @@ mod tests {
         // A top-level cgroup has no parent but the root: never chosen.
         assert_eq!(common_parent("/system.slice", &refs, true), None);
     }
-}
-
-/// An error with its sources, "a: b: c" (aya's syscall errors keep the
-/// errno in the source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
