@@ -8,7 +8,8 @@
 //! - `test`: set up, then unit tests and the privileged integration tests.
 //! - `soak --minutes N`: a mixed workload against the tracer (exactly once,
 //!   no loss, flat memory, bounded fds and caches).
-//! - `bench`: set up, then the overhead benchmark.
+//! - `bench`: set up, then the overhead benchmark (`--scale`: the node-scale
+//!   case, tests/src/bin/scale.rs).
 //! - `fuzz [--seconds N]`: install cargo-fuzz if missing, then run every
 //!   fuzz target in `tests/fuzz` for N seconds each.
 //! - `image`: an OCI image of the tracer, from scratch, offline
@@ -446,6 +447,11 @@ fn run_harness(root: &Path, program: &str, args: &[OsString]) -> Result<()> {
 }
 
 fn bench(root: &Path, args: &[OsString]) -> Result<()> {
+    // `--scale`: the node-scale case (tests/src/bin/scale.rs), on its own.
+    if args.iter().any(|a| a == "--scale") {
+        let rest: Vec<OsString> = args.iter().filter(|a| *a != "--scale").cloned().collect();
+        return run_harness(root, "scale", &rest);
+    }
     run_harness(root, "bench", args)
 }
 

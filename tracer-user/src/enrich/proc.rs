@@ -236,6 +236,12 @@ pub struct ProcCache {
     exited: std::collections::VecDeque<(std::time::Instant, u32, Arc<ProcInfo>)>,
     /// Names the pod of a container's process, once per container.
     pods: Option<PodNamer>,
+    /// Mount namespace -> entries whose current snapshot is in it: when a
+    /// count drops to zero, the namespace's last known process is gone and
+    /// the caches keyed by namespace (the resolver's) can forget it.
+    namespaces: foldhash::HashMap<u64, u32>,
+    /// Namespaces whose count dropped to zero since `take_gone_namespaces`.
+    gone_namespaces: Vec<u64>,
 }
 
 /// The snapshot of a pid's current image, and of the one before.
@@ -269,6 +275,8 @@ impl ProcCache {
             entries: PidMap::default(),
             exited: std::collections::VecDeque::new(),
             pods: None,
+            namespaces: foldhash::HashMap::default(),
+            gone_namespaces: Vec::new(),
         }
     }
 
@@ -353,6 +361,7 @@ impl ProcCache {
                 .is_some_and(|entry| Arc::ptr_eq(&entry.current, &info))
             {
                 if let Some(entry) = self.entries.remove(&pid) {
+                    self.uncount(entry.current.mnt_ns);
                     evicted.extend(entry.previous.map(|previous| (pid, previous)));
                 }
                 evicted.push((pid, info));
@@ -365,6 +374,34 @@ impl ProcCache {
             namer.sweep(now);
         }
         evicted
+    }
+
+    /// Mount namespaces whose last cached process was evicted since the
+    /// last call (each at most once per time it emptied).
+    pub fn take_gone_namespaces(&mut self) -> Vec<u64> {
+        std::mem::take(&mut self.gone_namespaces)
+    }
+
+    /// Mount namespaces of the processes cached now.
+    pub fn namespaces(&self) -> usize {
+        self.namespaces.len()
+    }
+
+    fn count(&mut self, mnt_ns: Option<u64>) {
+        if let Some(ns) = mnt_ns {
+            *self.namespaces.entry(ns).or_default() += 1;
+        }
+    }
+
+    fn uncount(&mut self, mnt_ns: Option<u64>) {
+        let Some(ns) = mnt_ns else { return };
+        if let Some(n) = self.namespaces.get_mut(&ns) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.namespaces.remove(&ns);
+                self.gone_namespaces.push(ns);
+            }
+        }
     }
 
     /// Processes cached now.
@@ -392,9 +429,14 @@ impl ProcCache {
         }
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
+            // Starting over: every namespace counted so far is let go (the
+            // ones still in use are read again with their processes).
+            self.gone_namespaces
+                .extend(self.namespaces.drain().map(|(ns, _)| ns));
         }
         let info = Arc::new(info);
-        self.entries.insert(
+        self.count(info.mnt_ns);
+        let replaced = self.entries.insert(
             pid,
             Entry {
                 current: Arc::clone(&info),
@@ -402,6 +444,9 @@ impl ProcCache {
                 previous,
             },
         );
+        if let Some(old) = replaced {
+            self.uncount(old.current.mnt_ns);
+        }
         info
     }
 }
@@ -523,6 +568,30 @@ mod tests {
         );
         assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());
         assert_eq!(cache.len(), 1);
+    }
+
+    /// The namespace of our own process is let go when its last cached
+    /// process is evicted, not before, and once.
+    #[test]
+    fn a_namespace_is_gone_with_its_last_process() {
+        let mut cache = ProcCache::new(PathBuf::from("/proc"));
+        let me = std::process::id();
+        let ns = cache.get(me, 0).mnt_ns.expect("our namespace");
+        let _ = cache.get(1, 0);
+        assert!(cache.namespaces() >= 1);
+        let t0 = std::time::Instant::now();
+        cache.exited(me, t0);
+        cache.sweep(t0 + EXIT_GRACE);
+        // pid 1 may share our namespace (not in a container): then the
+        // namespace is still used.
+        let shared = cache.get(1, 0).mnt_ns == Some(ns);
+        assert_eq!(cache.take_gone_namespaces().contains(&ns), !shared);
+        cache.exited(1, t0);
+        cache.sweep(t0 + EXIT_GRACE);
+        let gone = cache.take_gone_namespaces();
+        assert_eq!(gone.contains(&ns), shared, "{gone:?}");
+        assert_eq!(cache.namespaces(), 0);
+        assert!(cache.take_gone_namespaces().is_empty());
     }
 
     #[test]

@@ -363,18 +363,91 @@ struct Dial {
 }
 
 /// The proxy-dial family and the handles of its live series: found by a
-/// scan (few series on a node) without allocating; created, capped and
-/// dropped here.
+/// hash of their borrowed labels (O(1), no allocation, however many series
+/// churning container ids leave); created, capped and dropped here.
 pub struct ProxyDials {
     family: Family<DialLabels, Counter>,
-    series: Vec<Dial>,
+    series: hashbrown::HashTable<Dial>,
+    /// Series per value of the capped labels: a value is known, and the
+    /// number of distinct values read, in O(1) (it was a scan of every
+    /// series per distinct value, O(n^2) per dial past the caps).
+    units: Distinct,
+    proxies: Distinct,
+    namespaces: Distinct,
+    hasher: foldhash::fast::FixedState,
+}
+
+/// How many series carry each value of one label.
+#[derive(Default)]
+struct Distinct(std::collections::HashMap<String, u32>);
+
+impl Distinct {
+    /// `value` when it already has series or there is room for one more
+    /// distinct value, else `"other"` (which, like the empty value, takes
+    /// no place).
+    fn bounded<'a>(&self, value: &'a str, cap: usize) -> &'a str {
+        if self.0.contains_key(value) {
+            return value;
+        }
+        let free = usize::from(self.0.contains_key("other")) + usize::from(self.0.contains_key(""));
+        if self.0.len() - free < cap {
+            value
+        } else {
+            "other"
+        }
+    }
+
+    fn add(&mut self, value: &str) {
+        match self.0.get_mut(value) {
+            Some(n) => *n += 1,
+            None => {
+                self.0.insert(value.to_string(), 1);
+            }
+        }
+    }
+
+    fn remove(&mut self, value: &str) {
+        if let Some(n) = self.0.get_mut(value) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.0.remove(value);
+            }
+        }
+    }
+}
+
+/// The labels that tell series apart, borrowed (lookup) or owned (a `Dial`).
+type DialKey<'a> = (
+    &'a str,
+    &'static str,
+    &'a str,
+    &'static str,
+    &'a str,
+    &'static str,
+);
+
+impl Dial {
+    fn key(&self) -> DialKey<'_> {
+        (
+            &self.unit,
+            self.manager,
+            &self.namespace,
+            self.variable,
+            &self.proxy,
+            self.result,
+        )
+    }
 }
 
 impl ProxyDials {
     fn new(family: Family<DialLabels, Counter>) -> Self {
         Self {
             family,
-            series: Vec::new(),
+            series: hashbrown::HashTable::new(),
+            units: Distinct::default(),
+            proxies: Distinct::default(),
+            namespaces: Distinct::default(),
+            hasher: foldhash::fast::FixedState::default(),
         }
     }
 
@@ -386,24 +459,20 @@ impl ProxyDials {
         result: &'static str,
         now: Instant,
     ) {
+        use std::hash::BuildHasher;
         let manager = caller.manager;
-        let unit = self.bounded(caller.unit, |d| &d.unit, MAX_UNITS);
-        let proxy = self.bounded(proxy, |d| &d.proxy, MAX_PROXIES);
+        let unit = self.units.bounded(caller.unit, MAX_UNITS);
+        let proxy = self.proxies.bounded(proxy, MAX_PROXIES);
         // Outside pods the label is empty (Prometheus: no label), which
         // takes no place among the namespaces.
         let namespace = if caller.namespace.is_empty() {
             caller.namespace
         } else {
-            self.bounded(caller.namespace, |d| &d.namespace, MAX_NAMESPACES)
+            self.namespaces.bounded(caller.namespace, MAX_NAMESPACES)
         };
-        if let Some(d) = self.series.iter_mut().find(|d| {
-            d.variable == variable
-                && d.result == result
-                && d.unit == unit
-                && d.manager == manager
-                && d.namespace == namespace
-                && d.proxy == proxy
-        }) {
+        let key: DialKey<'_> = (unit, manager, namespace, variable, proxy, result);
+        let hash = self.hasher.hash_one(key);
+        if let Some(d) = self.series.find_mut(hash, |d| d.key() == key) {
             d.counter.inc();
             d.last = now;
             return;
@@ -413,39 +482,24 @@ impl ProxyDials {
             &unit, manager, &namespace, variable, &proxy, result,
         ));
         counter.inc();
-        self.series.push(Dial {
-            unit,
-            manager,
-            namespace,
-            variable,
-            proxy,
-            result,
-            counter,
-            last: now,
-        });
-    }
-
-    /// `value` when it already has series or there is room for one more
-    /// distinct value of that label, else `"other"`.
-    fn bounded<'a>(&self, value: &'a str, label: fn(&Dial) -> &String, cap: usize) -> &'a str {
-        if self.series.iter().any(|d| label(d) == value) {
-            return value;
-        }
-        let mut distinct = 0;
-        for (i, d) in self.series.iter().enumerate() {
-            // Count each distinct value once: at its first series.
-            if label(d) != "other"
-                && !label(d).is_empty()
-                && !self.series[..i].iter().any(|e| label(e) == label(d))
-            {
-                distinct += 1;
-            }
-        }
-        if distinct < cap {
-            value
-        } else {
-            "other"
-        }
+        self.units.add(&unit);
+        self.proxies.add(&proxy);
+        self.namespaces.add(&namespace);
+        let hasher = &self.hasher;
+        self.series.insert_unique(
+            hash,
+            Dial {
+                unit,
+                manager,
+                namespace,
+                variable,
+                proxy,
+                result,
+                counter,
+                last: now,
+            },
+            |d| hasher.hash_one(d.key()),
+        );
     }
 
     fn labels(
@@ -469,9 +523,14 @@ impl ProxyDials {
     /// Drop the series not counted for `IDLE`.
     pub fn sweep(&mut self, now: Instant) {
         let family = &self.family;
+        let (units, proxies, namespaces) =
+            (&mut self.units, &mut self.proxies, &mut self.namespaces);
         self.series.retain(|d| {
             let keep = now.saturating_duration_since(d.last) < IDLE;
             if !keep {
+                units.remove(&d.unit);
+                proxies.remove(&d.proxy);
+                namespaces.remove(&d.namespace);
                 family.remove(&Self::labels(
                     &d.unit,
                     d.manager,

@@ -17,7 +17,7 @@ use crate::{
     cli::TraceArgs,
     probe::{Mode, ProbeConfig, Probes},
     sink::{Format, Sink},
-    trace::{drain, poll_ring, shutdown_flush, Pipeline, TraceError, LOOKUP_GRACE},
+    trace::{drain, drain_events, poll_ring, shutdown_flush, Pipeline, TraceError, LOOKUP_GRACE},
 };
 
 /// The JSON lines the pipeline writes, kept in memory.
@@ -108,7 +108,7 @@ impl Watch {
                 let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
                 drain(self.procs.get_mut(), &mut self.pipeline)?;
                 self.pipeline.settle_lookups(LOOKUP_GRACE);
-                drain(guard.get_inner_mut(), &mut self.pipeline)?;
+                drain_events(guard.get_inner_mut(), self.procs.get_mut(), &mut self.pipeline)?;
                 guard.clear_ready();
             }
             guard = self.procs.readable_mut() => {

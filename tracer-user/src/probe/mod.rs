@@ -258,6 +258,12 @@ impl Probes {
         payload::watch_pid(&mut self.ebpf, &mut self.payload, pid, hint)
     }
 
+    /// (cgroups the exchange programs are attached to, cgroups covered
+    /// through an attached parent).
+    pub fn watch_sizes(&self) -> (usize, usize) {
+        self.payload.sizes()
+    }
+
     /// Detach the exchange programs from cgroups whose watched processes
     /// are all gone; the ids no longer watched.
     pub fn prune_watches(&mut self) -> Vec<u64> {

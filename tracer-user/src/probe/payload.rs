@@ -10,6 +10,16 @@
 //! remains there. A process in the root cgroup is never watched: attaching
 //! there would make the whole node pay; its proxy attempts are written at
 //! once with `exchange: not_watched`.
+//!
+//! Past a few cgroups under one parent (`FAN_IN`), or once `MAX_WATCHED`
+//! attachments exist, the programs are attached once at a common parent
+//! instead (a pod's slice, `kubepods-burstable.slice`, `system.slice`):
+//! the kernel runs a cgroup's programs for every descendant's packets
+//! (`__cgroup_bpf_run_filter_skb()` runs the effective array, which
+//! includes the ancestors' multi-attached links), so one attachment covers
+//! the proxied children, those to come, and, the price, their unproxied
+//! siblings, whose packets then cost one socket-cookie lookup each. The
+//! children's own attachments are detached, so no packet is seen twice.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -29,9 +39,11 @@ use tracer_common::{ProxyKey, AF_INET, AF_INET6};
 use super::{load_error, program_of, ProbeError};
 use crate::enrich::cgroupns::HostCgroups;
 
-/// At most this many cgroups carry the payload programs; a node with more
-/// proxied services than this keeps the first ones (a warning says so).
+/// At most this many cgroups carry the payload programs; past that, new
+/// proxied cgroups are covered by attaching at a common parent.
 const MAX_WATCHED: usize = 256;
+/// Attachments under one parent before the parent is watched instead.
+const FAN_IN: usize = 16;
 
 pub const EGRESS: &str = "proxy_egress";
 pub const INGRESS: &str = "proxy_ingress";
@@ -45,6 +57,14 @@ struct Watched {
     ingress: Option<CgroupSkbLinkId>,
 }
 
+/// A cgroup watched through an ancestor's attachment.
+struct Covered {
+    id: u64,
+    pids: HashSet<u32>,
+    /// The attached ancestor's path (a key of `by_path`).
+    under: String,
+}
+
 /// Where the payload programs are attached, and for whom.
 pub struct PayloadWatch {
     /// The node's cgroup v2 tree: paths are the node's, whatever cgroup
@@ -54,6 +74,8 @@ pub struct PayloadWatch {
     /// attached and every proxy attempt is `not_watched`.
     pub enabled: bool,
     by_path: HashMap<String, Watched>,
+    /// Proxied cgroups covered by an ancestor in `by_path`.
+    covered: HashMap<String, Covered>,
     /// Paths already refused (root cgroup, attach failure), warned once.
     refused: HashSet<String>,
 }
@@ -77,14 +99,58 @@ impl PayloadWatch {
             tree,
             enabled,
             by_path: HashMap::new(),
+            covered: HashMap::new(),
             refused: HashSet::new(),
         })
     }
 
-    /// Cgroup ids currently watched.
+    /// Cgroup ids currently watched (attached, or covered by an ancestor).
     pub fn ids(&self) -> impl Iterator<Item = u64> + '_ {
-        self.by_path.values().map(|w| w.id)
+        self.by_path
+            .values()
+            .map(|w| w.id)
+            .chain(self.covered.values().map(|c| c.id))
     }
+
+    /// (cgroups attached to, cgroups covered through an ancestor).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.by_path.len(), self.covered.len())
+    }
+}
+
+/// The ancestors of a cgroup path, nearest first, without the root:
+/// "/a/b/c" -> "/a/b", "/a".
+fn ancestors(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| p.rsplit_once('/').map(|(a, _)| a))
+        .skip(1)
+        .filter(|a| !a.is_empty())
+}
+
+/// `path` lies under `ancestor`.
+fn is_under(path: &str, ancestor: &str) -> bool {
+    path.strip_prefix(ancestor)
+        .is_some_and(|r| r.starts_with('/'))
+}
+
+/// Where to attach for a new proxied cgroup `path` instead of at `path`
+/// itself: the nearest ancestor with `FAN_IN - 1` attachments under it,
+/// or, once `full`, the ancestor covering the most of them (the nearest
+/// on a tie; at least one). None: attach at `path`.
+fn common_parent<'a>(path: &'a str, attached: &[&str], full: bool) -> Option<&'a str> {
+    let under = |a: &str| attached.iter().filter(|p| is_under(p, a)).count();
+    let mut best: Option<(&str, usize)> = None;
+    for a in ancestors(path) {
+        let n = under(a);
+        if n + 1 >= FAN_IN {
+            return Some(a);
+        }
+        if best.is_none_or(|(_, m)| n > m) {
+            best = Some((a, n));
+        }
+    }
+    // When full, only an ancestor that folds at least one attachment in:
+    // the count of attachments then never grows past `MAX_WATCHED`.
+    best.filter(|&(_, n)| full && n > 0).map(|(a, _)| a)
 }
 
 /// Put a proxy endpoint into the kernel's `PROXY_ADDRS`.
@@ -163,6 +229,10 @@ pub(super) fn watch_pid(
         watched.pids.insert(pid);
         return Some(watched.id);
     }
+    if let Some(covered) = w.covered.get_mut(&path) {
+        covered.pids.insert(pid);
+        return Some(covered.id);
+    }
     if w.refused.contains(&path) {
         return None;
     }
@@ -170,20 +240,140 @@ pub(super) fn watch_pid(
     // The root asked of the kernel too (no `cgroup.events`), not only of
     // the path's spelling.
     let is_root = dir.as_deref().is_none_or(HostCgroups::is_root_dir);
-    if is_root || w.by_path.len() >= MAX_WATCHED {
+    if is_root {
         log::warn!(
-            "not watching the proxy exchanges of pid {pid}: its cgroup is {}",
-            if is_root {
-                "the root cgroup (attaching there would make every packet of the node pay)"
-            } else {
-                "beyond the limit of watched cgroups"
-            }
+            "not watching the proxy exchanges of pid {pid}: its cgroup is the root cgroup (attaching there would make every packet of the node pay)"
         );
         w.refused.insert(path);
         return None;
     }
     let dir = dir?;
-    let attached = File::open(&dir).and_then(|f| {
+    let Ok(id) = std::fs::metadata(&dir).map(|m| m.ino()) else {
+        w.refused.insert(path);
+        return None;
+    };
+    // Under an attached ancestor: covered already.
+    let under = ancestors(&path)
+        .find(|a| w.by_path.contains_key(*a))
+        .map(str::to_string);
+    if let Some(under) = under {
+        w.covered.insert(
+            path,
+            Covered {
+                id,
+                pids: HashSet::from([pid]),
+                under,
+            },
+        );
+        return Some(id);
+    }
+    let full = w.by_path.len() >= MAX_WATCHED;
+    let attached: Vec<&str> = w.by_path.keys().map(String::as_str).collect();
+    if let Some(parent) = common_parent(&path, &attached, full).map(str::to_string) {
+        if cover_from(ebpf, w, &parent) {
+            w.covered.insert(
+                path,
+                Covered {
+                    id,
+                    pids: HashSet::from([pid]),
+                    under: parent,
+                },
+            );
+            return Some(id);
+        }
+    }
+    if w.by_path.len() >= MAX_WATCHED {
+        log::warn!(
+            "not watching the proxy exchanges of pid {pid}: its cgroup is beyond the limit of watched cgroups"
+        );
+        w.refused.insert(path);
+        return None;
+    }
+    let Some((id, egress, ingress)) = attach_at(ebpf, &dir) else {
+        w.refused.insert(path);
+        return None;
+    };
+    w.by_path.insert(
+        path,
+        Watched {
+            id,
+            pids: HashSet::from([pid]),
+            egress,
+            ingress,
+        },
+    );
+    Some(id)
+}
+
+/// Attach at `parent` and fold the attachments below it into it: their
+/// cgroups become covered (attach first, then detach, so no packet goes
+/// unseen; for that moment one may be seen twice). False when `parent`
+/// cannot be attached to (then nothing changed).
+fn cover_from(ebpf: &mut Ebpf, w: &mut PayloadWatch, parent: &str) -> bool {
+    let Some(dir) = w.tree.dir(parent).filter(|d| !HostCgroups::is_root_dir(d)) else {
+        return false;
+    };
+    let Some((id, egress, ingress)) = attach_at(ebpf, &dir) else {
+        return false;
+    };
+    log::info!("watching the proxy exchanges of the cgroups under {parent} at {parent}");
+    let below: Vec<String> = w
+        .by_path
+        .keys()
+        .filter(|p| is_under(p, parent))
+        .cloned()
+        .collect();
+    for path in below {
+        if let Some(mut watched) = w.by_path.remove(&path) {
+            detach(ebpf, &mut watched);
+            w.covered.insert(
+                path,
+                Covered {
+                    id: watched.id,
+                    pids: watched.pids,
+                    under: parent.to_string(),
+                },
+            );
+        }
+    }
+    for c in w.covered.values_mut() {
+        if is_under(&c.under, parent) {
+            c.under = parent.to_string();
+        }
+    }
+    w.by_path.insert(
+        parent.to_string(),
+        Watched {
+            id,
+            pids: HashSet::new(),
+            egress,
+            ingress,
+        },
+    );
+    true
+}
+
+fn detach(ebpf: &mut Ebpf, watched: &mut Watched) {
+    for (name, link) in [
+        (EGRESS, watched.egress.take()),
+        (INGRESS, watched.ingress.take()),
+    ] {
+        let Some(link) = link else { continue };
+        if let Ok(program) = program_of::<CgroupSkb>(ebpf, name) {
+            if let Err(e) = program.detach(link) {
+                log::warn!("cannot detach {name}: {e}");
+            }
+        }
+    }
+}
+
+/// Attach both programs to the cgroup directory `dir`: its id and links,
+/// or None (warned) when either cannot be attached.
+fn attach_at(
+    ebpf: &mut Ebpf,
+    dir: &Path,
+) -> Option<(u64, Option<CgroupSkbLinkId>, Option<CgroupSkbLinkId>)> {
+    let attached = File::open(dir).and_then(|f| {
         let id = f.metadata()?.ino();
         Ok((f, id))
     });
@@ -191,7 +381,6 @@ pub(super) fn watch_pid(
         Ok(x) => x,
         Err(e) => {
             log::warn!("cannot open cgroup {}: {e}", dir.display());
-            w.refused.insert(path);
             return None;
         }
     };
@@ -234,19 +423,9 @@ pub(super) fn watch_pid(
                 let _ = program.detach(link);
             }
         }
-        w.refused.insert(path);
         return None;
     }
-    w.by_path.insert(
-        path,
-        Watched {
-            id,
-            pids: HashSet::from([pid]),
-            egress,
-            ingress,
-        },
-    );
-    Some(id)
+    Some((id, egress, ingress))
 }
 
 /// Detach from cgroups that no process is left in (the service stopped,
@@ -256,28 +435,28 @@ pub(super) fn watch_pid(
 pub(super) fn prune(ebpf: &mut Ebpf, w: &mut PayloadWatch) -> Vec<u64> {
     let mut gone = Vec::new();
     let tree = w.tree;
-    w.by_path.retain(|path, watched| {
-        watched
-            .pids
-            .retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
+    let in_use = |path: &str, pids: &mut HashSet<u32>| {
+        pids.retain(|pid| Path::new(&format!("/proc/{pid}")).exists());
         let procs = tree
             .dir(path)
             .and_then(|dir| std::fs::read_to_string(dir.join("cgroup.procs")).ok())
             .unwrap_or_default();
-        if !watched.pids.is_empty() || !procs.trim().is_empty() {
+        !pids.is_empty() || !procs.trim().is_empty()
+    };
+    w.covered.retain(|path, c| {
+        let keep = in_use(path, &mut c.pids);
+        if !keep {
+            gone.push(c.id);
+        }
+        keep
+    });
+    // A parent stays attached while a covered cgroup under it lives.
+    let anchors: HashSet<String> = w.covered.values().map(|c| c.under.clone()).collect();
+    w.by_path.retain(|path, watched| {
+        if anchors.contains(path) || in_use(path, &mut watched.pids) {
             return true;
         }
-        for (name, link) in [
-            (EGRESS, watched.egress.take()),
-            (INGRESS, watched.ingress.take()),
-        ] {
-            let Some(link) = link else { continue };
-            if let Ok(program) = program_of::<CgroupSkb>(ebpf, name) {
-                if let Err(e) = program.detach(link) {
-                    log::warn!("cannot detach {name}: {e}");
-                }
-            }
-        }
+        detach(ebpf, watched);
         gone.push(watched.id);
         false
     });
@@ -295,4 +474,62 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ancestors_nearest_first_without_the_root() {
+        let a: Vec<&str> = ancestors("/kubepods.slice/k-b.slice/pod1.slice/c.scope").collect();
+        assert_eq!(
+            a,
+            [
+                "/kubepods.slice/k-b.slice/pod1.slice",
+                "/kubepods.slice/k-b.slice",
+                "/kubepods.slice"
+            ]
+        );
+        assert!(ancestors("/system.slice").next().is_none());
+        assert!(
+            is_under("/a/b/c", "/a/b") && !is_under("/a/bc", "/a/b") && !is_under("/a/b", "/a/b")
+        );
+    }
+
+    /// Containers of many pods: each pod's scope attached on its own until
+    /// `FAN_IN` pods share a parent; once full, the ancestor covering the
+    /// most attachments; a lone cgroup is attached where it is.
+    #[test]
+    fn a_common_parent_when_many_children_need_it() {
+        let pods: Vec<String> = (0..FAN_IN)
+            .map(|i| format!("/kubepods.slice/k-b.slice/pod{i}.slice/c{i}.scope"))
+            .collect();
+        let refs: Vec<&str> = pods.iter().map(String::as_str).collect();
+        let new = "/kubepods.slice/k-b.slice/podx.slice/cx.scope";
+        assert_eq!(common_parent(new, &refs[..3], false), None);
+        assert_eq!(
+            common_parent(new, &refs[..3], true),
+            Some("/kubepods.slice/k-b.slice")
+        );
+        assert_eq!(
+            common_parent(new, &refs[..FAN_IN - 1], false),
+            Some("/kubepods.slice/k-b.slice")
+        );
+        // Siblings in one pod: the pod's slice, the nearest.
+        let siblings: Vec<String> = (0..FAN_IN - 1)
+            .map(|i| format!("/kubepods.slice/k-b.slice/pod1.slice/c{i}.scope"))
+            .collect();
+        let refs: Vec<&str> = siblings.iter().map(String::as_str).collect();
+        assert_eq!(
+            common_parent(
+                "/kubepods.slice/k-b.slice/pod1.slice/cz.scope",
+                &refs,
+                false
+            ),
+            Some("/kubepods.slice/k-b.slice/pod1.slice")
+        );
+        // A top-level cgroup has no parent but the root: never chosen.
+        assert_eq!(common_parent("/system.slice", &refs, true), None);
+    }
 }

@@ -58,11 +58,49 @@ pub(crate) fn poll_ring<T: std::os::fd::AsRawFd>(ring: T) -> Result<AsyncFd<T>, 
 }
 
 /// Drain every record currently in the ring buffer.
-pub(crate) fn drain(ring: &mut RingBuf<MapData>, pipeline: &mut Pipeline) -> Result<(), SinkError> {
+/// Returns how many records were drained.
+pub(crate) fn drain(
+    ring: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+) -> Result<usize, SinkError> {
+    let mut n = 0;
     while let Some(item) = ring.next() {
         pipeline.handle_bytes(&item)?;
         // Dropping `item` hands its space back to the kernel; write out a
         // full buffer before taking more (see `Pipeline::flush_if_full`).
+        drop(item);
+        pipeline.flush_if_full()?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Drain every record currently in the EVENTS ring, taking in the
+/// announcements of PROCS first for each one.
+///
+/// Why per record: a process's announcement is committed to PROCS before
+/// any attempt of it is committed to EVENTS (the announcement is written at
+/// its connect, the attempt at the outcome, which comes after). So once an
+/// attempt has been read, the announcement it depends on is already
+/// readable in PROCS, and draining PROCS right then can never miss it. A
+/// drain of PROCS only once before the whole batch did: announcements
+/// written while the batch was drained stayed behind their attempts, and a
+/// short-lived client's attempt was judged from a /proc that was gone (issue
+/// 20: 584 of 2,000 busybox clients lost their environment). A pid reused by
+/// a new process is covered too: its announcement replaces the old snapshot
+/// before its attempt is judged. An empty PROCS costs two loads of the
+/// ring's positions, so this adds nothing measurable per attempt; names a
+/// fresh announcement asked for get the usual `LOOKUP_GRACE`.
+pub(crate) fn drain_events(
+    ring: &mut RingBuf<MapData>,
+    procs: &mut RingBuf<MapData>,
+    pipeline: &mut Pipeline,
+) -> Result<(), SinkError> {
+    while let Some(item) = ring.next() {
+        if drain(procs, pipeline)? > 0 {
+            pipeline.settle_lookups(LOOKUP_GRACE);
+        }
+        pipeline.handle_bytes(&item)?;
         drop(item);
         pipeline.flush_if_full()?;
     }
@@ -180,32 +218,42 @@ pub async fn run_with(
     let mut ticks = 0u64;
     let mut unwritten_reported = 0u64;
     let mut reader_gone = false;
+    // When the EVENTS arm may drain again (BATCH_DELAY after its last drain).
+    let mut events_not_before: Option<tokio::time::Instant> = None;
     let stop_reason = loop {
         let result = tokio::select! {
-            guard = ring.readable_mut() => {
+            // Batch: the kernel wakes us for every record while we keep
+            // up, which at 50k connects/s costs more in wakeups and write(2)
+            // calls than the work itself. Waiting a moment after each drain
+            // lets records pile up (8 MiB of ring buffer holds 1.3 s of a
+            // storm), so one wakeup and one write carry a thousand. The
+            // wait is this arm's alone: announcements (below) are drained
+            // at once meanwhile, while their processes still live.
+            guard = async {
+                if let Some(at) = events_not_before {
+                    tokio::time::sleep_until(at).await;
+                }
+                ring.readable_mut().await
+            } => {
                 let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
-                // Announcements first: a process's announcement is written
+                // Announcements first, and again before each attempt
+                // (`drain_events`): a process's announcement is written
                 // before its attempt's outcome, and carries the proxy
                 // environment of a process that may be gone by now.
                 let r = drain(procs.get_mut(), &mut pipeline)
-                    .map(|()| pipeline.settle_lookups(LOOKUP_GRACE))
-                    .and_then(|()| drain(guard.get_inner_mut(), &mut pipeline))
+                    .map(|_| pipeline.settle_lookups(LOOKUP_GRACE))
+                    .and_then(|()| drain_events(guard.get_inner_mut(), procs.get_mut(), &mut pipeline))
                     .and_then(|()| pipeline.flush());
                 pipeline.ring_drained();
                 guard.clear_ready();
                 apply_exchange_watch(&mut probes, &mut pipeline);
-                // Batch: the kernel wakes us for every record while we keep
-                // up, which at 50k connects/s costs more in wakeups and
-                // write(2) calls than the work itself. Waiting a moment lets
-                // records pile up (8 MiB of ring buffer holds 1.3 s of a
-                // storm), so one wakeup and one write carry a thousand.
-                tokio::time::sleep(BATCH_DELAY).await;
+                events_not_before = Some(tokio::time::Instant::now() + BATCH_DELAY);
                 r
             }
             guard = procs.readable_mut() => {
                 // Unbatched: /proc must be read while the process lives.
                 let mut guard = guard.map_err(|source| TraceError::Io { what: "ring buffer poll failed", source })?;
-                let r = drain(guard.get_inner_mut(), &mut pipeline);
+                let r = drain(guard.get_inner_mut(), &mut pipeline).map(|_| ());
                 guard.clear_ready();
                 // Attach to a new proxied process's cgroup at once: its
                 // next connection should already be watched.
@@ -231,8 +279,9 @@ pub async fn run_with(
             () = &mut stop => break "quit",
             _ = sigusr1.recv() => {
                 let lost = probes.lost()?;
+                let (attached, covered) = probes.watch_sizes();
                 eprintln!(
-                    "tracer: stats: {} attempts written, {}, {}, {}, {}",
+                    "tracer: stats: {} attempts written, {}, exchange watch {attached} cgroups attached + {covered} covered, {}, {}, {}",
                     pipeline.attempts,
                     pipeline.stats(),
                     lost.describe(),
@@ -382,14 +431,13 @@ pub(crate) fn apply_exchange_watch(probes: &mut Probes, pipeline: &mut Pipeline)
 /// Drain the ring buffer, then report what is still in flight as `pending`,
 /// then the final lost count. Returns the number of pending attempts.
 pub(crate) fn shutdown_flush(
-    rings: [&mut AsyncFd<RingBuf<MapData>>; 2],
+    [procs, ring]: [&mut AsyncFd<RingBuf<MapData>>; 2],
     probes: &Probes,
     pipeline: &mut Pipeline,
     lost: LostCounts,
 ) -> Result<u64, TraceError> {
-    for ring in rings {
-        drain(ring.get_mut(), pipeline)?;
-    }
+    drain(procs.get_mut(), pipeline)?;
+    drain_events(ring.get_mut(), procs.get_mut(), pipeline)?;
     // Attempts still waiting for their proxy's answer: written as they are.
     pipeline.expire_exchanges(None)?;
     let mut pending = 0;

@@ -32,8 +32,10 @@ const MAX_ENDPOINT_ENTRIES: usize = 16384;
 pub struct ProxyVerdict {
     /// The variable that names the proxy, e.g. "HTTPS_PROXY".
     pub variable: &'static str,
-    /// The proxy URL, credentials redacted.
-    pub url: String,
+    /// The proxy URL, credentials redacted (shared with the choice it came
+    /// from: no allocation per event).
+    #[serde(serialize_with = "as_str")]
+    pub url: Arc<str>,
     /// true: the attempt's destination is this proxy; null: not known,
     /// because the proxy's host name has no answer yet (`unresolved` says
     /// why). Events are never held back for a lookup.
@@ -42,9 +44,9 @@ pub struct ProxyVerdict {
     /// resolved".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unresolved: Option<String>,
-    /// The proxy endpoint as host:port.
+    /// The proxy endpoint as host:port (shared, like `url`).
     #[serde(skip)]
-    pub endpoint: String,
+    pub endpoint: Arc<str>,
     /// The request scheme the variable serves ("its HTTPS proxy").
     #[serde(skip)]
     pub scheme: RequestScheme,
@@ -55,6 +57,12 @@ pub struct ProxyVerdict {
     /// The live value differs from what the unit's files configure now.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,
+}
+
+/// A shared string as a JSON string (serde's `rc` feature would do the
+/// same for every crate in the tree).
+fn as_str<S: serde::Serializer>(s: &Arc<str>, ser: S) -> Result<S::Ok, S::Error> {
+    ser.serialize_str(s)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -251,10 +259,10 @@ pub fn judge(
     };
     Some(ProxyVerdict {
         variable,
-        url: chosen.url.redacted(),
+        url: Arc::clone(&chosen.shown.url),
         via,
         unresolved,
-        endpoint: chosen.url.host_port(),
+        endpoint: Arc::clone(&chosen.shown.endpoint),
         scheme: chosen.for_scheme,
         rules: chosen.rules,
         source,

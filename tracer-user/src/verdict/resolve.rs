@@ -54,15 +54,20 @@ const WORKERS: usize = 2;
 /// Lookups queued at most. A node's processes name a handful of proxies; a
 /// full queue means the resolver is dead and more requests would not help.
 const QUEUE: usize = 256;
-/// Names remembered; beyond this the cache starts over.
-const MAX_NAMES: usize = 4096;
+/// Answers remembered (one per name per mount namespace); beyond this the
+/// cache starts over. A namespace's answers are also forgotten when its last
+/// process exits (`forget_namespace`), so the cache follows the namespaces
+/// alive, not every one the node ever had.
+pub const MAX_NAMES: usize = 4096;
 /// Hosts files larger than this are not read (a real one is a few KB).
 const MAX_HOSTS_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// Longest DNS name (RFC 1035), so absurd inputs never reach getaddrinfo.
 const MAX_NAME_LEN: usize = 253;
 
 /// Whose view of names to use: the process's root, identified by its mount
-/// namespace (processes in one namespace see one `/etc/hosts`).
+/// namespace (processes in one namespace see one `/etc/hosts`). Answers are
+/// cached per namespace: `pid` only says how to reach that root, so every
+/// process of a container shares one answer, whichever asked first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Root {
     /// A process in that namespace, to reach its root through /proc.
@@ -151,11 +156,16 @@ struct Reply {
     result: LookupResult,
 }
 
+/// The cache key of a view of names: the mount namespace (None: the host's).
+type View = Option<u64>;
+
 /// The cache the pipeline reads, and the workers that fill it.
 pub struct Resolver {
-    /// name (lower case) -> per-root entries (a name is usually seen from
-    /// one or two roots).
-    names: HashMap<String, Vec<(Root, Entry)>>,
+    /// mount namespace -> name (lower case) -> answer: two hash lookups
+    /// per verdict, no scan, and a namespace's answers go in one removal.
+    views: HashMap<View, HashMap<String, Entry>>,
+    /// Answers in `views`, all namespaces together (bounded by MAX_NAMES).
+    entries: usize,
     requests: SyncSender<Request>,
     replies: Receiver<Reply>,
     /// Requests sent and not yet answered: when 0, nothing to collect.
@@ -191,7 +201,8 @@ impl Resolver {
             }
         }
         Self {
-            names: HashMap::new(),
+            views: HashMap::new(),
+            entries: 0,
             requests,
             replies,
             outstanding: 0,
@@ -243,10 +254,10 @@ impl Resolver {
             name
         };
         let state = self
-            .names
-            .get(key)
-            .and_then(|roots| roots.iter().find(|(r, _)| *r == root))
-            .map(|(_, entry)| match entry {
+            .views
+            .get(&root.mnt_ns)
+            .and_then(|names| names.get(key))
+            .map(|entry| match entry {
                 Entry::Ready { at, refreshing, .. } => {
                     if now.duration_since(*at) >= TTL && !refreshing {
                         State::Refresh
@@ -305,9 +316,24 @@ impl Resolver {
         }
     }
 
-    /// Names cached (each with one entry per root it was asked from).
+    /// Answers cached (one per name per mount namespace it was asked
+    /// from); at most `MAX_NAMES`.
     pub fn names(&self) -> usize {
-        self.names.len()
+        self.entries
+    }
+
+    /// Mount namespaces with cached answers.
+    pub fn namespaces(&self) -> usize {
+        self.views.len()
+    }
+
+    /// The last process of mount namespace `mnt_ns` is gone: its answers
+    /// can serve no one any more. A late reply for it is stored again and
+    /// goes with the next start-over; that is bounded too.
+    pub fn forget_namespace(&mut self, mnt_ns: u64) {
+        if let Some(names) = self.views.remove(&Some(mnt_ns)) {
+            self.entries = self.entries.saturating_sub(names.len());
+        }
     }
 
     /// Start resolving `name` now, ahead of the first attempt that needs it.
@@ -322,6 +348,13 @@ impl Resolver {
 
     /// Queue a lookup; false when the queue is full.
     fn ask(&mut self, name: &str, root: Root) -> bool {
+        // An answer is cached per namespace; without one it is the host's
+        // view, so ask as the host (a process whose namespace could not be
+        // read is gone, and its root with it).
+        let root = Root {
+            pid: root.pid.filter(|_| root.mnt_ns.is_some()),
+            ..root
+        };
         let request = Request {
             name: name.to_string(),
             root,
@@ -377,11 +410,7 @@ impl Resolver {
     }
 
     fn entry_mut(&mut self, name: &str, root: Root) -> Option<&mut Entry> {
-        self.names
-            .get_mut(name)?
-            .iter_mut()
-            .find(|(r, _)| *r == root)
-            .map(|(_, e)| e)
+        self.views.get_mut(&root.mnt_ns)?.get_mut(name)
     }
 
     fn store(&mut self, name: &str, root: Root, entry: Entry) {
@@ -389,13 +418,15 @@ impl Resolver {
             *slot = entry;
             return;
         }
-        if self.names.len() >= MAX_NAMES {
-            self.names.clear();
+        if self.entries >= MAX_NAMES {
+            self.views.clear();
+            self.entries = 0;
         }
-        self.names
-            .entry(name.to_string())
+        self.views
+            .entry(root.mnt_ns)
             .or_default()
-            .push((root, entry));
+            .insert(name.to_string(), entry);
+        self.entries += 1;
     }
 }
 
@@ -743,6 +774,52 @@ fe80::1%eth0 zoned.example
             assert!(matches!(r.lookup(name, Root::HOST), Answer::Addrs([])));
         }
         assert_eq!(calls.load(Ordering::SeqCst), 0);
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// Processes of one mount namespace share one answer (one lookup, one
+    /// entry, whichever pid asked); another namespace asks on its own; a
+    /// namespace forgotten (its last process gone) takes its answers along.
+    #[test]
+    fn answers_are_kept_per_mount_namespace() {
+        let root = root_with_hosts("");
+        let (lookup, calls) = counting_lookup(
+            LookupResult::Addrs(vec![v4(198, 51, 100, 9)]),
+            Duration::ZERO,
+        );
+        let mut r = Resolver::with_lookup(&root, lookup);
+        let in_ns = |pid: u32, ns: u64| Root {
+            pid: Some(pid),
+            mnt_ns: Some(ns),
+        };
+        assert!(settled(&mut r, "proxy.example", in_ns(99_999_990, 7)).is_ok());
+        for pid in 0..1000 {
+            assert!(matches!(
+                r.lookup("proxy.example", in_ns(99_000_000 + pid, 7)),
+                Answer::Addrs([_])
+            ));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one lookup per namespace");
+        assert_eq!((r.names(), r.namespaces()), (1, 1));
+        assert!(settled(&mut r, "proxy.example", in_ns(99_999_991, 8)).is_ok());
+        assert_eq!((r.names(), r.namespaces()), (2, 2));
+        r.forget_namespace(7);
+        assert_eq!((r.names(), r.namespaces()), (1, 1));
+        assert!(matches!(
+            r.lookup("proxy.example", in_ns(99_999_991, 8)),
+            Answer::Addrs([_])
+        ));
+        // Bounded: past MAX_NAMES the cache starts over.
+        for ns in 0..(MAX_NAMES as u64 + 10) {
+            r.store(
+                "n.example",
+                in_ns(1, 1000 + ns),
+                Entry::Pending {
+                    since: Instant::now(),
+                },
+            );
+            assert!(r.names() <= MAX_NAMES);
+        }
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -27,6 +27,28 @@ pub struct ProxyChoice {
     /// whichever case of the variable was used. Only ever set for
     /// [`Rules::Go`]; Python instead ignores upper-case `HTTP_PROXY`.
     pub cgi_refused: bool,
+    /// `url.redacted()` and `url.host_port()`, made once with the choice:
+    /// every verdict of a proxied process carries them, and sharing them
+    /// keeps the per-event path free of allocation.
+    pub shown: Shown,
+}
+
+/// The proxy as events show it, shared by every verdict that names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shown {
+    /// The URL, credentials redacted.
+    pub url: std::sync::Arc<str>,
+    /// host:port.
+    pub endpoint: std::sync::Arc<str>,
+}
+
+impl Shown {
+    pub fn of(url: &ProxyUrl) -> Self {
+        Self {
+            url: url.redacted().into(),
+            endpoint: url.host_port().into(),
+        }
+    }
 }
 
 /// The chosen variable held a value that does not parse.
@@ -103,6 +125,7 @@ pub fn select_proxy(
         parse_proxy_url(value, rules)
             .map(|url| ProxyChoice {
                 variable: var.name(),
+                shown: Shown::of(&url),
                 url,
                 for_scheme: scheme,
                 rules,

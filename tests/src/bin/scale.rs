@@ -1,0 +1,411 @@
+//! `cargo xtask bench --scale`: the tracer at node scale (issue 20 §2).
+//!
+//! Two rounds, each:
+//! - 300 cgroups (`/sys/fs/cgroup/tracer-scale/rN-cI`), each with a resident
+//!   process in a mount namespace of its own whose /etc/hosts names the
+//!   proxy, with `HTTPS_PROXY` naming it by that host name (a container);
+//! - 20,000 short-lived proxied clients (`busybox nc` under the name `nc`)
+//!   run in those cgroups and namespaces, dialling the dead proxy: 1,000,
+//!   then 18,000, then 1,000, so the tracer's CPU per event is measured at
+//!   1,000 and at 20,000 processes;
+//! - 100,000 connects to distinct loopback destinations (127.1.0.0 +i);
+//! - the cgroups removed with their processes (a churn of containers; the
+//!   second round's are new ones, created while the tracer runs).
+//!
+//! Reported (JSON on stdout, also `target/bench-scale.json`): the tracer's
+//! peak RSS, its CPU per event at 1,000 and 20,000 processes, the share of
+//! clients judged `via: true` (counted from the proxy-dial metric), each
+//! cache's size from the stats line (SIGUSR1) and the metrics against its
+//! documented bound, and how much the second round grew RSS. Every loop is
+//! bounded; the whole run takes a few minutes.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use serde_json::json;
+use tracer_tests::{
+    closed_port, command_in_cgroups, in_private_mounts, rss_kib, temp_dir, tracer_bin, UnitCgroup,
+};
+
+const CGROUPS: usize = 300;
+const CLIENTS: [usize; 3] = [1_000, 18_000, 1_000];
+const DESTINATIONS: u32 = 100_000;
+const PROXY_NAME: &str = "deadproxy.test";
+/// The slice the containers' cgroups live in (both hierarchies of this
+/// hybrid machine, see `UnitCgroup`).
+const SLICE: &str = "tracer-scale.slice";
+/// Clients started at a time, as the issue measured.
+const PARALLEL: usize = 8;
+
+fn main() {
+    let dir = temp_dir("scale");
+    let hosts = dir.join("hosts");
+    let written = std::fs::write(
+        &hosts,
+        format!("127.0.0.1 localhost\n127.0.0.1 {PROXY_NAME}\n"),
+    );
+    let nc = dir.join("nc");
+    if written.is_err() || std::os::unix::fs::symlink("/usr/bin/busybox", &nc).is_err() {
+        eprintln!("scale: cannot prepare {}", dir.display());
+        std::process::exit(1);
+    }
+    let port = closed_port();
+    let prepare = format!("mount --bind {} /etc/hosts", hosts.display());
+    // Held to the end: removed (when empty) after the containers'.
+    let slice = UnitCgroup::at(SLICE);
+    let env = Env { prepare, nc, port };
+    // Round 1's containers exist before the tracer (adopted at start).
+    let mut containers = Containers::start(&env, 1);
+    let metrics_port = closed_port();
+    let mut tracer = start_tracer(&dir, &env.prepare, metrics_port);
+    let pid = tracer.id();
+    let peak = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, done) = (Arc::clone(&peak), Arc::clone(&done));
+        std::thread::spawn(move || {
+            // Bounded by `done`, set below on every path.
+            while !done.load(Ordering::Relaxed) {
+                peak.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let mut rounds = Vec::new();
+    for round in 1..=2 {
+        if round > 1 {
+            containers = Containers::start(&env, round);
+        }
+        let started = Instant::now();
+        let mut phases = Vec::new();
+        for clients in CLIENTS {
+            let cpu0 = cpu_ns(pid);
+            let m0 = scrape(metrics_port);
+            containers.run_clients(&env, clients);
+            // Let the drain take in the last ones (batch delay, /proc).
+            std::thread::sleep(Duration::from_millis(500));
+            let m1 = scrape(metrics_port);
+            let cpu = cpu_ns(pid).saturating_sub(cpu0);
+            let events = sum(&m1, "tracer_connect_attempts_total")
+                - sum(&m0, "tracer_connect_attempts_total");
+            let via = sum(&m1, "tracer_proxy_dials_total") - sum(&m0, "tracer_proxy_dials_total");
+            phases.push(json!({
+                "clients": clients,
+                "events": events,
+                "via_true": via,
+                "tracer_cpu_ns_per_event": cpu as f64 / events.max(1.0),
+            }));
+        }
+        let cpu0 = cpu_ns(pid);
+        let m0 = scrape(metrics_port);
+        let made = destinations();
+        std::thread::sleep(Duration::from_millis(500));
+        let m1 = scrape(metrics_port);
+        let dest_events =
+            sum(&m1, "tracer_connect_attempts_total") - sum(&m0, "tracer_connect_attempts_total");
+        let dest_cpu = cpu_ns(pid).saturating_sub(cpu0) as f64 / dest_events.max(1.0);
+        // What the round built up, before the containers go.
+        let stats_before_removal = stats_line(&mut tracer, &dir);
+        containers.remove();
+        // The exited processes' grace (5 s) and a sweep tick, so the caches
+        // show what is alive.
+        std::thread::sleep(Duration::from_secs(7));
+        let stats = stats_line(&mut tracer, &dir);
+        let metrics = scrape(metrics_port);
+        let judged: f64 = phases.iter().filter_map(|p| p["via_true"].as_f64()).sum();
+        let first = phases[0]["tracer_cpu_ns_per_event"].as_f64().unwrap_or(0.0);
+        let last = phases[2]["tracer_cpu_ns_per_event"].as_f64().unwrap_or(0.0);
+        rounds.push(json!({
+            "round": round,
+            "seconds": started.elapsed().as_secs_f64(),
+            "phases": phases,
+            "clients_judged_via_true": judged,
+            "clients_judged_share": judged / CLIENTS.iter().sum::<usize>() as f64,
+            "cpu_per_event_ratio_20000_vs_1000": last / first.max(1.0),
+            "destinations": made,
+            "destination_events": dest_events,
+            "destination_cpu_ns_per_event": dest_cpu,
+            "rss_kib_after": rss_kib(pid),
+            "peak_rss_kib_so_far": peak.load(Ordering::Relaxed),
+            "stats_before_removal": stats_before_removal,
+            "stats": stats,
+            "gauges": {
+                "process_cache_entries": sum(&metrics, "tracer_process_cache_entries"),
+                "resolver_names": sum(&metrics, "tracer_resolver_names"),
+                "resolver_queue": sum(&metrics, "tracer_resolver_queue"),
+                "events_lost": sum(&metrics, "tracer_events_lost_total"),
+                "proxy_dial_series": count(&metrics, "tracer_proxy_dials_total"),
+            },
+        }));
+    }
+    done.store(true, Ordering::Relaxed);
+    let _ = sampler.join();
+    stop(&mut tracer);
+    drop(containers);
+    drop(slice);
+    let rss = |i: usize| rounds[i]["rss_kib_after"].as_f64().unwrap_or(0.0);
+    let doc = json!({
+        "cgroups": CGROUPS,
+        "clients_per_round": CLIENTS.iter().sum::<usize>(),
+        "destinations_per_round": DESTINATIONS,
+        "peak_rss_kib": peak.load(Ordering::Relaxed),
+        "rss_growth_second_round_kib": rss(1) - rss(0),
+        "bounds": {
+            "peak_rss_kib": 64 * 1024,
+            "rss_growth_kib": 2 * 1024,
+            "cpu_per_event_ratio": 1.2,
+            "process_cache": 16384,
+            "resolver_names": 4096,
+            "proxy_dial_series": "64 units x 32 namespaces x 32 proxies x variable x result, idle series dropped after 15 min",
+        },
+        "rounds": rounds,
+    });
+    let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+    println!("{text}");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bench-scale.json");
+    let _ = std::fs::write(out, &text);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+struct Env {
+    /// Shell that bind-mounts the test's hosts file on /etc/hosts.
+    prepare: String,
+    /// busybox, linked as `nc`.
+    nc: PathBuf,
+    /// The dead proxy's port on 127.0.0.1.
+    port: u16,
+}
+
+/// The round's cgroups and their resident processes.
+struct Containers {
+    cgroups: Vec<UnitCgroup>,
+    residents: Vec<Child>,
+}
+
+impl Containers {
+    fn start(env: &Env, round: usize) -> Containers {
+        let mut cgroups = Vec::new();
+        let mut residents = Vec::new();
+        for i in 0..CGROUPS {
+            let cgroup = UnitCgroup::at(&format!("{SLICE}/r{round}-c{i}"));
+            // In the cgroup from exec on, a mount namespace of its own with
+            // the hosts file, then the resident (a container's main
+            // process).
+            let mut cmd = command_in_cgroups(Path::new("/usr/bin/unshare"), &cgroup.procs_files());
+            cmd.args(["-m", "--propagation", "private", "sh", "-c"])
+                .arg(format!("{} && exec sleep 900", env.prepare));
+            match proxied(&mut cmd, env).spawn() {
+                Ok(child) => {
+                    residents.push(child);
+                    cgroups.push(cgroup);
+                }
+                Err(e) => eprintln!("scale: resident: {e}"),
+            }
+        }
+        // The residents' namespaces exist once their sleep runs.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && !residents.iter().all(|r| comm_of(r.id()) == "sleep") {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Containers { cgroups, residents }
+    }
+
+    /// `total` clients spread over the cgroups, each cgroup's one after
+    /// another inside its resident's mount namespace, `PARALLEL` cgroups
+    /// at a time.
+    fn run_clients(&self, env: &Env, total: usize) {
+        let n = self.residents.len().max(1);
+        let pairs: Vec<_> = self.cgroups.iter().zip(&self.residents).collect();
+        for (c, chunk) in pairs.chunks(PARALLEL).enumerate() {
+            let mut workers = Vec::new();
+            for (j, (cgroup, resident)) in chunk.iter().enumerate() {
+                let i = c * PARALLEL + j;
+                let k = total / n + usize::from(i < total % n);
+                if k == 0 {
+                    continue;
+                }
+                let mut cmd =
+                    command_in_cgroups(Path::new("/usr/bin/nsenter"), &cgroup.procs_files());
+                cmd.args(["-t", &resident.id().to_string(), "-m", "sh", "-c"])
+                    .arg(format!(
+                        "i=0; while [ $i -lt {k} ]; do {} 127.0.0.1 {} </dev/null 2>/dev/null; i=$((i+1)); done",
+                        env.nc.display(),
+                        env.port
+                    ));
+                match proxied(&mut cmd, env).spawn() {
+                    Ok(c) => workers.push(c),
+                    Err(e) => eprintln!("scale: clients: {e}"),
+                }
+            }
+            for mut w in workers {
+                let _ = w.wait();
+            }
+        }
+    }
+
+    /// Kill the residents and remove the cgroups (a container's end).
+    fn remove(&mut self) {
+        for r in &mut self.residents {
+            let _ = r.kill();
+            let _ = r.wait();
+        }
+        self.residents.clear();
+        // UnitCgroup removes its folders when dropped.
+        self.cgroups.clear();
+    }
+}
+
+/// The proxy variable, by host name.
+fn proxied<'a>(cmd: &'a mut Command, env: &Env) -> &'a mut Command {
+    cmd.env("HTTPS_PROXY", format!("http://{PROXY_NAME}:{}", env.port))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+}
+
+fn comm_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// `DESTINATIONS` refused connects, each to its own loopback address.
+fn destinations() -> u32 {
+    let mut made = 0;
+    for i in 0..DESTINATIONS {
+        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(127, 1, 0, 0)) + i);
+        let addr = SocketAddr::from((ip, 9));
+        let _ = TcpStream::connect_timeout(&addr, Duration::from_millis(200));
+        made += 1;
+    }
+    made
+}
+
+/// The tracer, in a mount namespace whose /etc/hosts names the proxy (the
+/// node's hosts file), writing to /dev/null, with metrics.
+fn start_tracer(dir: &Path, prepare: &str, metrics_port: u16) -> Child {
+    let wrapper = in_private_mounts(&format!("{prepare} && exec \"$0\" \"$@\""));
+    let stderr = std::fs::File::create(dir.join("stderr.txt")).ok();
+    let mut cmd = Command::new(&wrapper[0]);
+    cmd.args(&wrapper[1..])
+        .arg(tracer_bin())
+        .args(["trace", "--metrics-addr"])
+        .arg(format!("127.0.0.1:{metrics_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("scale: cannot start the tracer: {e}");
+            std::process::exit(1);
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(dir.join("stderr.txt")).unwrap_or_default();
+        if text.contains("ready") {
+            return child;
+        }
+        if Instant::now() > deadline || child.try_wait().ok().flatten().is_some() {
+            eprintln!("scale: the tracer did not start: {text}");
+            let _ = child.kill();
+            std::process::exit(1);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// SIGUSR1, then the stats line it writes to stderr.
+fn stats_line(tracer: &mut Child, dir: &Path) -> String {
+    let path = dir.join("stderr.txt");
+    let count = |t: &str| t.matches("tracer: stats:").count();
+    let before = count(&std::fs::read_to_string(&path).unwrap_or_default());
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGUSR1) };
+    for _ in 0..100 {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        if count(&text) > before {
+            return text
+                .lines()
+                .rev()
+                .find(|l| l.contains("tracer: stats:"))
+                .unwrap_or_default()
+                .to_string();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    String::new()
+}
+
+fn stop(tracer: &mut Child) {
+    // SAFETY: plain kill(2) on our own child.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    for _ in 0..300 {
+        if tracer.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = tracer.kill();
+    let _ = tracer.wait();
+}
+
+/// GET /metrics (bounded: 5 s).
+fn scrape(port: u16) -> String {
+    let Ok(mut s) = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    ) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Sum of a family's samples.
+fn sum(text: &str, family: &str) -> f64 {
+    samples(text, family).sum()
+}
+
+fn count(text: &str, family: &str) -> usize {
+    samples(text, family).count()
+}
+
+fn samples<'a>(text: &'a str, family: &'a str) -> impl Iterator<Item = f64> + 'a {
+    text.lines()
+        .filter(move |l| {
+            l.strip_prefix(family)
+                .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+}
+
+/// CPU time of every thread of `pid`, ns (/proc/<pid>/task/*/schedstat).
+fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
