@@ -224,6 +224,7 @@ fn auth_required_says_the_variable_has_no_credentials_and_where_it_is_set() {
             reason: reason.into(),
         }),
         direct: None,
+        tls: None,
     };
     d.probes = vec![probe(
         407,

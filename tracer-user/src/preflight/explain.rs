@@ -6,6 +6,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    doctor::{
+        findings::{certificate_problem, trust_words},
+        tls::{TlsProbe, TlsVerdict},
+    },
     redact::redact,
     verdict::proxy::{DirectReason, Route},
 };
@@ -265,6 +269,72 @@ pub fn verdict(
             "{daemon} made no connection for this pull{why} (a name that does not resolve, or an error before dialling): {error}"
         ),
         None => format!("{daemon} connected directly to {registry}{why}, and the pull failed: {error}"),
+    }
+}
+
+/// The verdict once the tracer's own TLS handshake (doctor/tls.rs) is
+/// known: an interception, or a certificate the daemon refuses, replaces
+/// `verdict`; an interception the daemon trusts is added to it.
+pub fn with_tls(
+    verdict: String,
+    daemon: &str,
+    registry: &str,
+    error: Option<&str>,
+    route: &RouteSummary,
+    attempts: &[AttemptSummary],
+    tls: &TlsProbe,
+) -> String {
+    let set_in = match &route.source {
+        Some(s) => format!("{}, {s}", route.variable.as_deref().unwrap_or("proxy")),
+        None => format!(
+            "{}, not set by any configuration found",
+            route.variable.as_deref().unwrap_or("proxy")
+        ),
+    };
+    let reached = if attempts.iter().any(|a| a.via_proxy) {
+        "reached"
+    } else {
+        "has"
+    };
+    let proxy = route.proxy_endpoint.as_deref().unwrap_or("?");
+    let issuer = tls.leaf().map_or("?", |l| l.issuer_name.as_str());
+    let own = tls
+        .direct
+        .as_ref()
+        .and_then(|d| d.leaf.as_ref())
+        .map(|l| format!(" (the registry's own is issued by '{}')", l.issuer_name))
+        .unwrap_or_default();
+    let trusts = trust_words(tls);
+    let host = &tls.server_name;
+    let failed = error
+        .map(|e| format!(", so the pull failed: {e}"))
+        .unwrap_or_default();
+    match tls.verdict {
+        TlsVerdict::Intercepted => format!(
+            "{daemon} {reached} its proxy {proxy} ({set_in}), which intercepted TLS to {registry} and presented a certificate issued by '{issuer}'{own}; {daemon} trusts only {trusts} for that registry{failed}. Trust that CA for this registry, or put {host} in NO_PROXY"
+        ),
+        TlsVerdict::InterceptedTrusted => format!(
+            "{verdict}. Its proxy {proxy} intercepts TLS to {registry}: it presents a certificate issued by '{issuer}'{own}, which {daemon} trusts ({trusts}), so TLS inspection happens at the proxy"
+        ),
+        TlsVerdict::CertificateProblem | TlsVerdict::NotCompared if error.is_some() => {
+            let Some(problem) = tls.judgement.as_ref().and_then(|j| j.problem) else {
+                return verdict;
+            };
+            let (_, what) = certificate_problem(problem, tls, issuer, &trusts);
+            let path = match tls.verdict {
+                TlsVerdict::NotCompared => format!(
+                    " through its proxy {proxy} ({set_in}; {host} could not be reached directly to tell whether the proxy or the registry presented it)"
+                ),
+                _ if tls.path == "proxy" => format!(
+                    " through its proxy {proxy} ({set_in}; the same certificate arrives directly, so the proxy does not intercept)"
+                ),
+                _ => " directly".to_string(),
+            };
+            format!(
+                "{daemon} reached {registry}{path}, which presents a certificate that {what}{failed}"
+            )
+        }
+        _ => verdict,
     }
 }
 
