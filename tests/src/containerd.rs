@@ -96,6 +96,10 @@ pub struct Options<'a> {
     /// `insecure_skip_verify = true` (e.g. a test registry with a
     /// self-signed certificate).
     pub insecure_registries: &'a [&'a str],
+    /// Registries whose certificate is verified against a CA file: each
+    /// adds `[...registry.configs."HOST".tls] ca_file = "FILE"` (containerd
+    /// adds the file to the system pool).
+    pub ca_files: &'a [(&'a str, &'a Path)],
 }
 
 impl Containerd {
@@ -557,6 +561,20 @@ fn registry_tables(options: &Options) -> Result<String, String> {
              insecure_skip_verify = true\n"
         ));
     }
+    for (host, file) in options.ca_files {
+        if host.is_empty()
+            || !host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+        {
+            return Err(format!("not a registry host: {host:?}"));
+        }
+        out.push_str(&format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{host}\".tls]\n  \
+             ca_file = {}\n",
+            toml_str(file)
+        ));
+    }
     Ok(out)
 }
 
@@ -874,6 +892,7 @@ mod unit {
     fn insecure_registry_tables() {
         let t = registry_tables(&Options {
             insecure_registries: &["203.0.113.2"],
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(
@@ -883,6 +902,7 @@ mod unit {
         );
         assert!(registry_tables(&Options {
             insecure_registries: &["a\"]\nx"],
+            ..Default::default()
         })
         .is_err());
     }

@@ -5,6 +5,7 @@
 //! shows where it happened.
 
 pub mod containerd;
+pub mod mitmproxy;
 pub mod pods;
 pub mod prometheus;
 pub mod registry;
@@ -38,6 +39,14 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     dir
+}
+
+/// Copy `file` into `root` (a test's host root) at its own absolute path,
+/// so the tracer finds it there as it would on the node.
+pub fn mirror_into(root: &Path, file: &Path) {
+    let to = root.join(file.strip_prefix("/").expect("an absolute path"));
+    std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(file, &to).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
 }
 
 /// A running `tracer trace`, writing JSON lines to a file.

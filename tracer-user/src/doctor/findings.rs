@@ -378,9 +378,10 @@ fn tls_findings(out: &mut Out<'_>) {
             .and_then(|d| d.leaf.as_ref())
             .map(|l| format!(", not the registry's own (issued by '{}')", l.issuer_name))
             .unwrap_or_default();
-        let problem = tls.judgement.as_ref().and_then(|j| {
-            Some((j.problem?, j.detail.clone().unwrap_or_default()))
-        });
+        let problem = tls
+            .judgement
+            .as_ref()
+            .and_then(|j| Some((j.problem?, j.detail.clone().unwrap_or_default())));
         match tls.verdict {
             TlsVerdict::Intercepted => out.push(
                 Severity::Error,
@@ -458,10 +459,7 @@ pub fn certificate_problem(
     match problem {
         Problem::Expired => (
             codes::TLS_CERTIFICATE_EXPIRED,
-            format!(
-                "expired on {}",
-                leaf.map_or("?", |l| l.not_after.as_str())
-            ),
+            format!("expired on {}", leaf.map_or("?", |l| l.not_after.as_str())),
         ),
         Problem::NotYetValid => (
             codes::TLS_CERTIFICATE_INVALID,
@@ -487,10 +485,7 @@ pub fn certificate_problem(
             codes::TLS_CERTIFICATE_UNKNOWN_AUTHORITY,
             format!("is issued by '{issuer}', which it does not trust (it trusts {trusts})"),
         ),
-        Problem::Invalid => (
-            codes::TLS_CERTIFICATE_INVALID,
-            "it refuses".to_string(),
-        ),
+        Problem::Invalid => (codes::TLS_CERTIFICATE_INVALID, "it refuses".to_string()),
     }
 }
 

@@ -730,7 +730,13 @@ fn run_probes(
             Route::Proxy(choice) | Route::CgiRefused(choice) => {
                 let raw = env.get(choice.variable).unwrap_or_default();
                 let tunnel = connect_through(raw, target, timeout);
-                let opened = matches!(tunnel, Tunnel::Status { code: 200..=299, .. });
+                let opened = matches!(
+                    tunnel,
+                    Tunnel::Status {
+                        code: 200..=299,
+                        ..
+                    }
+                );
                 ProbeResult {
                     target: target.clone(),
                     route: RouteKind::Proxy,
@@ -740,7 +746,9 @@ fn run_probes(
                     tunnel: Some(tunnel),
                     direct: None,
                     tls: opened
-                        .then(|| tls::probe(Some(raw), &host, port, &trust_of(&host, port), timeout))
+                        .then(|| {
+                            tls::probe(Some(raw), &host, port, &trust_of(&host, port), timeout)
+                        })
                         .flatten(),
                 }
             }

@@ -130,15 +130,14 @@ pub fn handshake(mut stream: TcpStream, name: &str, deadline: Instant) -> Handsh
         chain: Mutex::new(Vec::new()),
         crypto: Arc::clone(&crypto),
     });
-    let config = match ClientConfig::builder_with_provider(crypto)
-        .with_safe_default_protocol_versions()
-    {
-        Ok(b) => b
-            .dangerous()
-            .with_custom_certificate_verifier(recorder.clone())
-            .with_no_client_auth(),
-        Err(e) => return Handshake::failed(format!("TLS set-up: {e}")),
-    };
+    let config =
+        match ClientConfig::builder_with_provider(crypto).with_safe_default_protocol_versions() {
+            Ok(b) => b
+                .dangerous()
+                .with_custom_certificate_verifier(recorder.clone())
+                .with_no_client_auth(),
+            Err(e) => return Handshake::failed(format!("TLS set-up: {e}")),
+        };
     let mut conn = match ClientConnection::new(Arc::new(config), server_name) {
         Ok(c) => c,
         Err(e) => return Handshake::failed(format!("TLS set-up: {e}")),
@@ -167,11 +166,7 @@ pub fn handshake(mut stream: TcpStream, name: &str, deadline: Instant) -> Handsh
         let _ = stream.flush();
     }
     let _ = stream.shutdown(Shutdown::Both);
-    let der = recorder
-        .chain
-        .lock()
-        .map(|c| c.clone())
-        .unwrap_or_default();
+    let der = recorder.chain.lock().map(|c| c.clone()).unwrap_or_default();
     Handshake {
         chain: der.iter().map(|d| cert_info(d)).collect(),
         version: conn.protocol_version().map(|v| match v {
@@ -289,8 +284,8 @@ pub fn probe(
     };
     let presented = handshake(stream, host, Instant::now() + timeout);
     let now = UnixTime::now();
-    let judgement = (!presented.der.is_empty())
-        .then(|| super::trust::judge(&presented.der, host, trust, now));
+    let judgement =
+        (!presented.der.is_empty()).then(|| super::trust::judge(&presented.der, host, trust, now));
     let direct = proxy_url.map(|_| {
         let direct = match open(None, host, port, timeout) {
             Opened::Stream(s) => handshake(s, host, Instant::now() + timeout),
@@ -303,7 +298,11 @@ pub fn probe(
         };
         DirectComparison {
             reached: !direct.der.is_empty(),
-            detail: direct.der.is_empty().then(|| direct.error.clone()).flatten(),
+            detail: direct
+                .der
+                .is_empty()
+                .then(|| direct.error.clone())
+                .flatten(),
             leaf: direct.chain.first().cloned(),
             same_certificate: presented.same_leaf(&direct),
         }
@@ -324,7 +323,12 @@ pub fn probe(
     Some(TlsProbe {
         server_name: host.to_string(),
         sni: host.parse::<std::net::IpAddr>().is_err(),
-        path: if proxy_url.is_some() { "proxy" } else { "direct" }.to_string(),
+        path: if proxy_url.is_some() {
+            "proxy"
+        } else {
+            "direct"
+        }
+        .to_string(),
         handshake: presented,
         judgement,
         trust: trust.files.clone(),

@@ -163,7 +163,13 @@ pub fn for_daemon(
                 containerd(&mut trust, named, &config_arg(&args), &keys);
             }
         }
-        "dockerd" => certs_dir(&mut trust, &admin, "/etc/docker/certs.d", &keys, "docker certs.d"),
+        "dockerd" => certs_dir(
+            &mut trust,
+            &admin,
+            "/etc/docker/certs.d",
+            &keys,
+            "docker certs.d",
+        ),
         "crio" => certs_dir(
             &mut trust,
             &admin,
@@ -291,11 +297,9 @@ fn hosts_dir(trust: &mut Trust, root: &NodeRoot, dir: &Path) {
 fn collect_ca(value: Option<&toml::Value>, out: &mut Vec<String>) {
     match value {
         Some(toml::Value::String(s)) => out.push(s.clone()),
-        Some(toml::Value::Array(items)) => out.extend(
-            items
-                .iter()
-                .filter_map(|v| v.as_str().map(str::to_string)),
-        ),
+        Some(toml::Value::Array(items)) => {
+            out.extend(items.iter().filter_map(|v| v.as_str().map(str::to_string)))
+        }
         _ => {}
     }
 }
@@ -371,9 +375,7 @@ impl Judgement {
 fn problem_of(e: &rustls::Error) -> Problem {
     match e {
         rustls::Error::InvalidCertificate(c) => match c {
-            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                Problem::Expired
-            }
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => Problem::Expired,
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 Problem::NotYetValid
             }
@@ -388,7 +390,12 @@ fn problem_of(e: &rustls::Error) -> Problem {
 }
 
 /// Judge `chain` (leaf first) for `name` against `trust`, at `now`.
-pub fn judge(chain: &[CertificateDer<'static>], name: &str, trust: &Trust, now: UnixTime) -> Judgement {
+pub fn judge(
+    chain: &[CertificateDer<'static>],
+    name: &str,
+    trust: &Trust,
+    now: UnixTime,
+) -> Judgement {
     let Some(leaf) = chain.first() else {
         return Judgement::bad(Problem::Invalid, "no certificate was presented".into());
     };
@@ -454,9 +461,18 @@ mod tests {
     #[test]
     fn containerd_config_flag_forms() {
         let a = |v: &[&str]| config_arg(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(a(&["containerd"]), PathBuf::from("/etc/containerd/config.toml"));
-        assert_eq!(a(&["containerd", "-c", "/x.toml"]), PathBuf::from("/x.toml"));
-        assert_eq!(a(&["containerd", "--config=/y.toml"]), PathBuf::from("/y.toml"));
+        assert_eq!(
+            a(&["containerd"]),
+            PathBuf::from("/etc/containerd/config.toml")
+        );
+        assert_eq!(
+            a(&["containerd", "-c", "/x.toml"]),
+            PathBuf::from("/x.toml")
+        );
+        assert_eq!(
+            a(&["containerd", "--config=/y.toml"]),
+            PathBuf::from("/y.toml")
+        );
     }
 
     #[test]

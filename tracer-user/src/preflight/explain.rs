@@ -480,4 +480,89 @@ mod tests {
             "{v}"
         );
     }
+
+    #[test]
+    fn an_interception_is_one_sentence_with_proxy_dropin_issuer_and_trust() {
+        use crate::doctor::{
+            tls::{CertInfo, DirectComparison, Handshake, TlsProbe, TlsVerdict},
+            trust::{Judgement, Problem, TrustFile},
+        };
+        let cert = |issuer: &str| CertInfo {
+            subject: "CN=203.0.113.2".into(),
+            issuer: format!("CN={issuer}"),
+            issuer_name: issuer.into(),
+            not_before: String::new(),
+            not_after: String::new(),
+            sans: vec![],
+            is_ca: false,
+            sha256: String::new(),
+        };
+        let tls = TlsProbe {
+            server_name: "203.0.113.2".into(),
+            sni: false,
+            path: "proxy".into(),
+            handshake: Handshake {
+                chain: vec![cert("mitmproxy")],
+                version: Some("1.3".into()),
+                error: None,
+                der: vec![],
+            },
+            judgement: Some(Judgement {
+                verified: false,
+                problem: Some(Problem::UnknownAuthority),
+                detail: None,
+            }),
+            trust: vec![TrustFile {
+                path: "/etc/containerd/certs/registry-ca.crt".into(),
+                origin: "containerd ca_file".into(),
+                certificates: 1,
+            }],
+            trust_problems: vec![],
+            direct: Some(DirectComparison {
+                reached: true,
+                detail: None,
+                leaf: Some(cert("registry.test")),
+                same_certificate: Some(false),
+            }),
+            verdict: TlsVerdict::Intercepted,
+        };
+        let v = with_tls(
+            "earlier verdict".into(),
+            "containerd",
+            "203.0.113.2:443",
+            Some("x509: certificate signed by unknown authority"),
+            &proxy_route(false),
+            &[attempt("127.0.0.1:8888", "connected", true)],
+            &tls,
+        );
+        assert_eq!(
+            v,
+            "containerd reached its proxy 127.0.0.1:8888 (HTTPS_PROXY, /etc/systemd/system/containerd.service.d/http-proxy.conf:3), \
+             which intercepted TLS to 203.0.113.2:443 and presented a certificate issued by 'mitmproxy' \
+             (the registry's own is issued by 'registry.test'); containerd trusts only \
+             /etc/containerd/certs/registry-ca.crt for that registry, so the pull failed: \
+             x509: certificate signed by unknown authority. Trust that CA for this registry, \
+             or put 203.0.113.2 in NO_PROXY"
+        );
+        let trusted = TlsProbe {
+            verdict: TlsVerdict::InterceptedTrusted,
+            ..tls.clone()
+        };
+        let v = with_tls(
+            "containerd pulled the image".into(),
+            "containerd",
+            "203.0.113.2:443",
+            None,
+            &proxy_route(false),
+            &[],
+            &trusted,
+        );
+        assert!(v.starts_with("containerd pulled the image. Its proxy"), "{v}");
+        let mine = TlsProbe {
+            verdict: TlsVerdict::NotIntercepted,
+            ..tls
+        };
+        let v = with_tls("kept".into(), "containerd", "r:443", None, &proxy_route(false), &[], &mine);
+        assert_eq!(v, "kept");
+    }
 }
