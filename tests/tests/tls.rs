@@ -14,41 +14,25 @@
 //! root, never the test's own `/`). It holds no system CA bundle, so
 //! containerd's trust as the tracer sees it is the `ca_file` alone.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 use serde_json::Value;
 use tracer_tests::{
     containerd::{Containerd, Options},
-    mirror_into,
+    dropin_root, env_refs, mirror_into,
     mitmproxy::Mitmproxy,
+    proxy_vars,
     registry::{Cert, Registry},
     temp_dir,
     tinyproxy::{Tinyproxy, TinyproxyOptions},
-    tracer_bin,
+    tracer_bin, CONTAINERD_DROPIN,
 };
 
-const DROPIN: &str = "/etc/systemd/system/containerd.service.d/http-proxy.conf";
+const DROPIN: &str = CONTAINERD_DROPIN;
 
 /// Test hosts 16..=23 of 203.0.113.0/24 (203.0.113.66 and up): a range
 /// no other test uses.
 const FIRST_HOST: u8 = 16;
-
-/// A host root whose containerd drop-in sets `vars` from line 2 (line 1 is
-/// `[Service]`): HTTP_PROXY on 2, HTTPS_PROXY on 3, NO_PROXY on 4.
-fn host_root_with(vars: &[(&str, &str)]) -> PathBuf {
-    let root = temp_dir("tlsroot");
-    let path = root.join(DROPIN.trim_start_matches('/'));
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    let mut text = String::from("[Service]\n");
-    for (k, v) in vars {
-        text.push_str(&format!("Environment=\"{k}={v}\"\n"));
-    }
-    std::fs::write(&path, text).expect("write drop-in");
-    root
-}
 
 /// containerd with `vars`, verifying `registry` against `ca_file`; its
 /// config and CA file mirrored into `root`.
@@ -73,18 +57,6 @@ fn containerd(
         mirror_into(root, f);
     }
     daemon
-}
-
-fn proxy_vars(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("HTTP_PROXY", url.to_string()),
-        ("HTTPS_PROXY", url.to_string()),
-        ("NO_PROXY", "localhost,127.0.0.1".to_string()),
-    ]
-}
-
-fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 /// `tracer preflight --image IMAGE` against the daemon: (exit code, stdout).
@@ -178,8 +150,8 @@ fn through_mitmproxy_the_interception_is_named_with_its_issuer_and_the_dropin() 
     registry.ns().assert_routed();
     let mitm = Mitmproxy::start();
     let vars = proxy_vars(&mitm.url());
-    let root = host_root_with(&refs(&vars));
-    let daemon = containerd(&refs(&vars), &registry, Some(&registry.cert), &root);
+    let root = dropin_root(&env_refs(&vars));
+    let daemon = containerd(&env_refs(&vars), &registry, Some(&registry.cert), &root);
     let target = format!("{}:443", registry.host());
 
     let (code, report) = preflight_json(&daemon, &registry.image(), &root);
@@ -245,8 +217,8 @@ fn a_node_that_trusts_the_proxy_ca_is_intercepted_but_trusted() {
     pem.push_str(&std::fs::read_to_string(mitm.ca_cert()).expect("mitmproxy CA"));
     std::fs::write(&bundle, pem).expect("write bundle");
     let vars = proxy_vars(&mitm.url());
-    let root = host_root_with(&refs(&vars));
-    let daemon = containerd(&refs(&vars), &registry, Some(&bundle), &root);
+    let root = dropin_root(&env_refs(&vars));
+    let daemon = containerd(&env_refs(&vars), &registry, Some(&bundle), &root);
     let target = format!("{}:443", registry.host());
 
     let (code, report) = preflight_json(&daemon, &registry.image(), &root);
@@ -284,8 +256,8 @@ fn through_tinyproxy_no_interception_is_claimed() {
     registry.ns().assert_routed();
     let proxy = Tinyproxy::start(&TinyproxyOptions::default());
     let vars = proxy_vars(&proxy.url());
-    let root = host_root_with(&refs(&vars));
-    let daemon = containerd(&refs(&vars), &registry, Some(&registry.cert), &root);
+    let root = dropin_root(&env_refs(&vars));
+    let daemon = containerd(&env_refs(&vars), &registry, Some(&registry.cert), &root);
     let target = format!("{}:443", registry.host());
 
     let (code, report) = preflight_json(&daemon, &registry.image(), &root);
@@ -344,7 +316,7 @@ fn direct_certificate_problems_are_named() {
     for (i, (cert, trusted, code_name, problem, go_error)) in cases.into_iter().enumerate() {
         let registry = Registry::start_with(FIRST_HOST + 3 + i as u8, cert);
         registry.ns().assert_routed();
-        let root = host_root_with(&[]);
+        let root = dropin_root(&[]);
         let ca = trusted.then_some(registry.cert.as_path());
         let daemon = containerd(&[], &registry, ca, &root);
         let target = format!("{}:443", registry.host());

@@ -370,13 +370,11 @@ fn tls_findings(out: &mut Out<'_>) {
             .unwrap_or_default();
         let proxy = p.proxy.as_deref().unwrap_or_default();
         let host = &tls.server_name;
-        let trusts = trust_words(tls);
-        let issuer = tls.leaf().map_or("?", |l| l.issuer_name.as_str());
+        let trusts = tls.trust_words();
+        let issuer = tls.issuer_name();
         let own = tls
-            .direct
-            .as_ref()
-            .and_then(|d| d.leaf.as_ref())
-            .map(|l| format!(", not the registry's own (issued by '{}')", l.issuer_name))
+            .direct_issuer_name()
+            .map(|i| format!(", not the registry's own (issued by '{i}')"))
             .unwrap_or_default();
         let problem = tls
             .judgement
@@ -431,19 +429,6 @@ fn tls_findings(out: &mut Out<'_>) {
             ),
             TlsVerdict::Verified | TlsVerdict::NotIntercepted => {}
         }
-    }
-}
-
-/// "/etc/ssl/certs/ca-certificates.crt and /etc/containerd/certs/r.crt"
-pub fn trust_words(tls: &super::tls::TlsProbe) -> String {
-    match tls.trust.len() {
-        0 => "nothing (no CA bundle or registry CA file was found)".to_string(),
-        _ => tls
-            .trust
-            .iter()
-            .map(|f| f.path.as_str())
-            .collect::<Vec<_>>()
-            .join(" and "),
     }
 }
 

@@ -414,46 +414,7 @@ fn tls_probe(
     verdict: crate::doctor::tls::TlsVerdict,
     problem: Option<crate::doctor::trust::Problem>,
 ) -> crate::doctor::tls::TlsProbe {
-    use crate::doctor::tls::{CertInfo, DirectComparison, Handshake, TlsProbe};
-    let cert = |issuer: &str| CertInfo {
-        subject: "CN=registry.test".into(),
-        issuer: format!("CN={issuer}, O={issuer}"),
-        issuer_name: issuer.into(),
-        not_before: "2020-01-01T00:00:00Z".into(),
-        not_after: "2020-01-02T00:00:00Z".into(),
-        sans: vec!["IP:198.51.100.2".into()],
-        is_ca: false,
-        sha256: String::new(),
-    };
-    TlsProbe {
-        server_name: "198.51.100.2".into(),
-        sni: false,
-        path: "proxy".into(),
-        handshake: Handshake {
-            chain: vec![cert("mitmproxy")],
-            version: Some("1.3".into()),
-            error: None,
-            der: Vec::new(),
-        },
-        judgement: Some(crate::doctor::trust::Judgement {
-            verified: problem.is_none(),
-            problem,
-            detail: problem.map(|p| p.as_str().to_string()),
-        }),
-        trust: vec![crate::doctor::trust::TrustFile {
-            path: "/etc/containerd/certs/registry-ca.crt".into(),
-            origin: "containerd ca_file".into(),
-            certificates: 1,
-        }],
-        trust_problems: Vec::new(),
-        direct: Some(DirectComparison {
-            reached: true,
-            detail: None,
-            leaf: Some(cert("registry.test")),
-            same_certificate: Some(false),
-        }),
-        verdict,
-    }
+    crate::doctor::tls::TlsProbe::sample("198.51.100.2", verdict, problem)
 }
 
 #[test]

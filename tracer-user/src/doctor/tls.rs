@@ -265,6 +265,22 @@ impl TlsProbe {
     pub fn leaf(&self) -> Option<&CertInfo> {
         self.handshake.chain.first()
     }
+
+    /// The presented leaf's issuer, for sentences.
+    pub fn issuer_name(&self) -> &str {
+        self.leaf().map_or("?", |l| l.issuer_name.as_str())
+    }
+
+    /// The issuer of the leaf a direct handshake got, when one did.
+    pub fn direct_issuer_name(&self) -> Option<&str> {
+        let leaf = self.direct.as_ref()?.leaf.as_ref()?;
+        Some(leaf.issuer_name.as_str())
+    }
+
+    /// What the daemon trusts, for sentences.
+    pub fn trust_words(&self) -> String {
+        super::trust::describe(&self.trust)
+    }
 }
 
 /// Handshake with `host:port` the way the daemon would reach it (through
@@ -491,6 +507,59 @@ pub fn cert_info(der: &CertificateDer<'_>) -> CertInfo {
         sans,
         is_ca: cert.is_ca(),
         sha256,
+    }
+}
+
+#[cfg(test)]
+impl TlsProbe {
+    /// A probe of `server`:443 through a proxy: the leaf presented is
+    /// issued by 'mitmproxy' (expired on 2020-01-02), the direct one by
+    /// 'registry.test'; the trust is one containerd ca_file.
+    pub fn sample(
+        server: &str,
+        verdict: TlsVerdict,
+        problem: Option<super::trust::Problem>,
+    ) -> Self {
+        use super::trust::{Judgement, TrustFile};
+        let cert = |issuer: &str| CertInfo {
+            subject: "CN=registry.test".into(),
+            issuer: format!("CN={issuer}, O={issuer}"),
+            issuer_name: issuer.into(),
+            not_before: "2020-01-01T00:00:00Z".into(),
+            not_after: "2020-01-02T00:00:00Z".into(),
+            sans: vec![format!("IP:{server}")],
+            is_ca: false,
+            sha256: String::new(),
+        };
+        TlsProbe {
+            server_name: server.into(),
+            sni: false,
+            path: "proxy".into(),
+            handshake: Handshake {
+                chain: vec![cert("mitmproxy")],
+                version: Some("1.3".into()),
+                error: None,
+                der: Vec::new(),
+            },
+            judgement: Some(Judgement {
+                verified: problem.is_none(),
+                problem,
+                detail: problem.map(|p| p.as_str().to_string()),
+            }),
+            trust: vec![TrustFile {
+                path: "/etc/containerd/certs/registry-ca.crt".into(),
+                origin: "containerd ca_file".into(),
+                certificates: 1,
+            }],
+            trust_problems: Vec::new(),
+            direct: Some(DirectComparison {
+                reached: true,
+                detail: None,
+                leaf: Some(cert("registry.test")),
+                same_certificate: Some(false),
+            }),
+            verdict,
+        }
     }
 }
 

@@ -76,6 +76,19 @@ pub struct TrustFile {
     pub certificates: usize,
 }
 
+/// The files, for sentences: "/etc/ssl/certs/ca-certificates.crt and
+/// /etc/containerd/certs/registry-ca.crt".
+pub fn describe(files: &[TrustFile]) -> String {
+    if files.is_empty() {
+        return "nothing (no CA bundle or registry CA file was found)".to_string();
+    }
+    files
+        .iter()
+        .map(|f| f.path.as_str())
+        .collect::<Vec<_>>()
+        .join(" and ")
+}
+
 /// What the daemon trusts for the registry.
 #[derive(Debug, Clone, Default)]
 pub struct Trust {
@@ -86,29 +99,6 @@ pub struct Trust {
 }
 
 impl Trust {
-    /// The files named for the registry itself (not the system pool).
-    pub fn registry_files(&self) -> Vec<&str> {
-        self.files
-            .iter()
-            .filter(|f| f.origin != "system")
-            .map(|f| f.path.as_str())
-            .collect()
-    }
-
-    /// The files, for sentences: "/etc/ssl/certs/ca-certificates.crt and
-    /// /etc/containerd/certs/registry-ca.crt".
-    pub fn describe(&self) -> String {
-        match self.files.len() {
-            0 => "nothing (no CA bundle or registry CA file was found)".to_string(),
-            _ => self
-                .files
-                .iter()
-                .map(|f| f.path.as_str())
-                .collect::<Vec<_>>()
-                .join(" and "),
-        }
-    }
-
     fn add_file(&mut self, root: &NodeRoot, path: &Path, origin: &str) -> bool {
         match root.read(path, MAX_BUNDLE) {
             Ok(bytes) => {
@@ -217,24 +207,40 @@ fn registry_table(config: &toml::Table) -> Option<&toml::Table> {
         .find_map(|p| plugins.get(*p)?.get("registry")?.as_table())
 }
 
-fn containerd(trust: &mut Trust, root: &NodeRoot, config: &Path, keys: &[String]) {
-    let text = match root.read(config, MAX_CONFIG) {
+/// A TOML file read through the host root.
+enum Toml {
+    Missing,
+    /// Unreadable or not TOML: the reason is in `Trust::problems`.
+    Unusable,
+    Table(toml::Table),
+}
+
+fn read_toml(trust: &mut Trust, root: &NodeRoot, path: &Path) -> Toml {
+    let text = match root.read(path, MAX_CONFIG) {
         Ok(t) => t,
+        Err(e) if e.is_missing() => return Toml::Missing,
         Err(e) => {
-            if !e.is_missing() {
-                trust.problems.push(e.to_string());
-            }
-            return;
+            trust.problems.push(e.to_string());
+            return Toml::Unusable;
         }
     };
     // The parser's own error may quote the file: only say it did not parse.
-    let Some(table) = std::str::from_utf8(&text)
+    match std::str::from_utf8(&text)
         .ok()
         .and_then(|t| t.parse::<toml::Table>().ok())
-    else {
-        trust
-            .problems
-            .push(format!("{} is not valid TOML", config.display()));
+    {
+        Some(table) => Toml::Table(table),
+        None => {
+            trust
+                .problems
+                .push(format!("{} is not valid TOML", path.display()));
+            Toml::Unusable
+        }
+    }
+}
+
+fn containerd(trust: &mut Trust, root: &NodeRoot, config: &Path, keys: &[String]) {
+    let Toml::Table(table) = read_toml(trust, root, config) else {
         return;
     };
     let Some(registry) = registry_table(&table) else {
@@ -264,17 +270,8 @@ fn containerd(trust: &mut Trust, root: &NodeRoot, config: &Path, keys: &[String]
 /// `<config_path>/<host>`: hosts.toml's `ca`, or the folder's `*.crt`.
 fn hosts_dir(trust: &mut Trust, root: &NodeRoot, dir: &Path) {
     let hosts = dir.join("hosts.toml");
-    match root.read(&hosts, MAX_CONFIG) {
-        Ok(text) => {
-            let Some(table) = std::str::from_utf8(&text)
-                .ok()
-                .and_then(|t| t.parse::<toml::Table>().ok())
-            else {
-                trust
-                    .problems
-                    .push(format!("{} is not valid TOML", hosts.display()));
-                return;
-            };
+    match read_toml(trust, root, &hosts) {
+        Toml::Table(table) => {
             let mut cas = Vec::new();
             collect_ca(table.get("ca"), &mut cas);
             if let Some(hosts) = table.get("host").and_then(|h| h.as_table()) {
@@ -287,10 +284,8 @@ fn hosts_dir(trust: &mut Trust, root: &NodeRoot, dir: &Path) {
                 trust.add_file(root, &path, "containerd hosts.toml");
             }
         }
-        Err(e) if e.is_missing() => {
-            certs_files(trust, root, dir, "containerd certs.d");
-        }
-        Err(e) => trust.problems.push(e.to_string()),
+        Toml::Missing => certs_files(trust, root, dir, "containerd certs.d"),
+        Toml::Unusable => {}
     }
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::{
     doctor::{
-        findings::{certificate_problem, trust_words},
+        findings::certificate_problem,
         tls::{TlsProbe, TlsVerdict},
     },
     redact::redact,
@@ -297,14 +297,12 @@ pub fn with_tls(
         "has"
     };
     let proxy = route.proxy_endpoint.as_deref().unwrap_or("?");
-    let issuer = tls.leaf().map_or("?", |l| l.issuer_name.as_str());
+    let issuer = tls.issuer_name();
     let own = tls
-        .direct
-        .as_ref()
-        .and_then(|d| d.leaf.as_ref())
-        .map(|l| format!(" (the registry's own is issued by '{}')", l.issuer_name))
+        .direct_issuer_name()
+        .map(|i| format!(" (the registry's own is issued by '{i}')"))
         .unwrap_or_default();
-    let trusts = trust_words(tls);
+    let trusts = tls.trust_words();
     let host = &tls.server_name;
     let failed = error
         .map(|e| format!(", so the pull failed: {e}"))
@@ -484,48 +482,14 @@ mod tests {
     #[test]
     fn an_interception_is_one_sentence_with_proxy_dropin_issuer_and_trust() {
         use crate::doctor::{
-            tls::{CertInfo, DirectComparison, Handshake, TlsProbe, TlsVerdict},
-            trust::{Judgement, Problem, TrustFile},
+            tls::{TlsProbe, TlsVerdict},
+            trust::Problem,
         };
-        let cert = |issuer: &str| CertInfo {
-            subject: "CN=203.0.113.2".into(),
-            issuer: format!("CN={issuer}"),
-            issuer_name: issuer.into(),
-            not_before: String::new(),
-            not_after: String::new(),
-            sans: vec![],
-            is_ca: false,
-            sha256: String::new(),
-        };
-        let tls = TlsProbe {
-            server_name: "203.0.113.2".into(),
-            sni: false,
-            path: "proxy".into(),
-            handshake: Handshake {
-                chain: vec![cert("mitmproxy")],
-                version: Some("1.3".into()),
-                error: None,
-                der: vec![],
-            },
-            judgement: Some(Judgement {
-                verified: false,
-                problem: Some(Problem::UnknownAuthority),
-                detail: None,
-            }),
-            trust: vec![TrustFile {
-                path: "/etc/containerd/certs/registry-ca.crt".into(),
-                origin: "containerd ca_file".into(),
-                certificates: 1,
-            }],
-            trust_problems: vec![],
-            direct: Some(DirectComparison {
-                reached: true,
-                detail: None,
-                leaf: Some(cert("registry.test")),
-                same_certificate: Some(false),
-            }),
-            verdict: TlsVerdict::Intercepted,
-        };
+        let tls = TlsProbe::sample(
+            "203.0.113.2",
+            TlsVerdict::Intercepted,
+            Some(Problem::UnknownAuthority),
+        );
         let v = with_tls(
             "earlier verdict".into(),
             "containerd",
@@ -557,12 +521,23 @@ mod tests {
             &[],
             &trusted,
         );
-        assert!(v.starts_with("containerd pulled the image. Its proxy"), "{v}");
+        assert!(
+            v.starts_with("containerd pulled the image. Its proxy"),
+            "{v}"
+        );
         let mine = TlsProbe {
             verdict: TlsVerdict::NotIntercepted,
             ..tls
         };
-        let v = with_tls("kept".into(), "containerd", "r:443", None, &proxy_route(false), &[], &mine);
+        let v = with_tls(
+            "kept".into(),
+            "containerd",
+            "r:443",
+            None,
+            &proxy_route(false),
+            &[],
+            &mine,
+        );
         assert_eq!(v, "kept");
     }
 }
