@@ -254,6 +254,9 @@ pub struct TlsProbe {
     /// Trust files named but unreadable (reasons only).
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub trust_problems: Vec<String>,
+    /// Where the daemon's verification is turned off for this registry.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub skip_verify: Option<String>,
     /// With a proxy: the direct handshake used for comparison.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub direct: Option<DirectComparison>,
@@ -279,7 +282,10 @@ impl TlsProbe {
 
     /// What the daemon trusts, for sentences.
     pub fn trust_words(&self) -> String {
-        super::trust::describe(&self.trust)
+        match &self.skip_verify {
+            Some(why) => format!("any certificate ({why})"),
+            None => super::trust::describe(&self.trust),
+        }
     }
 }
 
@@ -349,6 +355,7 @@ pub fn probe(
         judgement,
         trust: trust.files.clone(),
         trust_problems: trust.problems.clone(),
+        skip_verify: trust.skip_verify.clone(),
         direct,
         verdict,
     })
@@ -552,6 +559,7 @@ impl TlsProbe {
                 certificates: 1,
             }],
             trust_problems: Vec::new(),
+            skip_verify: None,
             direct: Some(DirectComparison {
                 reached: true,
                 detail: None,

@@ -95,6 +95,10 @@ pub struct Trust {
     pub files: Vec<TrustFile>,
     /// Files that were named but could not be read (reason only).
     pub problems: Vec<String>,
+    /// Where verification is turned off for the registry (containerd's
+    /// `tls.insecure_skip_verify` or hosts.toml `skip_verify`): the daemon
+    /// then accepts any certificate.
+    pub skip_verify: Option<String>,
     roots: Vec<CertificateDer<'static>>,
 }
 
@@ -248,9 +252,15 @@ fn containerd(trust: &mut Trust, root: &NodeRoot, config: &Path, keys: &[String]
     };
     let configs = registry.get("configs").and_then(|c| c.as_table());
     for key in keys {
-        let ca = configs
-            .and_then(|c| c.get(key))
-            .and_then(|c| c.get("tls"))
+        let tls = configs.and_then(|c| c.get(key)).and_then(|c| c.get("tls"));
+        if tls
+            .and_then(|t| t.get("insecure_skip_verify"))
+            .and_then(toml::Value::as_bool)
+            == Some(true)
+        {
+            trust.skip_verify = Some(format!("insecure_skip_verify in {}", config.display()));
+        }
+        let ca = tls
             .and_then(|t| t.get("ca_file"))
             .and_then(|f| f.as_str())
             .filter(|f| !f.is_empty());
@@ -274,10 +284,16 @@ fn hosts_dir(trust: &mut Trust, root: &NodeRoot, dir: &Path) {
         Toml::Table(table) => {
             let mut cas = Vec::new();
             collect_ca(table.get("ca"), &mut cas);
-            if let Some(hosts) = table.get("host").and_then(|h| h.as_table()) {
-                for (_, h) in hosts.iter().take(MAX_DIR_FILES) {
+            let skip = |t: &toml::Value| t.get("skip_verify").and_then(toml::Value::as_bool);
+            let mut skips = table.get("skip_verify").and_then(toml::Value::as_bool) == Some(true);
+            if let Some(mirrors) = table.get("host").and_then(|h| h.as_table()) {
+                for (_, h) in mirrors.iter().take(MAX_DIR_FILES) {
                     collect_ca(h.get("ca"), &mut cas);
+                    skips |= skip(h) == Some(true);
                 }
+            }
+            if skips {
+                trust.skip_verify = Some(format!("skip_verify in {}", hosts.display()));
             }
             for ca in cas.into_iter().take(MAX_DIR_FILES) {
                 let path = dir.join(ca);
@@ -394,6 +410,13 @@ pub fn judge(
     let Some(leaf) = chain.first() else {
         return Judgement::bad(Problem::Invalid, "no certificate was presented".into());
     };
+    if let Some(why) = &trust.skip_verify {
+        return Judgement {
+            verified: true,
+            problem: None,
+            detail: Some(format!("the daemon does not verify this registry ({why})")),
+        };
+    }
     let Ok(server_name) = ServerName::try_from(name) else {
         return Judgement::bad(Problem::Invalid, format!("{name:?} is not a server name"));
     };
@@ -445,8 +468,35 @@ pub fn judge(
             problem: None,
             detail: None,
         },
+        // webpki refuses a leaf marked as a CA before it looks for an
+        // issuer; Go does not. A self-issued one that is not in the pool
+        // has no issuer there (Go: "certificate signed by unknown
+        // authority"); any other is left unjudged, and says why.
+        Err(e) if is_ca_as_leaf(&e) => match self_issued(leaf) {
+            true => Judgement::bad(
+                Problem::UnknownAuthority,
+                "a self-signed certificate that is not among the trusted ones".into(),
+            ),
+            false => Judgement::bad(
+                Problem::Invalid,
+                "the certificate is marked as a CA: webpki does not judge such a leaf (Go would)"
+                    .into(),
+            ),
+        },
         Err(e) => Judgement::bad(problem_of(&e), e.to_string()),
     }
+}
+
+/// rustls passes webpki's `CaUsedAsEndEntity` on as an "other" error.
+fn is_ca_as_leaf(e: &rustls::Error) -> bool {
+    matches!(e, rustls::Error::InvalidCertificate(CertificateError::Other(o))
+        if matches!(o.0.downcast_ref::<webpki::Error>(), Some(webpki::Error::CaUsedAsEndEntity)))
+}
+
+/// Issuer and subject are the same name.
+fn self_issued(der: &CertificateDer<'_>) -> bool {
+    x509_parser::parse_x509_certificate(der.as_ref())
+        .is_ok_and(|(_, c)| c.subject().as_raw() == c.issuer().as_raw())
 }
 
 #[cfg(test)]
