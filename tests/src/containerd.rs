@@ -96,6 +96,10 @@ pub struct Options<'a> {
     /// `insecure_skip_verify = true` (e.g. a test registry with a
     /// self-signed certificate).
     pub insecure_registries: &'a [&'a str],
+    /// Registries whose certificate is verified against a CA file: each
+    /// adds `[...registry.configs."HOST".tls] ca_file = "FILE"` (containerd
+    /// adds the file to the system pool).
+    pub ca_files: &'a [(&'a str, &'a Path)],
 }
 
 impl Containerd {
@@ -544,7 +548,8 @@ fn pod_config(text: &str, sandbox_image: &str) -> Result<String, String> {
 /// sub-table of `registry.configs` follow the rest of the file).
 fn registry_tables(options: &Options) -> Result<String, String> {
     let mut out = String::new();
-    for host in options.insecure_registries {
+    // A host goes into a TOML key between quotes: only host characters.
+    let check = |host: &str| {
         if host.is_empty()
             || !host
                 .chars()
@@ -552,9 +557,21 @@ fn registry_tables(options: &Options) -> Result<String, String> {
         {
             return Err(format!("not a registry host: {host:?}"));
         }
+        Ok(())
+    };
+    for host in options.insecure_registries {
+        check(host)?;
         out.push_str(&format!(
             "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{host}\".tls]\n  \
              insecure_skip_verify = true\n"
+        ));
+    }
+    for (host, file) in options.ca_files {
+        check(host)?;
+        out.push_str(&format!(
+            "\n[plugins.\"io.containerd.grpc.v1.cri\".registry.configs.\"{host}\".tls]\n  \
+             ca_file = {}\n",
+            toml_str(file)
         ));
     }
     Ok(out)
@@ -874,6 +891,7 @@ mod unit {
     fn insecure_registry_tables() {
         let t = registry_tables(&Options {
             insecure_registries: &["203.0.113.2"],
+            ..Default::default()
         })
         .unwrap();
         assert_eq!(
@@ -883,6 +901,7 @@ mod unit {
         );
         assert!(registry_tables(&Options {
             insecure_registries: &["a\"]\nx"],
+            ..Default::default()
         })
         .is_err());
     }

@@ -5,6 +5,7 @@
 //! shows where it happened.
 
 pub mod containerd;
+pub mod mitmproxy;
 pub mod pods;
 pub mod prometheus;
 pub mod registry;
@@ -38,6 +39,46 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
     dir
+}
+
+/// The incident's drop-in: where a node's containerd gets its proxy.
+pub const CONTAINERD_DROPIN: &str = "/etc/systemd/system/containerd.service.d/http-proxy.conf";
+
+/// A host root whose [`CONTAINERD_DROPIN`] sets `vars`, one per line from
+/// line 2 (line 1 is `[Service]`).
+pub fn dropin_root(vars: &[(&str, &str)]) -> PathBuf {
+    let root = temp_dir("dropinroot");
+    let path = root.join(CONTAINERD_DROPIN.trim_start_matches('/'));
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    let mut text = String::from("[Service]\n");
+    for (k, v) in vars {
+        text.push_str(&format!("Environment=\"{k}={v}\"\n"));
+    }
+    std::fs::write(&path, text).expect("write drop-in");
+    root
+}
+
+/// HTTP_PROXY, HTTPS_PROXY (lines 2 and 3 of a [`dropin_root`]) set to
+/// `url`, and NO_PROXY=localhost,127.0.0.1.
+pub fn proxy_vars(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("HTTP_PROXY", url.to_string()),
+        ("HTTPS_PROXY", url.to_string()),
+        ("NO_PROXY", "localhost,127.0.0.1".to_string()),
+    ]
+}
+
+/// `(name, value)` pairs borrowed, as the harnesses take them.
+pub fn env_refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
+    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
+}
+
+/// Copy `file` into `root` (a test's host root) at its own absolute path,
+/// so the tracer finds it there as it would on the node.
+pub fn mirror_into(root: &Path, file: &Path) {
+    let to = root.join(file.strip_prefix("/").expect("an absolute path"));
+    std::fs::create_dir_all(to.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(file, &to).unwrap_or_else(|e| panic!("copy {}: {e}", file.display()));
 }
 
 /// A running `tracer trace`, writing JSON lines to a file.

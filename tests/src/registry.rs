@@ -34,6 +34,22 @@ pub const TAG: &str = "1";
 pub const FILE_NAME: &str = "hello.txt";
 pub const FILE_CONTENT: &str = "hello from the test registry\n";
 
+/// The certificate a registry serves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Cert {
+    /// Self-signed by openssl, SAN `IP:<host>` and `DNS:registry.test`,
+    /// valid 2 days.
+    #[default]
+    SelfSigned,
+    /// Self-signed, valid, but for `elsewhere.test` only: not the
+    /// registry's address nor `registry.test`.
+    WrongName,
+    /// Self-signed for the right names, but expired (2020-01-01 to
+    /// 2020-01-02), made with Python's `cryptography` from the mitmproxy
+    /// venv (openssl 3.0's `req`/`x509` cannot set dates in the past).
+    Expired,
+}
+
 /// A running registry on a test host. Dropping it kills the registry and
 /// removes the namespace.
 pub struct Registry {
@@ -55,18 +71,39 @@ impl Registry {
     /// up and holding `acc/img:1`. Panics with the registry's log if any
     /// step fails; waits at most 20 s for it to answer.
     pub fn start(index: u8) -> Registry {
+        Self::start_with(index, Cert::SelfSigned)
+    }
+
+    /// [`Registry::start`] serving the certificate `kind`.
+    pub fn start_with(index: u8, kind: Cert) -> Registry {
         let ns = NetNs::new_in(TestNet::Net3, index);
         let dir = temp_dir("registry");
         let ip = ns.addr.clone();
         let cert = dir.join("cert.pem");
         let key = dir.join("key.pem");
-        sh(&format!(
-            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
-             -keyout {} -out {} -subj /CN=registry.test \
-             -addext subjectAltName=IP:{ip},DNS:registry.test 2>&1",
-            key.display(),
-            cert.display()
-        ));
+        match kind {
+            Cert::SelfSigned | Cert::WrongName => {
+                let (cn, san) = if kind == Cert::WrongName {
+                    (
+                        "elsewhere.test".to_string(),
+                        "DNS:elsewhere.test".to_string(),
+                    )
+                } else {
+                    (
+                        "registry.test".to_string(),
+                        format!("IP:{ip},DNS:registry.test"),
+                    )
+                };
+                sh(&format!(
+                    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 \
+                     -keyout {} -out {} -subj /CN={cn} \
+                     -addext subjectAltName={san} 2>&1",
+                    key.display(),
+                    cert.display()
+                ));
+            }
+            Cert::Expired => expired_cert(&ip, &cert, &key),
+        }
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage).expect("create registry storage");
         let config = dir.join("config.yml");
@@ -378,4 +415,46 @@ fn go_arch() -> &'static str {
         "x86" => "386",
         other => other,
     }
+}
+
+/// A self-signed certificate for `ip` and registry.test that expired in
+/// 2020, written as PEM to `cert` and `key`.
+fn expired_cert(ip: &str, cert: &Path, key: &Path) {
+    let script = r#"
+import datetime, ipaddress, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+ip, cert_path, key_path = sys.argv[1:4]
+key = ec.generate_private_key(ec.SECP256R1())
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "registry.test")])
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+    .public_key(key.public_key()).serial_number(x509.random_serial_number())
+    .not_valid_before(datetime.datetime(2020, 1, 1))
+    .not_valid_after(datetime.datetime(2020, 1, 2))
+    .add_extension(x509.SubjectAlternativeName([
+        x509.IPAddress(ipaddress.ip_address(ip)), x509.DNSName("registry.test")]), critical=False)
+    .sign(key, hashes.SHA256()))
+open(cert_path, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+open(key_path, "wb").write(key.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+"#;
+    let python = Path::new(crate::mitmproxy::VENV).join("bin/python");
+    let out = Command::new(&python)
+        .args(["-c", script, ip])
+        .arg(cert)
+        .arg(key)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {} (cargo xtask setup installs the mitmproxy venv): {e}",
+                python.display()
+            )
+        });
+    assert!(
+        out.status.success(),
+        "making an expired certificate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -16,7 +16,8 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{
     assert_matches_doctor_schema, closed_port,
-    containerd::Containerd,
+    containerd::{Containerd, Options},
+    mirror_into,
     registry::Registry,
     sh, temp_dir,
     tinyproxy::{Tinyproxy, TinyproxyOptions},
@@ -398,11 +399,25 @@ fn working_proxy_tunnels_to_the_registry() {
     assert!(!no_proxy.split(',').any(|a| a == registry.host()));
     let root = temp_dir("root");
     write(&root, DROPIN, &dropin(&proxy.url(), &no_proxy));
-    let daemon = start_containerd(&[
-        ("HTTP_PROXY", &proxy.url()),
-        ("HTTPS_PROXY", &proxy.url()),
-        ("NO_PROXY", &no_proxy),
-    ]);
+    // containerd verifies the registry against its certificate (ca_file),
+    // and the host root holds containerd's config and that file, where the
+    // doctor reads its trust: the TLS handshake through the tunnel
+    // verifies.
+    let daemon = Containerd::start_with(
+        &temp_dir("ctrd"),
+        &[
+            ("HTTP_PROXY", &proxy.url()),
+            ("HTTPS_PROXY", &proxy.url()),
+            ("NO_PROXY", &no_proxy),
+        ],
+        &Options {
+            ca_files: &[(registry.host(), &registry.cert)],
+            ..Default::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("containerd: {e}"));
+    mirror_into(&root, &daemon.config);
+    mirror_into(&root, &registry.cert);
     let target = format!("{}:443", registry.host());
     let run = doctor(daemon.pid, &root, &["--format", "json", "--probe", &target]);
     let report = run.json();
@@ -412,6 +427,7 @@ fn working_proxy_tunnels_to_the_registry() {
     assert_eq!(probe["variable"], "HTTPS_PROXY");
     assert_eq!(probe["tunnel"]["kind"], "status");
     assert_eq!(probe["tunnel"]["code"], 200);
+    assert_eq!(probe["tls"]["verdict"], "not_intercepted", "{report:#}");
     assert!(
         findings(&report).iter().all(|f| f["severity"] == "info"),
         "{report:#}"

@@ -54,6 +54,7 @@ fn containerd(vars: &[(&str, &str)], registry: &Registry) -> Containerd {
         vars,
         &Options {
             insecure_registries: &[registry.host()],
+            ..Default::default()
         },
     )
     .unwrap_or_else(|e| panic!("containerd: {e}"))

@@ -84,6 +84,7 @@ impl Daemon {
             env,
             &Options {
                 insecure_registries: &[host],
+                ..Default::default()
             },
         )
         .unwrap_or_else(|e| panic!("containerd: {e}"));

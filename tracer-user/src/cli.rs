@@ -24,7 +24,8 @@ pub enum Command {
     /// Stream one record per connect attempt, written once its outcome is known.
     Trace(TraceArgs),
     /// Which proxy each runtime daemon really uses, who set it, and whether
-    /// it works. No eBPF. Exit 0 healthy, 1 problems found, 2 usage error.
+    /// it works. No eBPF. Exit 0 unless an error is found (--strict: or a
+    /// warning), 1 otherwise, 2 usage error.
     Doctor(DoctorArgs),
     /// Compare two `tracer doctor --format json` reports (bad node against
     /// good node). Exit 1 when a difference that matters is found.
@@ -160,6 +161,9 @@ pub struct DoctorArgs {
     /// The host's /proc (for a container whose own /proc is not the host's).
     #[arg(long, value_name = "DIR", default_value = "/proc")]
     pub proc_root: PathBuf,
+    /// Exit 1 on warnings too (by default only an error finding fails).
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -222,6 +222,13 @@ const PACKAGES: &[(&str, &str)] = &[
 /// the Kubernetes schemas, offline, and the module that shows it is there.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
 
+/// The TLS-intercepting proxy of tests/tests/tls.rs (PyPI), in a venv of
+/// its own so its many dependencies stay out of the system's Python.
+const MITMPROXY: &str = "mitmproxy==11.0.2";
+/// Where that venv lives; the tests run `<venv>/bin/mitmdump` and use its
+/// Python (which has `cryptography`) to make an expired certificate.
+const MITMPROXY_VENV: &str = "/opt/tracer-test/mitmproxy";
+
 fn setup(test_packages: bool) -> Result<()> {
     // 1. rust-src for nightly: -Z build-std=core needs it.
     let sysroot = output(Command::new("rustc").args(["+nightly", "--print", "sysroot"]))
@@ -276,7 +283,25 @@ fn setup(test_packages: bool) -> Result<()> {
                 KUBERNETES_VALIDATE,
             ]))?;
         }
-        // 5. mdbook, for the book `cargo xtask test` builds and checks.
+        // 5. PyPI: mitmproxy in its venv, unless its mitmdump already runs.
+        let venv = Path::new(MITMPROXY_VENV);
+        let mitmdump_works = Command::new(venv.join("bin/mitmdump"))
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !mitmdump_works {
+            eprintln!("xtask: installing {MITMPROXY} from PyPI into {MITMPROXY_VENV}");
+            run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
+            run(Command::new(venv.join("bin/python")).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                MITMPROXY,
+            ]))?;
+        }
+        // 6. mdbook, for the book `cargo xtask test` builds and checks.
         docs::mdbook()?;
     }
     Ok(())

@@ -47,6 +47,13 @@ pub mod codes {
     pub const RUNTIME_KUBELET_INCONSISTENT: &str = "runtime-kubelet-inconsistent";
     pub const ENVIRON_UNREADABLE: &str = "environ-unreadable";
     pub const NO_PRIVILEGES: &str = "no-privileges";
+    pub const PROXY_INTERCEPTS_TLS: &str = "proxy-intercepts-tls";
+    pub const PROXY_INTERCEPTS_TLS_TRUSTED: &str = "proxy-intercepts-tls-trusted";
+    pub const TLS_CERTIFICATE_EXPIRED: &str = "tls-certificate-expired";
+    pub const TLS_CERTIFICATE_WRONG_NAME: &str = "tls-certificate-wrong-name";
+    pub const TLS_CERTIFICATE_UNKNOWN_AUTHORITY: &str = "tls-certificate-unknown-authority";
+    pub const TLS_CERTIFICATE_INVALID: &str = "tls-certificate-invalid";
+    pub const TLS_HANDSHAKE_FAILED: &str = "tls-handshake-failed";
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -190,6 +197,7 @@ pub fn daemon_findings(daemon: &DaemonReport, ctx: &Context<'_>) -> Vec<Finding>
     case_rules(&mut out, env);
     reachability(&mut out);
     probes(&mut out);
+    tls_findings(&mut out);
     loopback_in_other_netns(&mut out, env);
     no_proxy_coverage(&mut out, env, ctx);
     world_readable_credentials(&mut out, ctx);
@@ -345,6 +353,124 @@ fn reachability(out: &mut Out<'_>) {
                 ),
             );
         }
+    }
+}
+
+/// The TLS handshake of each probe, judged against the daemon's trust
+/// (doctor/tls.rs, doctor/trust.rs).
+fn tls_findings(out: &mut Out<'_>) {
+    use super::tls::TlsVerdict;
+    let who = out.who();
+    let probes = out.daemon.probes.clone();
+    for p in &probes {
+        let Some(tls) = &p.tls else { continue };
+        let var = p.variable.as_deref();
+        let set = var
+            .map(|v| format!("; {}", out.set_clause(v)))
+            .unwrap_or_default();
+        let proxy = p.proxy.as_deref().unwrap_or_default();
+        let host = &tls.server_name;
+        let trusts = tls.trust_words();
+        let issuer = tls.issuer_name();
+        let own = tls
+            .direct_issuer_name()
+            .map(|i| format!(", not the registry's own (issued by '{i}')"))
+            .unwrap_or_default();
+        let problem = tls
+            .judgement
+            .as_ref()
+            .and_then(|j| Some((j.problem?, j.detail.clone().unwrap_or_default())));
+        match tls.verdict {
+            TlsVerdict::Intercepted => out.push(
+                Severity::Error,
+                codes::PROXY_INTERCEPTS_TLS,
+                var,
+                format!(
+                    "the proxy {proxy} of {who} intercepts TLS to {}: it presented a certificate for {host} issued by '{issuer}'{own}, and {} trusts only {trusts} for {host}{set}; trust that CA for this registry (containerd: ca_file or certs.d/{host}/ca.crt), or put {host} in NO_PROXY",
+                    p.target, out.daemon.name
+                ),
+            ),
+            TlsVerdict::InterceptedTrusted => out.push(
+                Severity::Info,
+                codes::PROXY_INTERCEPTS_TLS_TRUSTED,
+                var,
+                format!(
+                    "the proxy {proxy} of {who} intercepts TLS to {}: it presents a certificate issued by '{issuer}'{own}, which {} trusts ({trusts}); pulls work, and TLS inspection happens at the proxy",
+                    p.target, out.daemon.name
+                ),
+            ),
+            TlsVerdict::CertificateProblem | TlsVerdict::NotCompared => {
+                let Some((problem, detail)) = problem else { continue };
+                let through = match (tls.verdict, proxy.is_empty()) {
+                    (TlsVerdict::NotCompared, _) => format!(
+                        " (presented through the proxy {proxy}; {host} could not be reached directly to tell whether the proxy or the registry presented it)"
+                    ),
+                    (_, false) => format!(" (the same certificate arrives directly and through the proxy {proxy})"),
+                    _ => String::new(),
+                };
+                let (code, what) = certificate_problem(problem, tls, issuer, &trusts);
+                out.push(
+                    Severity::Error,
+                    code,
+                    var,
+                    format!("{} presents to {who} a certificate that {what}: {detail}{through}", p.target),
+                );
+            }
+            TlsVerdict::NoHandshake => out.push(
+                Severity::Warning,
+                codes::TLS_HANDSHAKE_FAILED,
+                var,
+                format!(
+                    "no TLS certificate came back from {}{}: {}",
+                    p.target,
+                    if proxy.is_empty() { String::new() } else { format!(" through the proxy {proxy}") },
+                    tls.handshake.error.as_deref().unwrap_or("no reason given")
+                ),
+            ),
+            TlsVerdict::Verified | TlsVerdict::NotIntercepted => {}
+        }
+    }
+}
+
+/// The finding code and the clause for a certificate the daemon refuses.
+pub fn certificate_problem(
+    problem: super::trust::Problem,
+    tls: &super::tls::TlsProbe,
+    issuer: &str,
+    trusts: &str,
+) -> (&'static str, String) {
+    use super::trust::Problem;
+    let leaf = tls.leaf();
+    match problem {
+        Problem::Expired => (
+            codes::TLS_CERTIFICATE_EXPIRED,
+            format!("expired on {}", leaf.map_or("?", |l| l.not_after.as_str())),
+        ),
+        Problem::NotYetValid => (
+            codes::TLS_CERTIFICATE_INVALID,
+            format!(
+                "is not valid before {}",
+                leaf.map_or("?", |l| l.not_before.as_str())
+            ),
+        ),
+        Problem::WrongName => (
+            codes::TLS_CERTIFICATE_WRONG_NAME,
+            format!(
+                "is not for {} (it names {})",
+                tls.server_name,
+                leaf.map(|l| if l.sans.is_empty() {
+                    l.subject.clone()
+                } else {
+                    l.sans.join(", ")
+                })
+                .unwrap_or_default()
+            ),
+        ),
+        Problem::UnknownAuthority => (
+            codes::TLS_CERTIFICATE_UNKNOWN_AUTHORITY,
+            format!("is issued by '{issuer}', which it does not trust (it trusts {trusts})"),
+        ),
+        Problem::Invalid => (codes::TLS_CERTIFICATE_INVALID, "it refuses".to_string()),
     }
 }
 

@@ -224,6 +224,7 @@ fn auth_required_says_the_variable_has_no_credentials_and_where_it_is_set() {
             reason: reason.into(),
         }),
         direct: None,
+        tls: None,
     };
     d.probes = vec![probe(
         407,
@@ -407,4 +408,102 @@ fn schema_lists_every_code() {
         .collect();
     in_code.sort_unstable();
     assert_eq!(in_schema, in_code);
+}
+
+fn tls_probe(
+    verdict: crate::doctor::tls::TlsVerdict,
+    problem: Option<crate::doctor::trust::Problem>,
+) -> crate::doctor::tls::TlsProbe {
+    crate::doctor::tls::TlsProbe::sample("198.51.100.2", verdict, problem)
+}
+
+#[test]
+fn tls_interception_names_the_issuer_the_trust_and_the_dropin() {
+    use crate::doctor::{tls::TlsVerdict, trust::Problem};
+    let e = env(&[
+        ("HTTPS_PROXY", "http://127.0.0.1:3128"),
+        ("NO_PROXY", NO_PROXY_OK),
+    ]);
+    let c = configured(&[
+        ("HTTPS_PROXY", "http://127.0.0.1:3128", 3),
+        ("NO_PROXY", NO_PROXY_OK, 4),
+    ]);
+    let mut d = daemon(&e, &c);
+    let probe = |tls| ProbeResult {
+        target: "198.51.100.2:443".into(),
+        route: RouteKind::Proxy,
+        reason: String::new(),
+        variable: Some("HTTPS_PROXY".into()),
+        proxy: Some("http://127.0.0.1:3128".into()),
+        tunnel: Some(Tunnel::Status {
+            code: 200,
+            reason: "Connection established".into(),
+        }),
+        direct: None,
+        tls: Some(tls),
+    };
+    d.probes = vec![probe(tls_probe(
+        TlsVerdict::Intercepted,
+        Some(Problem::UnknownAuthority),
+    ))];
+    let f = judge(&d, &e, &c, &[], &["192.0.2.2".into()]);
+    assert_eq!(codes_of(&f), [codes::PROXY_INTERCEPTS_TLS]);
+    assert_eq!(f[0].severity, Severity::Error);
+    assert_eq!(f[0].line, Some(3));
+    for needle in [
+        "issued by 'mitmproxy'",
+        "not the registry's own (issued by 'registry.test')",
+        "trusts only /etc/containerd/certs/registry-ca.crt",
+        "put 198.51.100.2 in NO_PROXY",
+    ] {
+        assert!(f[0].message.contains(needle), "{needle}: {}", f[0].message);
+    }
+
+    d.probes = vec![probe(tls_probe(TlsVerdict::InterceptedTrusted, None))];
+    let f = judge(&d, &e, &c, &[], &["192.0.2.2".into()]);
+    assert_eq!(codes_of(&f), [codes::PROXY_INTERCEPTS_TLS_TRUSTED]);
+    assert_eq!(f[0].severity, Severity::Info);
+
+    d.probes = vec![probe(tls_probe(TlsVerdict::NotIntercepted, None))];
+    assert!(judge(&d, &e, &c, &[], &["192.0.2.2".into()]).is_empty());
+
+    // The registry's own certificate, the same through the proxy.
+    d.probes = vec![probe(tls_probe(
+        TlsVerdict::CertificateProblem,
+        Some(Problem::Expired),
+    ))];
+    let f = judge(&d, &e, &c, &[], &["192.0.2.2".into()]);
+    assert_eq!(codes_of(&f), [codes::TLS_CERTIFICATE_EXPIRED]);
+    assert!(
+        f[0].message.contains("expired on 2020-01-02T00:00:00Z"),
+        "{}",
+        f[0].message
+    );
+    // Not compared: the message says what was not measured.
+    d.probes = vec![probe(tls_probe(
+        TlsVerdict::NotCompared,
+        Some(Problem::UnknownAuthority),
+    ))];
+    let f = judge(&d, &e, &c, &[], &["192.0.2.2".into()]);
+    assert_eq!(codes_of(&f), [codes::TLS_CERTIFICATE_UNKNOWN_AUTHORITY]);
+    assert!(
+        f[0].message.contains("could not be reached directly"),
+        "{}",
+        f[0].message
+    );
+}
+
+#[test]
+fn exit_status_fails_on_errors_and_on_warnings_only_when_strict() {
+    use crate::doctor::{exit_status, Summary};
+    let s = |errors, warnings, infos| Summary {
+        healthy: errors + warnings == 0,
+        errors,
+        warnings,
+        infos,
+    };
+    assert_eq!(exit_status(&s(0, 0, 3), false), 0);
+    assert_eq!(exit_status(&s(0, 2, 0), false), 0);
+    assert_eq!(exit_status(&s(0, 2, 0), true), 1);
+    assert_eq!(exit_status(&s(1, 0, 0), false), 1);
 }

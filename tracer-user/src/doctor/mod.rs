@@ -16,6 +16,8 @@ pub mod netns;
 pub mod reach;
 pub mod sources;
 pub mod text;
+pub mod tls;
+pub mod trust;
 
 use std::{
     net::IpAddr,
@@ -381,6 +383,10 @@ pub struct ProbeResult {
     /// The TCP connect when the daemon would go direct.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub direct: Option<Reach>,
+    /// The tracer's TLS handshake along the same path, judged against the
+    /// daemon's trust; absent when the tunnel or connect did not open.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tls: Option<tls::TlsProbe>,
 }
 
 /// Examine every runtime daemon on the node.
@@ -471,8 +477,9 @@ fn report_for(
     })
 }
 
-/// `tracer doctor`: print the report; the exit status (0 healthy,
-/// 1 problems found or no answer, 2 usage error).
+/// `tracer doctor`: print the report; the exit status (0 no error found,
+/// 1 an error finding, or a warning with `--strict`, or no answer;
+/// 2 usage error). Warnings and notes alone never fail a working node.
 pub fn command(args: &crate::cli::DoctorArgs) -> u8 {
     let opts = DoctorOptions {
         host_root: args.host_root.clone(),
@@ -506,7 +513,12 @@ pub fn command(args: &crate::cli::DoctorArgs) -> u8 {
             }
         },
     }
-    u8::from(!report.summary.healthy)
+    exit_status(&report.summary, args.strict)
+}
+
+/// 1 when an error was found, or with `strict` a warning; else 0.
+pub fn exit_status(summary: &Summary, strict: bool) -> u8 {
+    u8::from(summary.errors > 0 || (strict && summary.warnings > 0))
 }
 
 /// Examine one process by pid, whatever its name.
@@ -577,13 +589,17 @@ fn examine_as(
         .unwrap_or_default();
     let selection = env.as_ref().map(selection_of).unwrap_or_default();
     let own_netns = discover::own_network_namespace(&opts.proc_root, pid);
+    // What it trusts for each probe target, read through the host root.
+    let trust_of = |host: &str, port: u16| {
+        trust::for_daemon(&opts.host_root, &opts.proc_root, pid, &name, host, port)
+    };
     // Dialled from where the daemon dials: its network namespace.
     let dial = || {
         env.as_ref()
             .map(|env| {
                 (
                     check_proxies(env, opts.timeout),
-                    run_probes(env, &opts.probes, opts.timeout),
+                    run_probes(env, &opts.probes, opts.timeout, &trust_of),
                 )
             })
             .unwrap_or_default()
@@ -698,8 +714,13 @@ fn check_proxies(env: &ProxyEnv, timeout: Duration) -> Vec<ProxyCheck> {
 }
 
 /// Each probe target, routed as the daemon's Go client would route an
-/// https request to it.
-fn run_probes(env: &ProxyEnv, probes: &[String], timeout: Duration) -> Vec<ProbeResult> {
+/// https request to it, then a TLS handshake along that path.
+fn run_probes(
+    env: &ProxyEnv,
+    probes: &[String],
+    timeout: Duration,
+    trust_of: &dyn Fn(&str, u16) -> trust::Trust,
+) -> Vec<ProbeResult> {
     let mut out = Vec::new();
     for target in probes {
         let Some((host, port)) = reach::split_host_port(target) else {
@@ -708,14 +729,27 @@ fn run_probes(env: &ProxyEnv, probes: &[String], timeout: Duration) -> Vec<Probe
         let result = match route(env, RequestScheme::Https, &host, port, Rules::Go) {
             Route::Proxy(choice) | Route::CgiRefused(choice) => {
                 let raw = env.get(choice.variable).unwrap_or_default();
+                let tunnel = connect_through(raw, target, timeout);
+                let opened = matches!(
+                    tunnel,
+                    Tunnel::Status {
+                        code: 200..=299,
+                        ..
+                    }
+                );
                 ProbeResult {
                     target: target.clone(),
                     route: RouteKind::Proxy,
                     reason: format!("{} applies and NO_PROXY does not match", choice.variable),
                     variable: Some(choice.variable.to_string()),
                     proxy: Some(choice.url.redacted()),
-                    tunnel: Some(connect_through(raw, target, timeout)),
+                    tunnel: Some(tunnel),
                     direct: None,
+                    tls: opened
+                        .then(|| {
+                            tls::probe(Some(raw), &host, port, &trust_of(&host, port), timeout)
+                        })
+                        .flatten(),
                 }
             }
             other => {
@@ -738,6 +772,10 @@ fn run_probes(env: &ProxyEnv, probes: &[String], timeout: Duration) -> Vec<Probe
                     }
                     Route::Proxy(_) | Route::CgiRefused(_) => String::new(),
                 };
+                let direct = reach::tcp_connect(&host, port, timeout);
+                let tls = (direct.result == ReachResult::Connected)
+                    .then(|| tls::probe(None, &host, port, &trust_of(&host, port), timeout))
+                    .flatten();
                 ProbeResult {
                     target: target.clone(),
                     route: RouteKind::Direct,
@@ -745,7 +783,8 @@ fn run_probes(env: &ProxyEnv, probes: &[String], timeout: Duration) -> Vec<Probe
                     variable: None,
                     proxy: None,
                     tunnel: None,
-                    direct: Some(reach::tcp_connect(&host, port, timeout)),
+                    direct: Some(direct),
+                    tls,
                 }
             }
         };

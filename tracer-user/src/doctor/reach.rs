@@ -124,8 +124,17 @@ fn outcome_of(e: &std::io::Error) -> ReachResult {
     }
 }
 
+/// `host:port`, an IPv6 address in brackets.
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 /// Connect to `host:port`, trying its addresses in order as Go does.
-fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Reach> {
+pub fn dial(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, Reach> {
     let addrs = resolve(host, port, timeout).map_err(|detail| Reach {
         result: ReachResult::ResolutionFailed,
         address: None,
@@ -192,28 +201,50 @@ pub fn tcp_connect(host: &str, port: u16, timeout: Duration) -> Reach {
 /// credentials) to open a tunnel to `target` (`host:port`), and return its
 /// status line, or why there is none. Each step is bounded by `timeout`.
 pub fn connect_through(proxy_url: &str, target: &str, timeout: Duration) -> Tunnel {
+    tunnel(proxy_url, target, timeout).0
+}
+
+/// The same CONNECT, and the open tunnel when the proxy answered 2xx (its
+/// reply header read to the end, nothing of the tunnel's data).
+pub fn open_tunnel(proxy_url: &str, target: &str, timeout: Duration) -> Result<TcpStream, Tunnel> {
+    match tunnel(proxy_url, target, timeout) {
+        (Tunnel::Status { code, .. }, Some(stream)) if (200..300).contains(&code) => Ok(stream),
+        (answer, _) => Err(answer),
+    }
+}
+
+fn tunnel(proxy_url: &str, target: &str, timeout: Duration) -> (Tunnel, Option<TcpStream>) {
     let url = match parse_proxy_url(proxy_url, Rules::Go) {
         Ok(url) => url,
         Err(e) => {
-            return Tunnel::BadReply {
-                detail: format!("the proxy URL does not parse: {}", redact(&e.to_string())),
-            }
+            return (
+                Tunnel::BadReply {
+                    detail: format!("the proxy URL does not parse: {}", redact(&e.to_string())),
+                },
+                None,
+            )
         }
     };
     if url.scheme != "http" {
-        return Tunnel::Unsupported {
-            detail: format!(
-                "{} proxies are only dialled, not asked to tunnel",
-                url.scheme
-            ),
-        };
+        return (
+            Tunnel::Unsupported {
+                detail: format!(
+                    "{} proxies are only dialled, not asked to tunnel",
+                    url.scheme
+                ),
+            },
+            None,
+        );
     }
     let mut stream = match dial(&url.host, url.port, timeout) {
         Ok(s) => s,
         Err(reach) => {
-            return Tunnel::Unreached {
-                reach: shown(reach, &url),
-            }
+            return (
+                Tunnel::Unreached {
+                    reach: shown(reach, &url),
+                },
+                None,
+            )
         }
     };
     let mut request =
@@ -227,31 +258,56 @@ pub fn connect_through(proxy_url: &str, target: &str, timeout: Duration) -> Tunn
     let deadline = Instant::now() + timeout;
     let _ = stream.set_write_timeout(Some(timeout));
     if let Err(e) = stream.write_all(request.as_bytes()) {
-        return Tunnel::BadReply {
-            detail: format!("sending CONNECT: {}", error_text(&e)),
-        };
+        return (
+            Tunnel::BadReply {
+                detail: format!("sending CONNECT: {}", error_text(&e)),
+            },
+            None,
+        );
     }
+    // Read the whole reply header, byte by byte once the status line is in:
+    // whatever follows the blank line belongs to the tunnel (the TLS
+    // handshake), and must not be swallowed here.
     let mut reply = Vec::new();
     let mut buf = [0u8; 1024];
-    while !reply.windows(2).any(|w| w == b"\r\n") && reply.len() < MAX_REPLY {
+    while !reply.ends_with(b"\r\n\r\n") && !reply.ends_with(b"\n\n") && reply.len() < MAX_REPLY {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Tunnel::BadReply {
-                detail: format!("no reply within {timeout:?}"),
-            };
+            if reply.contains(&b'\n') {
+                break;
+            }
+            return (
+                Tunnel::BadReply {
+                    detail: format!("no reply within {timeout:?}"),
+                },
+                None,
+            );
         }
         let _ = stream.set_read_timeout(Some(left));
-        match stream.read(&mut buf) {
+        let want = if reply.contains(&b'\n') { 1 } else { buf.len() };
+        match stream.read(&mut buf[..want]) {
             Ok(0) => break,
             Ok(n) => reply.extend_from_slice(&buf[..n]),
+            Err(e) if reply.contains(&b'\n') && is_timeout(&e) => break,
             Err(e) => {
-                return Tunnel::BadReply {
-                    detail: format!("reading the reply: {}", error_text(&e)),
-                }
+                return (
+                    Tunnel::BadReply {
+                        detail: format!("reading the reply: {}", error_text(&e)),
+                    },
+                    None,
+                )
             }
         }
     }
-    parse_status_line(&reply)
+    let complete = reply.ends_with(b"\r\n\r\n") || reply.ends_with(b"\n\n");
+    (parse_status_line(&reply), complete.then_some(stream))
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// `HTTP/1.x CODE REASON` (tinyproxy answers 407 in HTTP/1.0).

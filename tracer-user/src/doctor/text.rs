@@ -160,7 +160,35 @@ pub fn daemon(s: &mut String, d: &DaemonReport) {
             _ => p.reason.clone(),
         };
         let _ = writeln!(s, "  probe {}: {result}", p.target);
+        if let Some(tls) = &p.tls {
+            let _ = writeln!(s, "    tls: {}", tls_line(tls));
+        }
     }
+}
+
+/// "intercepted: leaf CN=203.0.113.66 issued by 'mitmproxy' (TLS 1.3),
+/// registry's own issued by 'registry.test'"
+pub fn tls_line(tls: &super::tls::TlsProbe) -> String {
+    let mut line = tls.verdict.as_str().replace('_', " ");
+    if let Some(leaf) = tls.leaf() {
+        line.push_str(&format!(
+            ": certificate {} issued by '{}', valid {} to {}",
+            leaf.subject, leaf.issuer_name, leaf.not_before, leaf.not_after
+        ));
+    }
+    if let Some(v) = &tls.handshake.version {
+        line.push_str(&format!(" (TLS {v})"));
+    }
+    if let Some(p) = tls.judgement.as_ref().and_then(|j| j.problem) {
+        line.push_str(&format!("; {}", p.as_str().replace('_', " ")));
+    }
+    if let Some(own) = tls.direct.as_ref().and_then(|d| d.leaf.as_ref()) {
+        line.push_str(&format!("; directly: issued by '{}'", own.issuer_name));
+    }
+    if let Some(e) = &tls.handshake.error {
+        line.push_str(&format!("; {e}"));
+    }
+    line
 }
 
 fn origin_word(o: super::Origin) -> &'static str {

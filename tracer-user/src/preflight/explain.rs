@@ -6,6 +6,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::{
+    doctor::{
+        findings::certificate_problem,
+        tls::{TlsProbe, TlsVerdict},
+    },
     redact::redact,
     verdict::proxy::{DirectReason, Route},
 };
@@ -268,6 +272,70 @@ pub fn verdict(
     }
 }
 
+/// The verdict once the tracer's own TLS handshake (doctor/tls.rs) is
+/// known: an interception, or a certificate the daemon refuses, replaces
+/// `verdict`; an interception the daemon trusts is added to it.
+pub fn with_tls(
+    verdict: String,
+    daemon: &str,
+    registry: &str,
+    error: Option<&str>,
+    route: &RouteSummary,
+    attempts: &[AttemptSummary],
+    tls: &TlsProbe,
+) -> String {
+    let set_in = match &route.source {
+        Some(s) => format!("{}, {s}", route.variable.as_deref().unwrap_or("proxy")),
+        None => format!(
+            "{}, not set by any configuration found",
+            route.variable.as_deref().unwrap_or("proxy")
+        ),
+    };
+    let reached = if attempts.iter().any(|a| a.via_proxy) {
+        "reached"
+    } else {
+        "has"
+    };
+    let proxy = route.proxy_endpoint.as_deref().unwrap_or("?");
+    let issuer = tls.issuer_name();
+    let own = tls
+        .direct_issuer_name()
+        .map(|i| format!(" (the registry's own is issued by '{i}')"))
+        .unwrap_or_default();
+    let trusts = tls.trust_words();
+    let host = &tls.server_name;
+    let failed = error
+        .map(|e| format!(", so the pull failed: {e}"))
+        .unwrap_or_default();
+    match tls.verdict {
+        TlsVerdict::Intercepted => format!(
+            "{daemon} {reached} its proxy {proxy} ({set_in}), which intercepted TLS to {registry} and presented a certificate issued by '{issuer}'{own}; {daemon} trusts only {trusts} for that registry{failed}. Trust that CA for this registry, or put {host} in NO_PROXY"
+        ),
+        TlsVerdict::InterceptedTrusted => format!(
+            "{verdict}. Its proxy {proxy} intercepts TLS to {registry}: it presents a certificate issued by '{issuer}'{own}, which {daemon} trusts ({trusts}), so TLS inspection happens at the proxy"
+        ),
+        TlsVerdict::CertificateProblem | TlsVerdict::NotCompared if error.is_some() => {
+            let Some(problem) = tls.judgement.as_ref().and_then(|j| j.problem) else {
+                return verdict;
+            };
+            let (_, what) = certificate_problem(problem, tls, issuer, &trusts);
+            let path = match tls.verdict {
+                TlsVerdict::NotCompared => format!(
+                    " through its proxy {proxy} ({set_in}; {host} could not be reached directly to tell whether the proxy or the registry presented it)"
+                ),
+                _ if tls.path == "proxy" => format!(
+                    " through its proxy {proxy} ({set_in}; the same certificate arrives directly, so the proxy does not intercept)"
+                ),
+                _ => " directly".to_string(),
+            };
+            format!(
+                "{daemon} reached {registry}{path}, which presents a certificate that {what}{failed}"
+            )
+        }
+        _ => verdict,
+    }
+}
+
 fn result_words(result: &str) -> &str {
     match result {
         "refused" => "connection refused",
@@ -409,5 +477,67 @@ mod tests {
             v.contains("pulled the image in 1.2 s through its proxy HTTPS_PROXY 127.0.0.1:8888"),
             "{v}"
         );
+    }
+
+    #[test]
+    fn an_interception_is_one_sentence_with_proxy_dropin_issuer_and_trust() {
+        use crate::doctor::{
+            tls::{TlsProbe, TlsVerdict},
+            trust::Problem,
+        };
+        let tls = TlsProbe::sample(
+            "203.0.113.2",
+            TlsVerdict::Intercepted,
+            Some(Problem::UnknownAuthority),
+        );
+        let v = with_tls(
+            "earlier verdict".into(),
+            "containerd",
+            "203.0.113.2:443",
+            Some("x509: certificate signed by unknown authority"),
+            &proxy_route(false),
+            &[attempt("127.0.0.1:8888", "connected", true)],
+            &tls,
+        );
+        assert_eq!(
+            v,
+            "containerd reached its proxy 127.0.0.1:8888 (HTTPS_PROXY, /etc/systemd/system/containerd.service.d/http-proxy.conf:3), \
+             which intercepted TLS to 203.0.113.2:443 and presented a certificate issued by 'mitmproxy' \
+             (the registry's own is issued by 'registry.test'); containerd trusts only \
+             /etc/containerd/certs/registry-ca.crt for that registry, so the pull failed: \
+             x509: certificate signed by unknown authority. Trust that CA for this registry, \
+             or put 203.0.113.2 in NO_PROXY"
+        );
+        let trusted = TlsProbe {
+            verdict: TlsVerdict::InterceptedTrusted,
+            ..tls.clone()
+        };
+        let v = with_tls(
+            "containerd pulled the image".into(),
+            "containerd",
+            "203.0.113.2:443",
+            None,
+            &proxy_route(false),
+            &[],
+            &trusted,
+        );
+        assert!(
+            v.starts_with("containerd pulled the image. Its proxy"),
+            "{v}"
+        );
+        let mine = TlsProbe {
+            verdict: TlsVerdict::NotIntercepted,
+            ..tls
+        };
+        let v = with_tls(
+            "kept".into(),
+            "containerd",
+            "r:443",
+            None,
+            &proxy_route(false),
+            &[],
+            &mine,
+        );
+        assert_eq!(v, "kept");
     }
 }

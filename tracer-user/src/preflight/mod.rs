@@ -93,6 +93,11 @@ pub struct Report {
     /// What the proxy answered when asked to tunnel to the registry.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub proxy_answer: Option<ProxyAnswer>,
+    /// The tracer's own TLS handshake with the registry along the daemon's
+    /// path, judged against the daemon's trust: whenever the pull went
+    /// through a proxy, and when a direct pull failed on a certificate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<doctor::tls::TlsProbe>,
     /// One paragraph to act on.
     pub verdict: String,
     /// The doctor's view of the daemon (variables, sources, findings).
@@ -241,9 +246,27 @@ pub async fn run(args: &PreflightArgs) -> Result<Report, PreflightError> {
         _ => None,
     };
     let doctor = doctor::examine(pid, &doctor_options(&args.host_root)).ok();
+    let proxy_value = match &path {
+        Route::Proxy(choice) => Some(env.get(choice.variable).unwrap_or_default().to_string()),
+        _ => None,
+    };
+    let proxy_down = attempts
+        .iter()
+        .any(|a| a.via_proxy && a.result != "connected");
+    let certificate_error = runtime_error
+        .as_deref()
+        .is_some_and(|e| e.contains("x509:") || e.contains("tls:"));
+    let tls = if (proxy_value.is_some() && !proxy_down) || certificate_error {
+        let daemon = doctor
+            .as_ref()
+            .map_or_else(|| name.clone(), |d| d.name.clone());
+        inspect_tls(pid, daemon, &args.host_root, proxy_value, &host, port).await
+    } else {
+        None
+    };
 
     let seconds = elapsed.as_secs_f64();
-    let verdict = explain::verdict(
+    let mut verdict = explain::verdict(
         &name,
         &registry,
         runtime_error.as_deref(),
@@ -252,6 +275,17 @@ pub async fn run(args: &PreflightArgs) -> Result<Report, PreflightError> {
         &attempts,
         proxy_answer.as_ref(),
     );
+    if let Some(tls) = &tls {
+        verdict = explain::with_tls(
+            verdict,
+            &name,
+            &registry,
+            runtime_error.as_deref(),
+            &route_summary,
+            &attempts,
+            tls,
+        );
+    }
     let removed = if args.remove && result.is_ok() {
         Some(client.remove(&args.image).await.is_ok())
     } else {
@@ -273,6 +307,7 @@ pub async fn run(args: &PreflightArgs) -> Result<Report, PreflightError> {
         route: route_summary,
         attempts,
         proxy_answer,
+        tls,
         verdict,
         doctor,
         removed,
@@ -297,6 +332,32 @@ async fn ask_proxy(value: &str, registry: &str) -> Option<ProxyAnswer> {
         }),
         _ => None,
     }
+}
+
+/// The tracer's own TLS handshake with the registry along the daemon's
+/// path (its proxy's tunnel, or direct), from the daemon's network
+/// namespace (the tracer's when that cannot be entered), judged against
+/// what the daemon trusts for the registry.
+async fn inspect_tls(
+    pid: u32,
+    daemon: String,
+    host_root: &Path,
+    proxy: Option<String>,
+    host: &str,
+    port: u16,
+) -> Option<doctor::tls::TlsProbe> {
+    let host_root = host_root.to_path_buf();
+    let host = host.to_string();
+    tokio::task::spawn_blocking(move || {
+        let proc_root = Path::new("/proc");
+        let trust = doctor::trust::for_daemon(&host_root, proc_root, pid, &daemon, &host, port);
+        let probe = || doctor::tls::probe(proxy.as_deref(), &host, port, &trust, PROBE_TIMEOUT);
+        doctor::netns::within(proc_root, pid, &[doctor::netns::NET], probe)
+            .unwrap_or_else(|_| probe())
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 fn doctor_options(host_root: &Path) -> doctor::DoctorOptions {
@@ -347,6 +408,9 @@ pub fn render_text(report: &Report) -> String {
             "proxy answered: {} -> {} {}",
             a.request, a.status_code, a.reason
         );
+    }
+    if let Some(tls) = &report.tls {
+        let _ = writeln!(out, "tls: {}", doctor::text::tls_line(tls));
     }
     let _ = writeln!(out, "verdict: {}", report.verdict);
     out
