@@ -459,11 +459,14 @@ impl TlsServer {
         server
     }
 
-    /// curl's `--resolve` and `--cacert` arguments for `https://tls.test/`.
+    /// curl's `--connect-to` and `--cacert` arguments for
+    /// `https://tls.test/`. Not `--resolve`: through a proxy the name goes
+    /// to the proxy, which cannot resolve it; `--connect-to` makes curl ask
+    /// for `CONNECT 203.0.113.6:443` and still send `tls.test` as SNI.
     fn curl_args(&self) -> Vec<String> {
         vec![
-            "--resolve".into(),
-            format!("{}:443:{}", Self::NAME, self.ns.addr),
+            "--connect-to".into(),
+            format!("{}:443:{}:443", Self::NAME, self.ns.addr),
             "--cacert".into(),
             self.dir.join("ca.pem").display().to_string(),
             format!("https://{}/", Self::NAME),
