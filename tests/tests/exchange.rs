@@ -524,7 +524,10 @@ fn tls_through_a_tunnel_reports_sni_and_versions() {
     assert_eq!(offered.first(), Some(&Value::from("1.3")), "{e}");
     assert_eq!(tls["version"], "1.3", "{e}");
     assert_eq!(tls["version_protocol"], "tls", "{e}");
-    assert!(tls["server"].is_null(), "TLS 1.3 hides the certificate: {e}");
+    assert!(
+        tls["server"].is_null(),
+        "TLS 1.3 hides the certificate: {e}"
+    );
     assert_eq!(e["tracer"]["proxy"]["response"]["status_code"], 200);
     let message = e["message"].as_str().unwrap_or_default();
     assert!(
@@ -610,5 +613,8 @@ s.close()
     assert_eq!(e["tracer"]["proxy"]["response"]["status_code"], 200, "{e}");
     assert_eq!(e["tracer"]["proxy"]["exchange"], "answered", "{e}");
     assert!(e.get("tls").is_none(), "not TLS, yet: {e}");
-    assert!(!e["message"].as_str().unwrap_or_default().contains("TLS"), "{e}");
+    assert!(
+        !e["message"].as_str().unwrap_or_default().contains("TLS"),
+        "{e}"
+    );
 }

@@ -81,7 +81,10 @@ impl Out {
     #[inline(always)]
     fn set(&self, bits: u32) {
         // SAFETY: see `flags`.
-        unsafe { self.flags().write_volatile(self.flags().read_volatile() | bits) }
+        unsafe {
+            self.flags()
+                .write_volatile(self.flags().read_volatile() | bits)
+        }
     }
 
     #[inline(always)]

@@ -428,7 +428,10 @@ mod tests {
             )
         };
         let l = line_of(bytes).expect("tls line");
-        assert_eq!((l.pid, l.direction, l.text.as_str()), (7, Direction::Tls, ""));
+        assert_eq!(
+            (l.pid, l.direction, l.text.as_str()),
+            (7, Direction::Tls, "")
+        );
         let Some(tls::Hello::Client(c)) = l.tls else {
             panic!("client hello: {:?}", l.tls);
         };

@@ -356,7 +356,10 @@ mod tests {
         let Some(Hello::Client(c)) = hello_of(exchange::TLS_CLIENT, flags, &[]) else {
             panic!("client hello");
         };
-        assert_eq!((c.offered, c.server_name, c.malformed), (vec![0x0301], None, true));
+        assert_eq!(
+            (c.offered, c.server_name, c.malformed),
+            (vec![0x0301], None, true)
+        );
     }
 
     #[test]

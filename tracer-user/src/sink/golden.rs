@@ -293,7 +293,10 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
         Direction::Request,
         "CONNECT 203.0.113.2:443 HTTP/1.1",
     ));
-    x.take(&line(Direction::Response, "HTTP/1.1 200 Connection established"));
+    x.take(&line(
+        Direction::Response,
+        "HTTP/1.1 200 Connection established",
+    ));
     x.take(&Line {
         tls: Some(tls::Hello::Client(tls::ClientHello {
             server_name: Some("registry.test".into()),
