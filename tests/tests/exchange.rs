@@ -404,3 +404,218 @@ print(s.recv(256).split(b"\r\n")[0].decode())
     assert_eq!(p["request"]["target"], target, "{e}");
     assert_eq!(p["response"]["status_code"], 200, "{e}");
 }
+
+/// An HTTPS server on a test host of its own (203.0.113.6): `openssl
+/// s_server -www` with a leaf certificate for `tls.test` issued by a test
+/// CA, `CN=Tracer Test CA, O=Tracer Tests`, so a reported issuer can only
+/// come from the certificate's issuer field (not its subject).
+struct TlsServer {
+    dir: PathBuf,
+    child: Child,
+    // Dropped after the child: the process goes before its namespace.
+    ns: tracer_tests::NetNs,
+}
+
+impl TlsServer {
+    const NAME: &'static str = "tls.test";
+    const ISSUER: &'static str = "O=Tracer Tests, CN=Tracer Test CA";
+
+    fn start() -> TlsServer {
+        let ns = tracer_tests::NetNs::new_in(tracer_tests::TestNet::Net3, 1);
+        let dir = temp_dir("tlssrv");
+        let d = dir.display();
+        tracer_tests::sh(&format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout {d}/ca.key -out {d}/ca.pem \
+               -subj '/O=Tracer Tests/CN=Tracer Test CA' 2>&1 && \
+             openssl req -newkey rsa:2048 -nodes -keyout {d}/leaf.key -out {d}/leaf.csr \
+               -subj '/CN={name}' 2>&1 && \
+             printf 'subjectAltName=DNS:{name}\\n' > {d}/ext.cnf && \
+             openssl x509 -req -in {d}/leaf.csr -CA {d}/ca.pem -CAkey {d}/ca.key -CAcreateserial \
+               -days 2 -out {d}/leaf.pem -extfile {d}/ext.cnf 2>&1",
+            name = Self::NAME
+        ));
+        let child = ns
+            .command("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", "443"])
+            .arg("-cert")
+            .arg(dir.join("leaf.pem"))
+            .arg("-key")
+            .arg(dir.join("leaf.key"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start openssl s_server");
+        let server = TlsServer { dir, child, ns };
+        // Listening within 10 s (bounded poll).
+        let listening = (0..100).any(|_| {
+            let out = tracer_tests::sh(&format!("ip netns exec {} ss -Hltn", server.ns.name));
+            if out.contains(":443 ") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            false
+        });
+        assert!(listening, "openssl s_server did not listen on :443");
+        server
+    }
+
+    /// curl's `--connect-to` and `--cacert` arguments for
+    /// `https://tls.test/`. Not `--resolve`: through a proxy the name goes
+    /// to the proxy, which cannot resolve it; `--connect-to` makes curl ask
+    /// for `CONNECT 203.0.113.6:443` and still send `tls.test` as SNI.
+    fn curl_args(&self) -> Vec<String> {
+        vec![
+            "--connect-to".into(),
+            format!("{}:443:{}:443", Self::NAME, self.ns.addr),
+            "--cacert".into(),
+            self.dir.join("ca.pem").display().to_string(),
+            format!("https://{}/", Self::NAME),
+        ]
+    }
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        tracer_tests::terminate(&mut self.child, Duration::from_secs(2));
+    }
+}
+
+/// curl through tinyproxy to the TLS server, in a watched unit; returns
+/// curl's event (its dial to the proxy) and the whole output.
+fn curl_through_proxy(unit_name: &str, extra: &[&str]) -> (Value, tracer_tests::Stopped) {
+    let server = TlsServer::start();
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let url = proxy.url();
+    let env = [("HTTPS_PROXY", url.as_str()), ("https_proxy", url.as_str())];
+    let unit = UnitCgroup::new(unit_name);
+    let _resident = Resident::start(&unit, &env);
+    let tracer = Tracer::start(&["--proxy-only"]);
+    let mut args: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    args.extend(server.curl_args());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (pid, code) = curl_in(&unit, &env, &args);
+    assert_eq!(code, "200", "curl through the proxy to the TLS server");
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, pid);
+    show(&found);
+    let e = found
+        .iter()
+        .find(|e| e["tracer"]["proxy"]["request"]["method"] == "CONNECT")
+        .map(|e| (*e).clone())
+        .unwrap_or_else(|| {
+            panic!(
+                "no CONNECT of curl {pid}: {:#?}\nstderr: {}",
+                stopped.events, stopped.stderr
+            )
+        });
+    (e, stopped)
+}
+
+/// Issue 19 part 4: the ClientHello through the tunnel gives the SNI and
+/// the offered versions; TLS 1.3 hides the certificate, so no issuer.
+#[test]
+fn tls_through_a_tunnel_reports_sni_and_versions() {
+    let (e, _) = curl_through_proxy("trt-xtls13.service", &[]);
+    let tls = &e["tls"];
+    assert_eq!(tls["client"]["server_name"], TlsServer::NAME, "{e}");
+    let offered = tls["client"]["supported_versions"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no supported_versions: {e}"));
+    assert_eq!(offered.first(), Some(&Value::from("1.3")), "{e}");
+    assert_eq!(tls["version"], "1.3", "{e}");
+    assert_eq!(tls["version_protocol"], "tls", "{e}");
+    assert!(
+        tls["server"].is_null(),
+        "TLS 1.3 hides the certificate: {e}"
+    );
+    assert_eq!(e["tracer"]["proxy"]["response"]["status_code"], 200);
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("through the tunnel it began TLS for tls.test offering TLS 1.3; the server chose TLS 1.3"),
+        "{message}"
+    );
+}
+
+/// With TLS 1.2 the Certificate follows the ServerHello in clear: the
+/// event names the leaf certificate's issuer (the test CA, not the leaf).
+#[test]
+fn tls_1_2_through_a_tunnel_reports_the_issuer() {
+    let (e, _) = curl_through_proxy("trt-xtls12.service", &["--tls-max", "1.2"]);
+    let tls = &e["tls"];
+    assert_eq!(tls["client"]["server_name"], TlsServer::NAME, "{e}");
+    assert_eq!(tls["version"], "1.2", "{e}");
+    assert_eq!(tls["server"]["issuer"], TlsServer::ISSUER, "{e}");
+    let message = e["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "the server chose TLS 1.2 and presented a certificate issued by '{}'",
+            TlsServer::ISSUER
+        )),
+        "{message}"
+    );
+}
+
+/// A CONNECT tunnel that carries something other than TLS: no tls fields,
+/// the exchange still reported, and the event is not held for the wait.
+#[test]
+fn a_tunnel_that_is_not_tls_has_no_tls_fields() {
+    let server = TlsServer::start();
+    let proxy = Tinyproxy::start(&TinyproxyOptions::default());
+    let url = proxy.url();
+    let env = [("HTTPS_PROXY", url.as_str()), ("https_proxy", url.as_str())];
+    let unit = UnitCgroup::new("trt-xnottls.service");
+    let _resident = Resident::start(&unit, &env);
+    let tracer = Tracer::start(&["--proxy-only"]);
+    let target = format!("{}:443", server.ns.addr);
+    // After the 200, bytes that look like a TLS record header but are not
+    // a ClientHello, then a lie of a length: neither may be parsed.
+    let script = r#"
+import socket, sys
+port, target = int(sys.argv[1]), sys.argv[2]
+s = socket.create_connection(("127.0.0.1", port), timeout=10)
+s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
+head = b""
+while b"\r\n\r\n" not in head:
+    chunk = s.recv(256)
+    if not chunk:
+        break
+    head += chunk
+print(head.split(b"\r\n")[0].decode())
+s.sendall(b"\x16\x03\x01\xff\xff\x02\xff\xff\xff" + b"SSH-2.0-not-tls\r\n")
+s.close()
+"#;
+    let child = unit
+        .command(std::path::Path::new("/usr/bin/python3"))
+        .args(["-c", script, &proxy.port.to_string(), &target])
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("python3 output");
+    let status_line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert!(
+        status_line.contains(" 200"),
+        "tinyproxy answered: {status_line:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stopped = tracer.stop();
+    let found = exchanges(&stopped.events, pid);
+    show(&found);
+    let e = found.first().unwrap_or_else(|| {
+        panic!(
+            "no exchange for python3 {pid}: {:#?}\nstderr: {}",
+            stopped.events, stopped.stderr
+        )
+    });
+    assert_eq!(e["tracer"]["proxy"]["response"]["status_code"], 200, "{e}");
+    assert_eq!(e["tracer"]["proxy"]["exchange"], "answered", "{e}");
+    assert!(e.get("tls").is_none(), "not TLS, yet: {e}");
+    assert!(
+        !e["message"].as_str().unwrap_or_default().contains("TLS"),
+        "{e}"
+    );
+}

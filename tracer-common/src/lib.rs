@@ -93,6 +93,47 @@ pub mod exchange {
     /// `ProxySock::state` bits: which line has been seen already.
     pub const SEEN_REQUEST: u32 = 1;
     pub const SEEN_RESPONSE: u32 = 2;
+    /// `ProxySock::state`: the request line was `CONNECT ...`.
+    pub const CONNECT_SENT: u32 = 4;
+    /// `ProxySock::state`: the proxy answered the CONNECT with 2xx, so the
+    /// socket is now a tunnel whose first client record should be a TLS
+    /// ClientHello.
+    pub const TUNNEL: u32 = 8;
+    /// `ProxySock::state`: the tunnel's first client payload was read.
+    pub const SEEN_CLIENT_HELLO: u32 = 16;
+
+    /// Direction of the record made of the tunnel's first client payload
+    /// (a TLS ClientHello): `line` holds the SNI host name, nothing else.
+    pub const TLS_CLIENT: u32 = 3;
+    /// Direction of the record made of the tunnel's first server payload
+    /// (a TLS ServerHello): the negotiated version, and for TLS 1.2 `line`
+    /// holds the leaf certificate's issuer Name (DER), nothing else.
+    pub const TLS_SERVER: u32 = 4;
+
+    /// TLS record flag: the payload is not a TLS handshake record of the
+    /// expected message (ClientHello, ServerHello): nothing was parsed.
+    pub const NOT_TLS: u32 = 2;
+    /// TLS record flag: a handshake, but a length pointed past its record
+    /// or past the segment, or a field was out of range; what was parsed
+    /// before that point is in the record.
+    pub const MALFORMED: u32 = 4;
+    /// TLS record flag: `line` holds the server name (TLS_CLIENT) or the
+    /// issuer Name DER (TLS_SERVER); `TRUNCATED` when it was cut at
+    /// `TLS_NAME_MAX` / `LINE_MAX` bytes.
+    pub const HAS_NAME: u32 = 8;
+    /// TLS_CLIENT flag: the ClientHello carries supported_versions, which
+    /// the offered mask comes from (else only legacy_version was offered).
+    pub const VERSIONS_EXT: u32 = 16;
+    /// TLS_CLIENT: bits 8..16 of `flags` are the offered versions, bit n
+    /// for version 0x03nn (0 = SSL 3.0 .. 4 = TLS 1.3), GREASE ignored.
+    pub const OFFERED_SHIFT: u32 = 8;
+    /// Bits 16..32 of `flags`: the ClientHello's legacy_version
+    /// (TLS_CLIENT), or the version the server selected (TLS_SERVER:
+    /// supported_versions if present, else legacy_version); 0 if unknown.
+    pub const VERSION_SHIFT: u32 = 16;
+    /// The longest server name the kernel copies (RFC 6066 allows 2^16-1
+    /// bytes; a DNS name has at most 253).
+    pub const TLS_NAME_MAX: usize = 255;
 }
 
 /// A proxy endpoint the kernel marks sockets for (`PROXY_ADDRS` key):
@@ -126,16 +167,20 @@ pub struct ProxySock {
 
 /// One line of a proxy exchange (`kind::EXCHANGE`), cut in the kernel at
 /// the first CR or LF: headers such as `Proxy-Authorization` never leave
-/// the kernel.
+/// the kernel. After a `CONNECT` answered 2xx, the same record carries the
+/// facts of the tunnel's TLS handshake (`exchange::TLS_CLIENT`,
+/// `exchange::TLS_SERVER`): versions in `flags`, and in `line` only the
+/// SNI host name or the leaf certificate's issuer Name.
 ///
 /// Layout (288 bytes, align 8):
 /// ```text
 ///   0 kind       u32   kind::EXCHANGE
-///   4 direction  u32   exchange::REQUEST / RESPONSE
+///   4 direction  u32   exchange::REQUEST / RESPONSE / TLS_CLIENT / TLS_SERVER
 ///   8 pid_tgid   u64   of the attempt (from connect time)
 ///  16 start_ns   u64   the attempt's start: with pid, its identity
 ///  24 len        u32   bytes of `line` in use
-///  28 flags      u32   exchange::TRUNCATED
+///  28 flags      u32   exchange::TRUNCATED (TLS: and NOT_TLS, MALFORMED,
+///                      HAS_NAME, VERSIONS_EXT, versions in the upper bits)
 ///  32 line       [u8; LINE_MAX]
 /// ```
 #[repr(C)]

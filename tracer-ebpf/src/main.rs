@@ -22,6 +22,7 @@ mod emit;
 mod environ;
 mod maps;
 mod probes;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

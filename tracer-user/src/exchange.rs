@@ -10,6 +10,14 @@ use tracer_common::{exchange, ExchangeEvent, LINE_MAX};
 
 use crate::redact::redact_target;
 
+pub mod tls;
+
+/// How long, after a proxy's 2xx to a CONNECT, the attempt waits for the
+/// tunnel's TLS hellos (the client sends its ClientHello at once; the
+/// server answers within a round trip through the proxy). The held
+/// attempt's deadline is pushed to at least this far after the 2xx.
+pub const TLS_BOUND: std::time::Duration = std::time::Duration::from_millis(1000);
+
 /// How long an attempt to a proxy waits for the proxy's status line before
 /// it is written without one. A proxy answers a `CONNECT` once it has dialled
 /// the origin; tinyproxy's refusal arrives within milliseconds, a dial to an
@@ -29,30 +37,43 @@ pub struct Line {
     pub text: String,
     /// No CR/LF within the copied bytes: `text` is a prefix of the line.
     pub truncated: bool,
+    /// The tunnel's TLS hellos (`Direction::Tls`); `text` is then empty.
+    pub tls: Option<tls::Hello>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     Request,
     Response,
+    /// A TLS hello of a tunnel (`exchange::TLS_CLIENT` / `TLS_SERVER`).
+    Tls,
 }
 
 /// `ExchangeEvent` bytes -> `Line`. None when the record is too short or
 /// names no known direction.
 pub fn line_of(bytes: &[u8]) -> Option<Line> {
     let ev: ExchangeEvent = crate::decode::read_record(bytes).ok()?;
-    let direction = match ev.direction {
-        exchange::REQUEST => Direction::Request,
-        exchange::RESPONSE => Direction::Response,
-        _ => return None,
-    };
     let len = (ev.len as usize).min(LINE_MAX);
+    let (direction, tls) = match ev.direction {
+        exchange::REQUEST => (Direction::Request, None),
+        exchange::RESPONSE => (Direction::Response, None),
+        d => (
+            Direction::Tls,
+            Some(tls::hello_of(d, ev.flags, &ev.line[..len])?),
+        ),
+    };
+    let text = if tls.is_some() {
+        String::new()
+    } else {
+        String::from_utf8_lossy(&ev.line[..len]).into_owned()
+    };
     Some(Line {
         pid: (ev.pid_tgid >> 32) as u32,
         start_ns: ev.start_ns,
         direction,
-        text: String::from_utf8_lossy(&ev.line[..len]).into_owned(),
+        text,
         truncated: ev.flags & exchange::TRUNCATED != 0,
+        tls,
     })
 }
 
@@ -163,6 +184,13 @@ pub struct ProxyExchange {
     pub response: Option<StatusLine>,
     /// A first line that was not HTTP (its bytes are not kept).
     pub unparsed: bool,
+    /// The proxy answered a CONNECT with 2xx: the tunnel's TLS hellos are
+    /// awaited (until the ServerHello, or bytes that are not TLS).
+    pub tunnel: bool,
+    /// The tunnel's ClientHello, when it was TLS.
+    pub client_hello: Option<tls::ClientHello>,
+    /// The tunnel's ServerHello.
+    pub server_hello: Option<tls::ServerHello>,
 }
 
 impl ProxyExchange {
@@ -173,11 +201,15 @@ impl ProxyExchange {
             request: None,
             response: None,
             unparsed: false,
+            tunnel: false,
+            client_hello: None,
+            server_hello: None,
         }
     }
 
-    /// Take one line; returns true once the status line is in (the
-    /// exchange is complete).
+    /// Take one line; returns true once the exchange is complete: the
+    /// status line is in, and for a tunnel (CONNECT answered 2xx) the
+    /// ServerHello too, or the tunnel's first bytes were not TLS.
     pub fn take(&mut self, line: &Line) -> bool {
         match line.direction {
             Direction::Request => {
@@ -193,8 +225,26 @@ impl ProxyExchange {
                     None => self.unparsed = true,
                 }
                 self.state = Some(ExchangeState::Answered);
-                true
+                // The kernel follows the same rule (proxy_payload.rs): a
+                // CONNECT answered 2xx is a tunnel whose hellos follow.
+                self.tunnel = self.request.as_ref().is_some_and(|r| r.method == "CONNECT")
+                    && self
+                        .response
+                        .as_ref()
+                        .is_some_and(|s| (200..300).contains(&s.status_code));
+                !self.tunnel
             }
+            Direction::Tls => match &line.tls {
+                Some(tls::Hello::Client(c)) => {
+                    self.client_hello = Some(c.clone());
+                    false
+                }
+                Some(tls::Hello::Server(s)) => {
+                    self.server_hello = Some(s.clone());
+                    true
+                }
+                Some(tls::Hello::NotTls) | None => true,
+            },
         }
     }
 
@@ -289,6 +339,7 @@ mod tests {
             direction,
             text: text.into(),
             truncated: false,
+            tls: None,
         };
         let mut x = ProxyExchange::new(false, None);
         assert!(!x.take(&line(Direction::Request, "CONNECT a:443 HTTP/1.1")));
@@ -299,13 +350,103 @@ mod tests {
         assert_eq!(x.state, Some(ExchangeState::NotSeen));
         let mut x = ProxyExchange::new(false, None);
         x.take(&line(Direction::Request, "CONNECT a:443 HTTP/1.1"));
-        assert!(x.take(&line(
+        // A CONNECT answered 200 is a tunnel: its TLS hellos are awaited.
+        assert!(!x.take(&line(
             Direction::Response,
             "HTTP/1.1 200 Connection established"
         )));
+        assert!(x.tunnel);
         x.expire();
         assert_eq!(x.state, Some(ExchangeState::Answered));
         assert_eq!(x.response.map(|r| r.status_code), Some(200));
+        // Any other answer ends the exchange at once.
+        let mut x = ProxyExchange::new(false, None);
+        x.take(&line(Direction::Request, "CONNECT a:443 HTTP/1.1"));
+        assert!(x.take(&line(Direction::Response, "HTTP/1.1 403 Filtered")));
+        assert!(!x.tunnel);
+        let mut x = ProxyExchange::new(false, None);
+        x.take(&line(Direction::Request, "GET http://a/ HTTP/1.1"));
+        assert!(x.take(&line(Direction::Response, "HTTP/1.1 200 OK")));
+    }
+
+    #[test]
+    fn a_tunnel_ends_with_its_server_hello_or_with_bytes_that_are_not_tls() {
+        let line = |direction, text: &str, tls: Option<tls::Hello>| Line {
+            pid: 1,
+            start_ns: 2,
+            direction,
+            text: text.into(),
+            truncated: false,
+            tls,
+        };
+        let tunnel = || {
+            let mut x = ProxyExchange::new(false, None);
+            x.take(&line(Direction::Request, "CONNECT a:443 HTTP/1.1", None));
+            x.take(&line(Direction::Response, "HTTP/1.1 200 OK", None));
+            x
+        };
+        let mut x = tunnel();
+        let client = tls::ClientHello {
+            server_name: Some("a".into()),
+            offered: vec![0x0304],
+            malformed: false,
+        };
+        assert!(!x.take(&line(
+            Direction::Tls,
+            "",
+            Some(tls::Hello::Client(client.clone()))
+        )));
+        let server = tls::ServerHello {
+            version: Some(0x0304),
+            issuer: None,
+            malformed: false,
+        };
+        assert!(x.take(&line(Direction::Tls, "", Some(tls::Hello::Server(server)))));
+        assert_eq!(x.client_hello, Some(client));
+        let mut x = tunnel();
+        assert!(x.take(&line(Direction::Tls, "", Some(tls::Hello::NotTls))));
+        assert_eq!((x.client_hello, x.server_hello), (None, None));
+    }
+
+    #[test]
+    fn kernel_tls_records_decode() {
+        let mut ev = ExchangeEvent {
+            kind: tracer_common::kind::EXCHANGE,
+            direction: exchange::TLS_CLIENT,
+            pid_tgid: 7 << 32,
+            start_ns: 9,
+            len: 13,
+            flags: exchange::HAS_NAME | (0x0303 << exchange::VERSION_SHIFT),
+            line: [0; LINE_MAX],
+        };
+        ev.line[..13].copy_from_slice(b"registry.test");
+        // SAFETY: a repr(C) plain-old-data struct viewed as its bytes.
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const ev).cast::<u8>(),
+                std::mem::size_of::<ExchangeEvent>(),
+            )
+        };
+        let l = line_of(bytes).expect("tls line");
+        assert_eq!(
+            (l.pid, l.direction, l.text.as_str()),
+            (7, Direction::Tls, "")
+        );
+        let Some(tls::Hello::Client(c)) = l.tls else {
+            panic!("client hello: {:?}", l.tls);
+        };
+        assert_eq!(c.server_name.as_deref(), Some("registry.test"));
+        assert_eq!(c.offered, vec![0x0303]);
+        // A length past the line is bounded by it.
+        ev.len = 10_000;
+        ev.direction = 99;
+        let bytes = unsafe {
+            std::slice::from_raw_parts(
+                (&raw const ev).cast::<u8>(),
+                std::mem::size_of::<ExchangeEvent>(),
+            )
+        };
+        assert_eq!(line_of(bytes), None);
     }
 
     #[test]

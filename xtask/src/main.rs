@@ -513,6 +513,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "dns_message",
     "proxy_line",
     "args",
+    "tls",
 ];
 
 /// Install cargo-fuzz unless it is on PATH (about 1-2 minutes, once).

@@ -30,6 +30,14 @@
 //! `bpf_skb_pull_data` is refused in cgroup_skb and the linear area holds
 //! only the headers, so the payload is read with `bpf_skb_load_bytes`.
 //! Both programs always return 1 (let the packet through).
+//!
+//! A `CONNECT` answered 2xx makes the socket a tunnel (`exchange::TUNNEL`):
+//! the entry stays, and the tunnel's first client payload (a TLS
+//! ClientHello) and then its first server payload (the ServerHello, and
+//! with TLS 1.2 the Certificate in clear) are read by `crate::tls`. Of
+//! those, only versions, the SNI host name and the leaf certificate's
+//! issuer Name leave the kernel; then the entry is removed. Every other
+//! socket, and every later packet of a tunnel, costs what it did before.
 
 use aya_ebpf::{
     helpers::generated::{bpf_get_socket_cookie, bpf_skb_load_bytes},
@@ -37,12 +45,15 @@ use aya_ebpf::{
     programs::SkBuffContext,
     EbpfContext,
 };
-use tracer_common::{exchange, kind, lost, ExchangeEvent, LINE_MAX};
+use tracer_common::{exchange, kind, lost, ExchangeEvent, ProxySock, LINE_MAX};
 
 /// The scratch buffer in 8-byte words (zeroed and copied a word at a time).
 const LINE_WORDS: usize = LINE_MAX / 8;
 
-use crate::maps::{count_lost, EVENTS, PROXY_SOCKS};
+use crate::{
+    maps::{count_lost, EVENTS, PROXY_SOCKS},
+    tls,
+};
 
 /// include/uapi/linux/in.h
 const IPPROTO_TCP: u8 = 6;
@@ -69,6 +80,10 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
     };
     // SAFETY: map value pointer, valid for this program run.
     let entry = unsafe { &mut *entry };
+    if entry.state & exchange::TUNNEL != 0 {
+        on_tunnel(ctx, cookie, entry, direction);
+        return;
+    }
     let bit = if direction == exchange::REQUEST {
         exchange::SEEN_REQUEST
     } else {
@@ -124,12 +139,26 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
     // past what this segment (or LINE_MAX) holds.
     let truncated = line_len >= n as usize || bytes[line_len & (LINE_MAX - 1)] == 0;
     entry.state |= bit;
+    if direction == exchange::REQUEST && buf[0] == u64::from_le_bytes(*b"CONNECT ") {
+        entry.state |= exchange::CONNECT_SENT;
+    }
+    // `HTTP/1.x 2xx` to a CONNECT: the tunnel is up (RFC 9110 9.3.6).
+    if direction == exchange::RESPONSE
+        && entry.state & exchange::CONNECT_SENT != 0
+        && line_len >= 12
+        && bytes[0] == b'H'
+        && bytes[4] == b'/'
+        && bytes[8] == b' '
+        && bytes[9] == b'2'
+    {
+        entry.state |= exchange::TUNNEL;
+    }
     let pid_tgid = entry.pid_tgid;
     let start_ns = entry.start_ns;
-    if entry.state & (exchange::SEEN_REQUEST | exchange::SEEN_RESPONSE)
+    if entry.state & (exchange::SEEN_REQUEST | exchange::SEEN_RESPONSE | exchange::TUNNEL)
         == exchange::SEEN_REQUEST | exchange::SEEN_RESPONSE
     {
-        // Both lines seen: the socket is of no more interest.
+        // Both lines seen and no tunnel: the socket is of no more interest.
         if PROXY_SOCKS.remove(&cookie).is_ok() {
             crate::maps::count_lru(tracer_common::lru::PROXY_DELETED);
         }
@@ -164,6 +193,132 @@ fn on_packet(ctx: &SkBuffContext, direction: u32) {
         }
     }
     rec.submit(0);
+}
+
+/// A packet of a tunnel: the first client payload (ClientHello), then the
+/// first server payload (ServerHello); everything else passes untouched.
+#[inline(always)]
+fn on_tunnel(ctx: &SkBuffContext, cookie: u64, entry: &mut ProxySock, direction: u32) {
+    let client = direction == exchange::REQUEST;
+    let hello_seen = entry.state & exchange::SEEN_CLIENT_HELLO != 0;
+    // The client speaks first in TLS: server bytes before the ClientHello,
+    // and client bytes after it, are not what is looked for.
+    if client == hello_seen {
+        return;
+    }
+    let Some(p0) = payload_offset(ctx) else {
+        return;
+    };
+    if ctx.len() <= p0 {
+        return;
+    }
+    let pid_tgid = entry.pid_tgid;
+    let start_ns = entry.start_ns;
+    let Some(mut rec) = EVENTS.reserve::<ExchangeEvent>(0) else {
+        count_lost(lost::EXCHANGE_FULL);
+        // Not read, so not known to be TLS: nothing more to wait for.
+        if PROXY_SOCKS.remove(&cookie).is_ok() {
+            crate::maps::count_lru(tracer_common::lru::PROXY_DELETED);
+        }
+        return;
+    };
+    let ev = rec.as_mut_ptr();
+    // SAFETY: `ev` points to a reserved, exclusively owned record; every
+    // byte is written before submit: the header here, `line` zeroed (its
+    // first words are the parser's scratch), then at most LINE_MAX bytes
+    // of the name loaded over it.
+    unsafe {
+        (*ev).kind = kind::EXCHANGE;
+        (*ev).direction = if client {
+            exchange::TLS_CLIENT
+        } else {
+            exchange::TLS_SERVER
+        };
+        (*ev).pid_tgid = pid_tgid;
+        (*ev).start_ns = start_ns;
+        (*ev).len = 0;
+        core::ptr::addr_of_mut!((*ev).flags).write_volatile(0);
+        zero_line(ev);
+    }
+    let out = tls::Out(ev);
+    if client {
+        tls::client_hello(ctx, p0, &out);
+    } else {
+        tls::server_hello(ctx, p0, &out);
+    }
+    // SAFETY: as above.
+    let mut flags = unsafe { core::ptr::addr_of!((*ev).flags).read_volatile() };
+    if client && flags & exchange::NOT_TLS == 0 {
+        entry.state |= exchange::SEEN_CLIENT_HELLO;
+    } else {
+        // Not TLS, or the server's answer is in: nothing more to read.
+        if PROXY_SOCKS.remove(&cookie).is_ok() {
+            crate::maps::count_lru(tracer_common::lru::PROXY_DELETED);
+        }
+    }
+    let name_off = out.get(tls::NAME_OFF);
+    let name_len = out.get(tls::NAME_LEN);
+    // SAFETY: as above.
+    unsafe { zero_line(ev) };
+    let mut len = 0u32;
+    if flags & exchange::HAS_NAME != 0 {
+        let max = if client {
+            exchange::TLS_NAME_MAX as u32
+        } else {
+            LINE_MAX as u32
+        };
+        // What the segment holds of it, then at most `max`.
+        let avail = ctx.len().saturating_sub(name_off);
+        let mut n = name_len;
+        if n > avail {
+            n = avail;
+            flags |= exchange::TRUNCATED;
+        }
+        if n > max {
+            n = max;
+            flags |= exchange::TRUNCATED;
+        }
+        if n > 0 {
+            // 1..=LINE_MAX by construction (n <= max <= LINE_MAX, so this
+            // is n itself), in a form the verifier can follow; black_box
+            // keeps LLVM from folding the mask away again.
+            let size = ((core::hint::black_box(n) - 1) & (LINE_MAX as u32 - 1)) + 1;
+            // SAFETY: `line` holds LINE_MAX bytes and 0 < size <= LINE_MAX;
+            // on failure the helper zeroes them.
+            let ret = unsafe {
+                bpf_skb_load_bytes(ctx.as_ptr(), name_off, (*ev).line.as_mut_ptr().cast(), size)
+            };
+            if ret == 0 {
+                len = size;
+            }
+        }
+        if len == 0 {
+            flags &= !(exchange::HAS_NAME | exchange::TRUNCATED);
+            flags |= exchange::MALFORMED;
+        }
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*ev).len = len;
+        (*ev).flags = flags;
+    }
+    rec.submit(0);
+}
+
+/// Zero the record's `line`, a word at a time.
+///
+/// # Safety
+/// `ev` points to a reserved, exclusively owned record.
+#[inline(always)]
+unsafe fn zero_line(ev: *mut ExchangeEvent) {
+    let line = unsafe { (*ev).line.as_mut_ptr().cast::<u64>() };
+    let mut j = 0usize;
+    while j < LINE_WORDS {
+        // Volatile: else LLVM makes this a byte-wise memset loop, which
+        // the verifier would walk 256 times on every path here.
+        unsafe { line.add(j).write_volatile(0) };
+        j += 1;
+    }
 }
 
 /// Where the TCP payload starts, from the network header (`skb->data`

@@ -5,7 +5,10 @@
 use std::fmt::Write;
 
 use crate::{
-    exchange::{ExchangeState, ProxyExchange, ANSWER_BOUND},
+    exchange::{
+        tls::{version_words, ClientHello, ServerHello},
+        ExchangeState, ProxyExchange, ANSWER_BOUND,
+    },
     verdict::ProxyVerdict,
 };
 
@@ -61,6 +64,101 @@ pub fn write_fields(out: &mut Vec<u8>, x: &ProxyExchange, mut first: bool) {
 
 fn string(out: &mut Vec<u8>, s: &str) {
     super::ndjson::push_str(out, s);
+}
+
+/// The tunnel's TLS facts as ECS's top-level `tls` object, preceded by a
+/// comma: `tls.version`/`version_protocol` (what the server selected),
+/// `tls.client.server_name`, `tls.client.supported_versions`, and
+/// `tls.server.issuer` (TLS 1.2 and older only: 1.3 encrypts the
+/// certificate). Nothing when no hello was seen.
+pub fn write_tls(out: &mut Vec<u8>, x: &ProxyExchange) {
+    let (c, s) = (x.client_hello.as_ref(), x.server_hello.as_ref());
+    if c.is_none() && s.is_none() {
+        return;
+    }
+    out.extend_from_slice(br#","tls":{"#);
+    let mut first = true;
+    let mut sep = |out: &mut Vec<u8>| {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+    };
+    if let Some((protocol, version)) = s.and_then(|s| s.version).and_then(version_words) {
+        sep(out);
+        out.extend_from_slice(br#""version":"#);
+        string(out, version);
+        out.extend_from_slice(br#","version_protocol":"#);
+        string(out, protocol);
+    }
+    if let Some(c) = c.filter(|c| c.server_name.is_some() || !c.offered.is_empty()) {
+        sep(out);
+        out.extend_from_slice(br#""client":{"#);
+        if let Some(name) = &c.server_name {
+            out.extend_from_slice(br#""server_name":"#);
+            string(out, name);
+        }
+        let offered: Vec<&str> = c
+            .offered
+            .iter()
+            .filter_map(|v| version_words(*v))
+            .map(|(_, v)| v)
+            .collect();
+        if !offered.is_empty() {
+            if c.server_name.is_some() {
+                out.push(b',');
+            }
+            out.extend_from_slice(br#""supported_versions":["#);
+            for (i, v) in offered.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                string(out, v);
+            }
+            out.push(b']');
+        }
+        out.push(b'}');
+    }
+    if let Some(issuer) = s.and_then(|s| s.issuer.as_ref()) {
+        sep(out);
+        out.extend_from_slice(br#""server":{"issuer":"#);
+        string(out, issuer);
+        out.push(b'}');
+    }
+    out.push(b'}');
+}
+
+/// "TLS 1.3", "SSL 3.0".
+fn version_text(v: u16) -> Option<String> {
+    version_words(v).map(|(p, v)| format!("{} {v}", p.to_ascii_uppercase()))
+}
+
+/// "; through the tunnel it began TLS for registry.test offering TLS 1.3;
+/// the server chose TLS 1.2 and presented a certificate issued by 'CN=..'"
+fn write_tls_words(
+    out: &mut String,
+    c: Option<&ClientHello>,
+    s: Option<&ServerHello>,
+) -> std::fmt::Result {
+    let Some(c) = c else {
+        return Ok(());
+    };
+    out.push_str("; through the tunnel it began TLS");
+    if let Some(name) = &c.server_name {
+        write!(out, " for {name}")?;
+    }
+    if let Some(v) = c.offered.first().and_then(|v| version_text(*v)) {
+        write!(out, " offering {v}")?;
+    }
+    if let Some(s) = s {
+        if let Some(v) = s.version.and_then(version_text) {
+            write!(out, "; the server chose {v}")?;
+        }
+        if let Some(issuer) = &s.issuer {
+            write!(out, " and presented a certificate issued by '{issuer}'")?;
+        }
+    }
+    Ok(())
 }
 
 /// The message of a connected attempt to a proxy, with its exchange:
@@ -141,6 +239,7 @@ pub fn message(
         ),
         (None, _) => {}
     }
+    write_tls_words(out, x.client_hello.as_ref(), x.server_hello.as_ref())?;
     if let Some(d) = v.and_then(|v| v.drift.as_ref()) {
         if let Some(c) = &d.configured {
             write!(
@@ -185,6 +284,48 @@ mod tests {
         assert_eq!(v["request"]["method"], "CONNECT");
         assert_eq!(v["response"]["status_code"], 500);
         assert_eq!(v["response"]["reason"], "Unable \"to\" connect");
+    }
+
+    fn tunnel() -> ProxyExchange {
+        let mut x = answered(200, "Connection established");
+        x.tunnel = true;
+        x.client_hello = Some(ClientHello {
+            server_name: Some("registry.test".into()),
+            offered: vec![0x0304, 0x0303],
+            malformed: false,
+        });
+        x.server_hello = Some(ServerHello {
+            version: Some(0x0303),
+            issuer: Some("CN=Tracer \"Test\" CA".into()),
+            malformed: false,
+        });
+        x
+    }
+
+    #[test]
+    fn tls_facts_are_an_ecs_tls_object() {
+        let mut out = b"{\"a\":1".to_vec();
+        write_tls(&mut out, &tunnel());
+        out.push(b'}');
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["tls"]["version"], "1.2");
+        assert_eq!(v["tls"]["version_protocol"], "tls");
+        assert_eq!(v["tls"]["client"]["server_name"], "registry.test");
+        assert_eq!(
+            v["tls"]["client"]["supported_versions"],
+            serde_json::json!(["1.3", "1.2"])
+        );
+        assert_eq!(v["tls"]["server"]["issuer"], "CN=Tracer \"Test\" CA");
+        // No hello, no object.
+        let mut out = Vec::new();
+        write_tls(&mut out, &answered(200, "OK"));
+        assert!(out.is_empty());
+        let mut out = String::new();
+        message(&mut out, "curl (pid 7)", None, &tunnel(), "127.0.0.1:8888").expect("fmt");
+        assert!(
+            out.ends_with("; the proxy answered 200 Connection established; through the tunnel it began TLS for registry.test offering TLS 1.3; the server chose TLS 1.2 and presented a certificate issued by 'CN=Tracer \"Test\" CA'"),
+            "{out}"
+        );
     }
 
     #[test]

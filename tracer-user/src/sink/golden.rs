@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::fixtures::{attempt, pod_proc_info, proc_info};
-use crate::exchange::{Direction, Line, ProxyExchange};
+use crate::exchange::{tls, Direction, Line, ProxyExchange};
 use crate::{
     decode::{comm_of, Attempt, Peer, Transport, Verdict},
     enrich::{
@@ -284,6 +284,39 @@ fn cases() -> Vec<(&'static str, [String; 3])> {
         "a_listed_proxy_did_not_answer",
         lines_with(&reached, ProcInfo::default(), None, Some(&x), Mode::Socket),
     ));
+    // A tunnel through the proxy carrying TLS 1.2 (issue #19): the SNI,
+    // the offered and selected versions, the certificate's issuer.
+    let proc = proc_info();
+    let verdict = proxy_verdict(&reached, &proc);
+    let mut x = ProxyExchange::new(false, None);
+    x.take(&line(
+        Direction::Request,
+        "CONNECT 203.0.113.2:443 HTTP/1.1",
+    ));
+    x.take(&line(
+        Direction::Response,
+        "HTTP/1.1 200 Connection established",
+    ));
+    x.take(&Line {
+        tls: Some(tls::Hello::Client(tls::ClientHello {
+            server_name: Some("registry.test".into()),
+            offered: vec![0x0304, 0x0303],
+            malformed: false,
+        })),
+        ..line(Direction::Tls, "")
+    });
+    x.take(&Line {
+        tls: Some(tls::Hello::Server(tls::ServerHello {
+            version: Some(0x0303),
+            issuer: Some("O=Example Corp, CN=Example Inspection CA".into()),
+            malformed: false,
+        })),
+        ..line(Direction::Tls, "")
+    });
+    out.push((
+        "tls_1_2_through_its_proxy",
+        lines_with(&reached, proc, verdict.as_ref(), Some(&x), Mode::Socket),
+    ));
     // A pod's container, named from its bundle: its proxy refused, and a
     // direct connect of a container whose image is referenced by digest.
     let proc = pod_proc_info("quay.io/calico/node:v3.31.3");
@@ -315,6 +348,7 @@ fn line(direction: Direction, text: &str) -> Line {
         direction,
         text: text.into(),
         truncated: false,
+        tls: None,
     }
 }
 
@@ -476,6 +510,7 @@ fn the_cases_reach_every_optional_part_of_the_line() {
         r#""exchange":"answered","request":{"method":"CONNECT""#,
         r#""response":{"version":"HTTP/1.1","status_code":500"#,
         r#""proxy":{"listed":true,"exchange":"no_answer""#,
+        r#""tls":{"version":"1.2","version_protocol":"tls","client":{"server_name":"registry.test","supported_versions":["1.3","1.2"]},"server":{"issuer":"O=Example Corp, CN=Example Inspection CA"}}"#,
         r#""name":"calico-node","image":{"name":"quay.io/calico/node","tag":"v3.31.3"}},"orchestrator":{"type":"kubernetes","namespace":"kube-system","resource":{"type":"pod","name":"calico-node-x7k2p"}}"#,
         r#""image":{"name":"quay.io/calico/node","hash":{"all":["sha256:0123456789abcdef"]}}"#,
         "(pid 812, kube-system/calico-node-x7k2p (container calico-node))",

@@ -372,7 +372,11 @@ impl AttemptWriter {
             super::exchange::write_fields(out, x, true);
             out.push(b'}');
         }
-        out.extend_from_slice(b"}}");
+        out.push(b'}');
+        if let Some(x) = f.exchange {
+            super::exchange::write_tls(out, x);
+        }
+        out.push(b'}');
     }
 }
 

@@ -15,7 +15,7 @@ use std::{
 use crate::{
     decode::Attempt,
     enrich::proc::ProcInfo,
-    exchange::{ExchangeState, Line, ProxyExchange, ANSWER_BOUND},
+    exchange::{Direction, ExchangeState, Line, ProxyExchange, ANSWER_BOUND, TLS_BOUND},
     verdict::ProxyVerdict,
 };
 
@@ -88,10 +88,16 @@ impl Pending {
     /// already written) is dropped.
     pub fn line(&mut self, line: &Line) -> Option<Held> {
         let key = (line.pid, line.start_ns);
-        let done = self.held.get_mut(&key)?.exchange.take(line);
+        let held = self.held.get_mut(&key)?;
+        let done = held.exchange.take(line);
         if done {
             self.held.remove(&key)
         } else {
+            if held.exchange.tunnel && line.direction == Direction::Response {
+                // A proxy that took long to answer must not leave the
+                // hellos that follow its 2xx without time to arrive.
+                held.deadline = held.deadline.max(Instant::now() + TLS_BOUND);
+            }
             None
         }
     }
