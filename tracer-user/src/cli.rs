@@ -271,7 +271,7 @@ pub struct TraceArgs {
     /// destination.domain from the answers processes received, and failed
     /// lookups (NXDOMAIN, SERVFAIL, no answer within 5 s) become
     /// `dns-query` events. Opt-in: it puts a program on every packet of
-    /// the node (see the README's overhead section).
+    /// the node (see Overhead and scale in the book, docs/src/overhead.md).
     #[arg(long)]
     pub dns: bool,
     /// A proxy that no environment names (a transparent setup, a proxy

@@ -75,7 +75,7 @@ pub enum ProbeError {
         source: aya::programs::ProgramError,
     },
     #[error(
-        "this kernel lacks the hook {hook} ({why}): {source}; supported kernels are listed in the README"
+        "this kernel lacks the hook {hook} ({why}): {source}; supported kernels are listed in the book, docs/src/kernels.md"
     )]
     MissingHook {
         hook: &'static str,
