@@ -339,6 +339,24 @@ pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> std::proces
     }
 }
 
+/// CPU time of every thread of `pid`, ns (/proc/<pid>/task/*/schedstat:
+/// time on CPU, all threads).
+pub fn cpu_ns(pid: u32) -> u64 {
+    let mut total = 0;
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                total += s
+                    .split_whitespace()
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+        }
+    }
+    total
+}
+
 /// A process's resident memory, in KiB (0 when it is gone).
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

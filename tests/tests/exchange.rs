@@ -24,21 +24,7 @@ use tracer_tests::{
     Tracer, UnitCgroup,
 };
 
-const DROPIN: &str = "/etc/systemd/system/containerd.service.d/http-proxy.conf";
-
-/// A host root whose containerd drop-in sets `vars` (line 1 `[Service]`,
-/// then one `Environment=` per variable).
-fn host_root_with(vars: &[(&str, &str)]) -> PathBuf {
-    let root = temp_dir("xroot");
-    let path = root.join(DROPIN.trim_start_matches('/'));
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    let mut text = String::from("[Service]\n");
-    for (k, v) in vars {
-        text.push_str(&format!("Environment=\"{k}={v}\"\n"));
-    }
-    std::fs::write(&path, text).expect("write drop-in");
-    root
-}
+use tracer_tests::{dropin_root as host_root_with, CONTAINERD_DROPIN as DROPIN};
 
 fn proxy_env(url: &str) -> Vec<(&str, &str)> {
     vec![

@@ -19,21 +19,7 @@ use tracer_tests::{
     tracer_bin,
 };
 
-const DROPIN: &str = "/etc/systemd/system/containerd.service.d/http-proxy.conf";
-
-/// A host root whose containerd drop-in sets `vars`, one per line from
-/// line 2 (line 1 is `[Service]`).
-fn host_root_with(vars: &[(&str, &str)]) -> std::path::PathBuf {
-    let root = temp_dir("pfroot");
-    let path = root.join(DROPIN.trim_start_matches('/'));
-    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
-    let mut text = String::from("[Service]\n");
-    for (k, v) in vars {
-        text.push_str(&format!("Environment=\"{k}={v}\"\n"));
-    }
-    std::fs::write(&path, text).expect("write drop-in");
-    root
-}
+use tracer_tests::{dropin_root as host_root_with, env_refs as refs, CONTAINERD_DROPIN as DROPIN};
 
 /// containerd with `vars` (as the drop-in gives them), trusting the test
 /// registry.
@@ -99,10 +85,6 @@ fn proxy_env(url: &str) -> Vec<(&'static str, String)> {
         ("HTTPS_PROXY", url.to_string()),
         ("NO_PROXY", "localhost,127.0.0.1".to_string()),
     ]
-}
-
-fn refs<'a>(v: &'a [(&'static str, String)]) -> Vec<(&'static str, &'a str)> {
-    v.iter().map(|(k, v)| (*k, v.as_str())).collect()
 }
 
 #[test]

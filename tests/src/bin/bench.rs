@@ -35,7 +35,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tracer_tests::{command_in_cgroups, connector_bin, temp_dir, tracer_bin};
+use tracer_tests::{command_in_cgroups, connector_bin, cpu_ns, temp_dir, tracer_bin};
 
 // Not `src/bin/kernel.rs`: Cargo would take that for a program of its own.
 #[path = "bench/kernel.rs"]
@@ -113,23 +113,6 @@ fn children_cpu_ns() -> u64 {
     unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000_000 + t.tv_usec as u64 * 1000;
     tv(ru.ru_utime) + tv(ru.ru_stime)
-}
-
-fn cpu_ns(pid: u32) -> u64 {
-    // /proc/<pid>/schedstat: time on CPU in ns (all threads).
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total
 }
 
 fn peak_rss_kib(pid: u32) -> u64 {

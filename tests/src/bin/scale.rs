@@ -33,7 +33,8 @@ use std::{
 
 use serde_json::json;
 use tracer_tests::{
-    closed_port, command_in_cgroups, in_private_mounts, rss_kib, temp_dir, tracer_bin, UnitCgroup,
+    closed_port, command_in_cgroups, cpu_ns, in_private_mounts, rss_kib, temp_dir, tracer_bin,
+    UnitCgroup,
 };
 
 const CGROUPS: usize = 300;
@@ -391,21 +392,4 @@ fn samples<'a>(text: &'a str, family: &'a str) -> impl Iterator<Item = f64> + 'a
                 .is_some_and(|r| r.starts_with('{') || r.starts_with(' '))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-}
-
-/// CPU time of every thread of `pid`, ns (/proc/<pid>/task/*/schedstat).
-fn cpu_ns(pid: u32) -> u64 {
-    let mut total = 0;
-    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
-        for t in tasks.flatten() {
-            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
-                total += s
-                    .split_whitespace()
-                    .next()
-                    .and_then(|v| v.parse::<u64>().ok())
-                    .unwrap_or(0);
-            }
-        }
-    }
-    total
 }
