@@ -424,8 +424,12 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
     if effective_uid() != 0 {
         bail!("the integration tests need root (they load eBPF programs and create network namespaces)");
     }
+    // Scratch left by earlier runs (a test that panics keeps its directory
+    // for a look; a whole suite leaves about 4 GiB of event logs, and a CI
+    // run once failed on a full disk).
+    sweep_test_dirs();
     let tracer = root.join("target/release/tracer");
-    run(Command::new("cargo")
+    let outcome = run(Command::new("cargo")
         .current_dir(root)
         .env("TRACER_BIN", &tracer)
         .env("TRACER_IMAGE", &image)
@@ -438,7 +442,47 @@ fn test(root: &Path, args: &[OsString]) -> Result<()> {
             "--",
         ])
         .args(["--test-threads=1"])
-        .args(args))
+        .args(args));
+    // A failed run keeps its scratch: the failing test's events and stderr.
+    if outcome.is_ok() {
+        sweep_test_dirs();
+    }
+    outcome
+}
+
+/// Remove the tests' scratch directories (`/tmp/trt-TAG-PID-N`, see
+/// `tracer_tests::temp_dir`) whose test process has ended. Those of a live
+/// process (another suite running at the same time) stay, and so does any
+/// directory with something still mounted below it: deleting through a
+/// leftover bind mount would delete what it shows.
+fn sweep_test_dirs() {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let Ok(entries) = std::fs::read_dir("/tmp") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("trt-") {
+            continue;
+        }
+        // TAG may hold dashes: the pid is the second field from the end.
+        let Some(pid) = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        let dir = format!("/tmp/{name}");
+        let mounted = mounts.lines().any(|l| {
+            l.split(' ')
+                .nth(4)
+                .is_some_and(|m| m == dir || m.starts_with(&format!("{dir}/")))
+        });
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if is_dir && !mounted {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// Run one of the test crate's programs (`bench`, `soak`) against the
