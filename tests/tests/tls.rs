@@ -248,6 +248,69 @@ fn a_node_that_trusts_the_proxy_ca_is_intercepted_but_trusted() {
     assert_eq!(strict, 1, "--strict fails on the warning");
 }
 
+/// The daemon trusts mitmproxy's CA the way Go reads its system pool, not
+/// through containerd's config: first a bundle that its `SSL_CERT_FILE`
+/// names, then a folder that its `SSL_CERT_DIR` names, holding the CA as a
+/// file of its own beside an OpenSSL hash link. containerd pulls through
+/// the proxy both times, so the tracer must see the same trust: intercepted
+/// but trusted, exit 0, the trust naming the file or the folder.
+#[test]
+fn a_daemon_trusting_the_proxy_ca_by_ssl_cert_file_or_dir_is_seen_so() {
+    let registry = Registry::start(FIRST_HOST + 4);
+    registry.ns().assert_routed();
+    let mitm = Mitmproxy::start();
+    let registry_pem = std::fs::read_to_string(&registry.cert).expect("registry cert");
+    let mitm_pem = std::fs::read_to_string(mitm.ca_cert()).expect("mitmproxy CA");
+    let scratch = temp_dir("tlsgoenv");
+    let bundle = scratch.join("corp-bundle.pem");
+    std::fs::write(&bundle, format!("{registry_pem}{mitm_pem}")).expect("bundle");
+    let folder = scratch.join("corp-certs");
+    std::fs::create_dir_all(&folder).expect("mkdir");
+    std::fs::write(folder.join("registry.pem"), &registry_pem).expect("registry.pem");
+    std::fs::write(folder.join("corp-proxy.pem"), &mitm_pem).expect("corp-proxy.pem");
+    std::os::unix::fs::symlink("corp-proxy.pem", folder.join("0a1b2c3d.0")).expect("hash link");
+
+    let bundle_var = bundle.display().to_string();
+    let folder_var = folder.display().to_string();
+    for (var, value, shown) in [
+        ("SSL_CERT_FILE", &bundle_var, bundle_var.clone()),
+        ("SSL_CERT_DIR", &folder_var, format!("{folder_var}/")),
+    ] {
+        let vars = proxy_vars(&mitm.url());
+        let root = dropin_root(&env_refs(&vars));
+        mirror_into(&root, &folder.join("registry.pem"));
+        mirror_into(&root, &folder.join("corp-proxy.pem"));
+        std::os::unix::fs::symlink(
+            "corp-proxy.pem",
+            root.join(folder.strip_prefix("/").expect("absolute"))
+                .join("0a1b2c3d.0"),
+        )
+        .expect("hash link in the host root");
+        mirror_into(&root, &bundle);
+        let mut env = env_refs(&vars);
+        env.push((var, value.as_str()));
+        let daemon = containerd(&env, &registry, None, &root);
+
+        let (code, report) = preflight_json(&daemon, &registry.image(), &root);
+        assert_eq!(code, 0, "{var}: {report:#}");
+        assert_eq!(
+            report["tls"]["verdict"], "intercepted_trusted",
+            "{var}: {report:#}"
+        );
+        let verdict = report["verdict"].as_str().unwrap_or_default();
+        assert!(verdict.contains("pulled the image"), "{var}: {verdict}");
+        let trust = report["tls"]["trust"].to_string();
+        assert!(
+            trust.contains(&shown) && trust.contains(var),
+            "{var}: {trust}"
+        );
+        if var == "SSL_CERT_DIR" {
+            // Two files, the hash link skipped.
+            assert!(trust.contains("\"certificates\":2"), "{trust}");
+        }
+    }
+}
+
 /// Through tinyproxy, with the same trust: the registry's own certificate
 /// arrives through the tunnel. No interception is claimed; exit 0.
 #[test]

@@ -5,11 +5,16 @@
 //! same way: Go's system pool, plus the files configured for that
 //! registry, ADDED to it (never replacing it):
 //!
-//! * **System pool** (Go's `crypto/x509` on Linux, `root_linux.go`): the
-//!   first of its bundle files that exists. Go also reads every file in
-//!   `/etc/ssl/certs` and `/etc/pki/tls/certs`; those directories hold the
-//!   same certificates as the bundle on every distribution's normal set-up
-//!   (`update-ca-certificates` writes both), so only the bundle is read.
+//! * **System pool** (Go's `crypto/x509` on Linux, `root_linux.go`
+//!   `loadSystemRoots`): the first of its bundle files that exists, or the
+//!   file the daemon's `SSL_CERT_FILE` names instead; then every file of
+//!   `/etc/ssl/certs` and `/etc/pki/tls/certs`, or of the `:`-separated
+//!   folders of `SSL_CERT_DIR` instead, skipping symlinks within the same
+//!   folder (the OpenSSL hash links). On a normal set-up the folders repeat
+//!   the bundle (`update-ca-certificates` writes both); a CA dropped into
+//!   the folder alone is trusted by Go all the same, so they are read.
+//!   Only those two names are taken from the daemon's environment, and
+//!   only to find the files.
 //! * **containerd** (1.6, `pkg/cri/server/image_pull.go` `getTLSConfig`):
 //!   `[plugins."io.containerd.grpc.v1.cri".registry.configs."HOST".tls]
 //!   ca_file` is appended to `x509.SystemCertPool()`. With
@@ -57,8 +62,18 @@ pub const SYSTEM_BUNDLES: [&str; 6] = [
     "/etc/ssl/cert.pem",
 ];
 
+/// Go's certificate folders (root_linux.go `certDirectories`).
+pub const SYSTEM_DIRS: [&str; 2] = ["/etc/ssl/certs", "/etc/pki/tls/certs"];
+
 /// A CA bundle is a few hundred KiB (Debian's: about 220 KiB).
 const MAX_BUNDLE: u64 = 4 * 1024 * 1024;
+/// Files read from one system certificate folder (Debian's /etc/ssl/certs
+/// holds about 150 besides its hash links).
+const MAX_SYSTEM_DIR_FILES: usize = 1024;
+/// All the bytes read from the system folders together.
+const MAX_SYSTEM_DIR_BYTES: u64 = 32 * 1024 * 1024;
+/// What is read of the daemon's environment to find SSL_CERT_FILE/DIR.
+const MAX_ENVIRON: u64 = 1024 * 1024;
 /// A containerd config or hosts.toml is a few KiB.
 const MAX_CONFIG: u64 = 1024 * 1024;
 /// CA files taken from one certs.d folder.
@@ -69,7 +84,9 @@ const MAX_DIR_FILES: usize = 32;
 pub struct TrustFile {
     /// Path under the host root.
     pub path: String,
-    /// `system`, `containerd ca_file`, `containerd hosts.toml`,
+    /// `system`, `system (SSL_CERT_FILE)`, `system folder` (a folder,
+    /// path ending in `/`, counting only what the bundle lacks),
+    /// `system (SSL_CERT_DIR)`, `containerd ca_file`, `containerd hosts.toml`,
     /// `containerd certs.d`, `docker certs.d`, `containers certs.d`.
     pub origin: String,
     /// Certificates taken from it.
@@ -106,9 +123,7 @@ impl Trust {
     fn add_file(&mut self, root: &NodeRoot, path: &Path, origin: &str) -> bool {
         match root.read(path, MAX_BUNDLE) {
             Ok(bytes) => {
-                let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
-                    .filter_map(Result::ok)
-                    .collect();
+                let certs = pem_certificates(&bytes);
                 self.files.push(TrustFile {
                     path: path.display().to_string(),
                     origin: origin.to_string(),
@@ -123,6 +138,105 @@ impl Trust {
                 false
             }
         }
+    }
+
+    /// Every file of a system certificate folder, as Go reads it. The
+    /// folder is listed as one entry, counting only the certificates the
+    /// pool did not hold yet, and only when there are some: on a normal
+    /// node it repeats the bundle and would only lengthen the sentence.
+    fn add_system_dir(&mut self, root: &NodeRoot, dir: &Path, origin: &str, budget: &mut u64) {
+        let Ok(entries) = root.list_dir(dir) else {
+            return;
+        };
+        let mut added = 0;
+        for entry in entries.iter().take(MAX_SYSTEM_DIR_FILES) {
+            // Go's readUniqueDirectoryEntries: a symlink to a name in the
+            // same folder (a hash link) is the same file again.
+            if entry
+                .link_target
+                .as_ref()
+                .is_some_and(|t| !t.as_os_str().as_encoded_bytes().contains(&b'/'))
+            {
+                continue;
+            }
+            if *budget == 0 {
+                self.problems.push(format!(
+                    "{}: stopped after {} MiB of certificate files",
+                    dir.display(),
+                    MAX_SYSTEM_DIR_BYTES >> 20
+                ));
+                break;
+            }
+            // A folder entry may be anything (a FIFO, a huge file):
+            // nodefs reads regular files only, capped, under its budget.
+            let Ok(bytes) = root.read(&dir.join(&entry.name), MAX_BUNDLE.min(*budget)) else {
+                continue;
+            };
+            *budget = budget.saturating_sub(bytes.len() as u64);
+            for cert in pem_certificates(&bytes) {
+                if !self.roots.contains(&cert) {
+                    self.roots.push(cert);
+                    added += 1;
+                }
+            }
+        }
+        if added > 0 {
+            self.files.push(TrustFile {
+                path: format!("{}/", dir.display()),
+                origin: origin.to_string(),
+                certificates: added,
+            });
+        }
+    }
+}
+
+/// The certificates of a PEM file; anything else in it is skipped, as Go's
+/// `AppendCertsFromPEM` does.
+fn pem_certificates(bytes: &[u8]) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(bytes)
+        .filter_map(Result::ok)
+        .collect()
+}
+
+/// Go's two certificate variables, from the daemon's environment.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct CertEnv {
+    file: Option<String>,
+    dir: Option<String>,
+}
+
+impl CertEnv {
+    /// `SSL_CERT_FILE` and `SSL_CERT_DIR` of raw environ bytes, first
+    /// occurrence winning (Go's `syscall.copyenv`); empty means unset
+    /// (`os.Getenv(...) != ""`). Nothing else is kept.
+    fn parse(raw: &[u8]) -> Self {
+        let mut env = CertEnv::default();
+        for entry in raw.split(|&b| b == 0) {
+            let slot = if let Some(v) = entry.strip_prefix(b"SSL_CERT_FILE=") {
+                (&mut env.file, v)
+            } else if let Some(v) = entry.strip_prefix(b"SSL_CERT_DIR=") {
+                (&mut env.dir, v)
+            } else {
+                continue;
+            };
+            if slot.0.is_none() {
+                *slot.0 = Some(String::from_utf8_lossy(slot.1).into_owned());
+            }
+        }
+        env.file = env.file.filter(|f| !f.is_empty());
+        env.dir = env.dir.filter(|d| !d.is_empty());
+        env
+    }
+
+    /// The daemon's, from `/proc/<pid>/environ` (capped; unreadable reads
+    /// as unset, which is Go's default pool).
+    fn of(proc_root: &Path, pid: u32) -> Self {
+        use std::io::Read;
+        let mut raw = Vec::new();
+        if let Ok(f) = std::fs::File::open(proc_root.join(pid.to_string()).join("environ")) {
+            let _ = f.take(MAX_ENVIRON).read_to_end(&mut raw);
+        }
+        Self::parse(&raw)
     }
 }
 
@@ -143,12 +257,33 @@ pub fn for_daemon(
             return trust;
         }
     };
-    for bundle in SYSTEM_BUNDLES {
-        if trust.add_file(&admin, Path::new(bundle), "system") {
-            break;
+    let named = NodeRoot::open(host_root, &NAMED_BY_PROCESS).ok();
+    let env = CertEnv::of(proc_root, pid);
+    match (&env.file, &named) {
+        (Some(file), Some(named)) => {
+            trust.add_file(named, Path::new(file), "system (SSL_CERT_FILE)");
+        }
+        _ => {
+            for bundle in SYSTEM_BUNDLES {
+                if trust.add_file(&admin, Path::new(bundle), "system") {
+                    break;
+                }
+            }
         }
     }
-    let named = NodeRoot::open(host_root, &NAMED_BY_PROCESS).ok();
+    let mut budget = MAX_SYSTEM_DIR_BYTES;
+    match (&env.dir, &named) {
+        (Some(dirs), Some(named)) => {
+            for dir in dirs.split(':').filter(|d| !d.is_empty()) {
+                trust.add_system_dir(named, Path::new(dir), "system (SSL_CERT_DIR)", &mut budget);
+            }
+        }
+        _ => {
+            for dir in SYSTEM_DIRS {
+                trust.add_system_dir(&admin, Path::new(dir), "system folder", &mut budget);
+            }
+        }
+    }
     let keys = host_keys(host, port);
     match name {
         "containerd" => {
@@ -502,6 +637,68 @@ fn self_issued(der: &CertificateDer<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn certificate_variables_first_wins_and_empty_is_unset() {
+        let env = CertEnv::parse(
+            b"PATH=/bin\0SSL_CERT_FILE=/etc/corp.pem\0SSL_CERT_FILE=/x\0SSL_CERT_DIR=\0SECRET=s",
+        );
+        assert_eq!(env.file.as_deref(), Some("/etc/corp.pem"));
+        assert_eq!(env.dir, None);
+        assert_eq!(CertEnv::parse(b"XSSL_CERT_FILE=/a\0"), CertEnv::default());
+        assert_eq!(CertEnv::parse(b""), CertEnv::default());
+    }
+
+    /// A system folder as Go reads it: every file, hash links within the
+    /// folder skipped, only certificates the pool lacks counted, and a
+    /// folder that adds nothing not listed.
+    #[test]
+    fn system_folder_adds_what_the_bundle_lacks() {
+        // Three distinct DER blobs (SEQUENCE { INTEGER n }): the pool
+        // compares bytes, no certificate is parsed here.
+        let pem = |n: usize| {
+            let b64 = ["MAMCAQE=", "MAMCAQI=", "MAMCAQM="][n - 1];
+            format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n")
+        };
+        let root = std::env::temp_dir().join(format!("trust-dir-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let certs = root.join("etc/ssl/certs");
+        std::fs::create_dir_all(&certs).expect("mkdir");
+        std::fs::write(certs.join("ca-certificates.crt"), pem(1) + &pem(2)).expect("bundle");
+        std::fs::write(certs.join("corp.pem"), pem(3)).expect("corp");
+        std::os::unix::fs::symlink("corp.pem", certs.join("abcd1234.0")).expect("hash link");
+        let node = NodeRoot::open(&root, &HOST_CONFIG).expect("root");
+        let mut trust = Trust::default();
+        assert!(trust.add_file(&node, Path::new(SYSTEM_BUNDLES[0]), "system"));
+        let mut budget = MAX_SYSTEM_DIR_BYTES;
+        trust.add_system_dir(
+            &node,
+            Path::new("/etc/ssl/certs"),
+            "system folder",
+            &mut budget,
+        );
+        assert_eq!(trust.roots.len(), 3);
+        assert_eq!(trust.files.len(), 2);
+        assert_eq!(trust.files[1].path, "/etc/ssl/certs/");
+        assert_eq!(
+            trust.files[1].certificates, 1,
+            "corp.pem once, hash link skipped"
+        );
+
+        let mut again = trust.clone();
+        again.add_system_dir(
+            &node,
+            Path::new("/etc/ssl/certs"),
+            "system folder",
+            &mut budget,
+        );
+        assert_eq!(
+            again.files.len(),
+            2,
+            "a folder that adds nothing is not listed"
+        );
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn containerd_config_flag_forms() {
