@@ -377,7 +377,9 @@ fn full_accept_backlog_drops_syns() {
 /// host), where nothing listens on the port.
 /// Expected: with the zone, one `refused` event, destination `fe80::1`
 /// (the zone is not part of the event), network.type ipv6; without it, one
-/// `failed` event (no SYN was sent; socket mode cannot see the errno).
+/// `failed` event (no SYN was sent; socket mode cannot see the errno),
+/// written while the tracer runs: no socket event follows such a connect(),
+/// and userspace finds the attempt a second later, not only at shutdown.
 #[test]
 fn ipv6_link_local_with_a_zone() {
     let ns = NetNs::new(13);
@@ -398,6 +400,20 @@ fn ipv6_link_local_with_a_zone() {
     assert_eq!(e1, vec![libc::ECONNREFUSED]);
     let (bare, e2) = run("[fe80::1]:7200");
     assert_eq!(e2, vec![libc::EINVAL]);
+    // Bounded: 50 polls of 100 ms.
+    let mut written = Vec::new();
+    for _ in 0..50 {
+        written = tracer_tests::read_events(&tracer.output);
+        if !attempts_of(&written, bare).is_empty() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    let ev = only(&written, bare);
+    assert_eq!(
+        ev["tracer"]["result"], "failed",
+        "written while running: {ev}"
+    );
     let out = tracer.stop();
     assert_clean(&out);
     let ev = only(&out.events, zoned);

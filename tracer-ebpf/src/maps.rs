@@ -43,9 +43,13 @@ pub static PROCS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 /// thousands of simultaneously pending dials. When full, the attempt is not
 /// tracked and `LOST[INFLIGHT_FULL]` counts it.
 ///
-/// Entries are always removed when the socket leaves SYN_SENT or is
-/// destroyed: the kernel reuses `struct sock` slab slots, so a stale entry
-/// would be inherited by an unrelated later socket.
+/// Entries are removed when the socket leaves SYN_SENT. One whose
+/// connect() failed before the SYN never gets there: userspace takes it out
+/// a second later (tracer-user probe::Probes::failed_early), and a later
+/// socket that the kernel puts in the same `struct sock` slab slot first
+/// reports it (connect_hook.rs `track`), so no socket inherits another's
+/// attempt. No program on `tcp_destroy_sock` is needed for that, which
+/// spares every TCP socket of the node one or two program runs.
 #[map]
 pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, 0);
 

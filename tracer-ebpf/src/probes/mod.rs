@@ -5,8 +5,9 @@
 //! - `connect_hook`: cgroup/connect4 + cgroup/connect6 (start of a TCP attempt)
 //! - `sock_state`: raw tracepoint inet_sock_set_state (SYN sent, handshake
 //!   done, closed; the process is announced at SYN sent)
-//! - `tcp_destroy`: raw tracepoint tcp_destroy_sock (socket freed before an
-//!   outcome)
+//! - (no hook) an attempt that fails inside connect() before its SYN has no
+//!   socket event after connect4; userspace finds it in `CONNS` a second
+//!   later (tracer-user probe::Probes::failed_early)
 //! - `process_exec`: raw tracepoints sched_process_exec/exit (forget
 //!   per-process state)
 //!
@@ -29,4 +30,3 @@ pub mod process_exec;
 pub mod proxy_payload;
 pub mod sock_state;
 pub mod sys_connect;
-pub mod tcp_destroy;

@@ -133,7 +133,8 @@ fn on_set_state(ctx: &RawTracePointContext) {
         }
         (from, to) => {
             // A state this code does not know: the attempt stays tracked
-            // until its socket is destroyed (tcp_destroy.rs).
+            // until its socket leaves it or its slab slot is reused
+            // (connect_hook.rs `track`).
             diag!(
                 ctx,
                 "unexpected TCP state transition {} -> {} of a tracked socket (pid {})",

@@ -17,7 +17,10 @@ use crate::{
     cli::TraceArgs,
     probe::{Mode, ProbeConfig, Probes},
     sink::{Format, Sink},
-    trace::{drain, drain_events, poll_ring, shutdown_flush, Pipeline, TraceError, LOOKUP_GRACE},
+    trace::{
+        drain, drain_events, poll_ring, report_failed_early, shutdown_flush, Pipeline, TraceError,
+        LOOKUP_GRACE,
+    },
 };
 
 /// The JSON lines the pipeline writes, kept in memory.
@@ -117,6 +120,7 @@ impl Watch {
                 guard.clear_ready();
             }
         }
+        report_failed_early(&mut self.probes, &mut self.pipeline)?;
         self.pipeline.flush()?;
         Ok(())
     }
@@ -144,7 +148,7 @@ impl Watch {
         let lost = self.probes.lost()?;
         shutdown_flush(
             [&mut self.procs, &mut self.events],
-            &self.probes,
+            &mut self.probes,
             &mut self.pipeline,
             lost,
         )?;

@@ -17,7 +17,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use thiserror::Error;
-use tracer_common::{lost, Conn, Inflight, COMM_LEN};
+use tracer_common::{flags, lost, outcome, Conn, Inflight, COMM_LEN};
 
 use crate::enrich::cgroupns::{host_cgroups, CgroupTreeError};
 
@@ -114,9 +114,40 @@ pub struct Probes {
     debug_ebpf: bool,
     /// Where the proxy-exchange programs are attached (payload.rs).
     payload: payload::PayloadWatch,
+    /// When `failed_early` last walked `CONNS`.
+    last_sweep: std::time::Instant,
     /// Syscall mode: tracefs, unmounted on drop if the tracer mounted it.
     /// Declared after `ebpf` so the programs are detached first.
     _tracefs: Option<tracefs::Tracefs>,
+}
+
+/// How often `Probes::failed_early` walks `CONNS`.
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+/// An attempt without SYN_SENT this long after connect4 failed early
+/// (the move happens within microseconds, inside the same syscall).
+const FAILED_EARLY_AFTER_NS: u64 = 1_000_000_000;
+
+/// Still before the CLOSE -> SYN_SENT move, in socket mode's sense: no
+/// outcome, no SYN, not a syscall-mode call that sys_exit_connect ends.
+fn never_sent_syn(c: &Conn) -> bool {
+    c.outcome == outcome::NONE && c.flags & (flags::SYN_SENT | flags::IN_SYSCALL) == 0
+}
+
+/// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
+fn monotonic_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    u64::try_from(t.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(t.tv_nsec).unwrap_or(0)
+}
+
+/// The `CONNS` map: attempts in flight, by socket address.
+fn conns_map(ebpf: &mut Ebpf) -> Result<BpfHashMap<&mut MapData, u64, Conn>, ProbeError> {
+    let map = ebpf
+        .map_mut("CONNS")
+        .ok_or(ProbeError::MissingMap("CONNS"))?;
+    BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
+        map: "CONNS",
+        source,
+    })
 }
 
 /// The embedded object, built by build.rs.
@@ -175,7 +206,6 @@ impl Probes {
         // for every TCP socket on the node, where the classic form would
         // build a trace record for each first.
         for (name, why) in [
-            ("tcp_destroy_sock", "raw tracepoint, Linux 5.10+"),
             ("inet_sock_set_state", "raw tracepoint, Linux 4.17+"),
             ("sched_process_exec", "raw tracepoint, Linux 4.17+"),
             ("sched_process_exit", "raw tracepoint, Linux 4.17+"),
@@ -244,6 +274,7 @@ impl Probes {
             mode: config.mode,
             debug_ebpf: config.debug_ebpf,
             payload,
+            last_sweep: std::time::Instant::now(),
             _tracefs: tracefs,
         })
     }
@@ -333,22 +364,66 @@ impl Probes {
         lru::read(&self.ebpf)
     }
 
+    /// Socket mode: the attempts whose connect() failed before sending a
+    /// SYN (no route, an address the kernel refuses, a denial by another
+    /// cgroup program), taken out of `CONNS` as `FAILED_EARLY`.
+    ///
+    /// Such an attempt has no socket event after `connect4`: the SYN_SENT
+    /// move is made inside the same connect() call, under the socket lock,
+    /// so an entry still without it a second later failed there. Finding
+    /// them here, rather than in a `tcp_destroy_sock` program that every
+    /// TCP socket of the node would run once or twice, keeps that cost
+    /// off every connect (issue 20: 1 of 4 program runs per refused
+    /// connect, 2 of 9 per connect+accept). The walk costs two syscalls
+    /// per attempt in flight, at most once per `SWEEP_EVERY`.
+    ///
+    /// The kernel reports such an entry itself when the same socket, or a
+    /// new one at the same address, connects again (connect_hook.rs
+    /// `track`), so one found there first is never reported twice.
+    pub fn failed_early(&mut self) -> Result<Vec<Conn>, ProbeError> {
+        if self.mode != Mode::Socket || self.last_sweep.elapsed() < SWEEP_EVERY {
+            return Ok(Vec::new());
+        }
+        self.last_sweep = std::time::Instant::now();
+        let now = monotonic_ns();
+        let mut conns = conns_map(&mut self.ebpf)?;
+        let stale: Vec<(u64, Conn)> = conns
+            .iter()
+            .flatten()
+            .filter(|(_, c)| {
+                never_sent_syn(c) && now.saturating_sub(c.start_ns) >= FAILED_EARLY_AFTER_NS
+            })
+            .collect();
+        let mut out = Vec::with_capacity(stale.len());
+        for (sk, mut conn) in stale {
+            // Gone already: the kernel reported it (a new attempt on the
+            // address) between the walk and now.
+            if conns.remove(&sk).is_err() {
+                continue;
+            }
+            conn.outcome = outcome::FAILED_EARLY;
+            // connect() returned at once; the kernel saw no later moment.
+            conn.end_ns = conn.start_ns;
+            out.push(conn);
+        }
+        Ok(out)
+    }
+
     /// Attempts still without an outcome, for the `pending` flush at
     /// shutdown. Includes connect() calls still blocked in syscall mode.
-    pub fn in_flight(&self) -> Result<Vec<InFlight>, ProbeError> {
+    /// In socket mode an attempt that never sent its SYN failed early
+    /// (see `failed_early`), and says so.
+    pub fn in_flight(&mut self) -> Result<Vec<InFlight>, ProbeError> {
         let mut out = Vec::new();
-        let map = self
-            .ebpf
-            .map("CONNS")
-            .ok_or(ProbeError::MissingMap("CONNS"))?;
-        let conns: BpfHashMap<_, u64, Conn> =
-            BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-                map: "CONNS",
-                source,
-            })?;
+        let socket_mode = self.mode == Mode::Socket;
+        let conns = conns_map(&mut self.ebpf)?;
         // Entries can vanish while we iterate (the probes keep running);
         // a failed read of one entry is skipped, not fatal.
-        for (_, conn) in conns.iter().flatten() {
+        for (_, mut conn) in conns.iter().flatten() {
+            if socket_mode && never_sent_syn(&conn) {
+                conn.outcome = outcome::FAILED_EARLY;
+                conn.end_ns = conn.start_ns;
+            }
             out.push((conn, None));
         }
         if self.mode == Mode::Syscall {

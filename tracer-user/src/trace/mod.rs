@@ -294,6 +294,7 @@ pub async fn run_with(
             _ = tick.tick() => {
                 // sweep may write lookups that got no answer (--dns).
                 pipeline.sweep();
+                report_failed_early(&mut probes, &mut pipeline)?;
                 for id in probes.prune_watches() {
                     pipeline.set_watched(id, false);
                 }
@@ -349,7 +350,7 @@ pub async fn run_with(
     let mut pending = 0u64;
     let lost = probes.lost()?;
     if !reader_gone {
-        match shutdown_flush([&mut procs, &mut ring], &probes, &mut pipeline, lost) {
+        match shutdown_flush([&mut procs, &mut ring], &mut probes, &mut pipeline, lost) {
             Ok(n) => pending = n,
             Err(TraceError::Sink(SinkError::Closed)) => {}
             Err(e) => return Err(e),
@@ -428,11 +429,22 @@ pub(crate) fn apply_exchange_watch(probes: &mut Probes, pipeline: &mut Pipeline)
     }
 }
 
+/// The attempts whose connect() failed before a SYN (probe::failed_early).
+pub(crate) fn report_failed_early(
+    probes: &mut Probes,
+    pipeline: &mut Pipeline,
+) -> Result<(), TraceError> {
+    for conn in probes.failed_early()? {
+        pipeline.handle_attempt(&decode::attempt_from(&conn, None))?;
+    }
+    Ok(())
+}
+
 /// Drain the ring buffer, then report what is still in flight as `pending`,
 /// then the final lost count. Returns the number of pending attempts.
 pub(crate) fn shutdown_flush(
     [procs, ring]: [&mut AsyncFd<RingBuf<MapData>>; 2],
-    probes: &Probes,
+    probes: &mut Probes,
     pipeline: &mut Pipeline,
     lost: LostCounts,
 ) -> Result<u64, TraceError> {
