@@ -72,6 +72,13 @@ pub fn traced_task() -> Option<Task> {
     Some(Task { pid_tgid, comm })
 }
 
+/// Whether process `tgid` was announced since its last exec (`SEEN`).
+#[inline(always)]
+pub fn announced(tgid: u32) -> bool {
+    // SAFETY: the value is not kept past this call.
+    unsafe { SEEN.get(tgid) }.is_some()
+}
+
 /// On the first traced connect of a process since its last exec, tell
 /// userspace at once, so it can read /proc/<pid> (cgroup, executable)
 /// while the process is surely alive, and hand it the proxy variables of
@@ -91,7 +98,7 @@ pub fn announce_process<C: EbpfContext>(
     since_ns: u64,
 ) {
     let tgid = (pid_tgid >> 32) as u32;
-    if unsafe { SEEN.get(tgid) }.is_some() {
+    if announced(tgid) {
         return;
     }
     // NOEXIST: of two threads announcing at once, one wins.

@@ -14,7 +14,13 @@
 //! Raw tracepoints exist since Linux 4.17.
 //!
 //! The transitions that matter for a client:
-//! - CLOSE -> SYN_SENT: `tcp_v4_connect()` sent the SYN (caller's context).
+//! - CLOSE -> SYN_SENT: `tcp_v4_connect()` is sending the SYN, in the
+//!   caller's context: the process is announced here, once per exec. An
+//!   announced process's socket is not looked up at this move: the
+//!   `SYN_SENT` flag is set by whichever move leaves SYN_SENT below, and no
+//!   move out of SYN_SENT escapes this program, so a socket still in
+//!   `CONNS` with no outcome when it is destroyed or connects again never
+//!   reached SYN_SENT, as before.
 //! - SYN_SENT -> ESTABLISHED: the handshake completed (often softirq).
 //! - SYN_SENT -> CLOSE: the attempt ended. `tcp_done_with_error()`
 //!   (net/ipv4/tcp_input.c) writes `sk->sk_err` (ECONNREFUSED on a reset,
@@ -25,7 +31,7 @@
 //!   attempt is found by the socket's address, never by pid.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
     macros::raw_tracepoint,
     programs::RawTracePointContext,
 };
@@ -34,7 +40,7 @@ use tracer_common::{flags, outcome, Conn, KernelOffsets, AF_INET};
 use crate::{
     config,
     debug::diag,
-    emit::{announce_process, emit_conn},
+    emit::{announce_process, announced, emit_conn},
     maps::{simopen_add, simopen_any, CONNS},
 };
 
@@ -46,6 +52,9 @@ const TCP_CLOSE: i32 = 7;
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    if crate::floor() {
+        return 0;
+    }
     on_set_state(&ctx);
     0
 }
@@ -61,10 +70,11 @@ fn on_set_state(ctx: &RawTracePointContext) {
     // tracked socket is in a simultaneous open (tcp_rcv_synsent_state_process(),
     // counted in `SIMOPEN`): every accepted server socket leaves SYN_RECV
     // too (tcp_rcv_state_process()), and would cost a failed lookup each.
-    if !((old == TCP_CLOSE && new == TCP_SYN_SENT)
-        || old == TCP_SYN_SENT
-        || (old == TCP_SYN_RECV && simopen_any()))
-    {
+    if old == TCP_CLOSE && new == TCP_SYN_SENT {
+        on_syn_sent(ctx);
+        return;
+    }
+    if !(old == TCP_SYN_SENT || (old == TCP_SYN_RECV && simopen_any())) {
         return;
     }
     let sk: u64 = ctx.arg(0);
@@ -73,16 +83,10 @@ fn on_set_state(ctx: &RawTracePointContext) {
     };
     // SAFETY: map value pointer, valid for this program run.
     let conn = unsafe { &mut *conn };
+    // Only moves out of SYN_SENT or SYN_RECV get here: a SYN left.
+    conn.flags |= flags::SYN_SENT;
 
     match (old, new) {
-        (TCP_CLOSE, TCP_SYN_SENT) => {
-            conn.flags |= flags::SYN_SENT;
-            // tcp_v4_connect()/tcp_v6_connect() make this move inside the
-            // connect() call, so the current task is the caller: the one
-            // moment its environment can be read for sure, however soon it
-            // exits afterwards. Once per process per exec.
-            announce_process(ctx, conn.pid_tgid, &conn.comm, conn.start_ns);
-        }
         (TCP_SYN_SENT | TCP_SYN_RECV, TCP_ESTABLISHED) => {
             read_source(sk, conn, &config::offsets());
             if conn.sport == 0 {
@@ -143,6 +147,26 @@ fn on_set_state(ctx: &RawTracePointContext) {
             );
         }
     }
+}
+
+/// CLOSE -> SYN_SENT: tcp_v4_connect()/tcp_v6_connect() make this move
+/// inside the connect() call, so the current task is the caller: the one
+/// moment its environment can be read for sure, however soon it exits
+/// afterwards. An announced process (the usual case: once per exec) costs
+/// one `SEEN` lookup and no `CONNS` lookup; the attempt (from connect4/6)
+/// is looked up only to announce a process for the first time, with the
+/// attempt's own start, pid and comm.
+#[inline(always)]
+fn on_syn_sent(ctx: &RawTracePointContext) {
+    if announced((bpf_get_current_pid_tgid() >> 32) as u32) {
+        return;
+    }
+    let sk: u64 = ctx.arg(0);
+    // SAFETY: the value is not kept past this program run.
+    let Some(conn) = (unsafe { CONNS.get(&sk) }) else {
+        return;
+    };
+    announce_process(ctx, conn.pid_tgid, &conn.comm, conn.start_ns);
 }
 
 /// The source address and port, once the kernel has chosen them: what the

@@ -26,6 +26,9 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
 pub fn tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    if crate::floor() {
+        return 0;
+    }
     let sk: u64 = ctx.arg(0);
     let Some(conn) = CONNS.get_ptr_mut(sk) else {
         return 0;
