@@ -179,6 +179,29 @@ fn read_source(sk: u64, conn: &mut Conn, off: &KernelOffsets) {
     // SAFETY (all reads): `sk` is the live socket the tracepoint reports
     // (a TCP socket, so a struct inet_sock); bpf_probe_read_kernel copes
     // with any address.
+    if conn.family == AF_INET {
+        // inet_saddr, uc_ttl, inet_sport: 8 bytes in one read where the
+        // port lies within them (every kernel since 4.x: 6 bytes apart;
+        // the offsets come from BTF and are constants to the verifier,
+        // which drops the other branch).
+        let gap = off.inet_sport.wrapping_sub(off.inet_saddr);
+        if (4..=6).contains(&gap) {
+            let Ok(head) = (unsafe {
+                bpf_probe_read_kernel((sk + u64::from(off.inet_saddr)) as *const [u8; 8])
+            }) else {
+                return;
+            };
+            let word = u64::from_le_bytes(head);
+            let sport =
+                u16::from_be_bytes([(word >> (8 * gap)) as u8, (word >> (8 * (gap + 1))) as u8]);
+            if sport == 0 {
+                return;
+            }
+            conn.sport = sport;
+            conn.saddr[..4].copy_from_slice(&head[..4]);
+            return;
+        }
+    }
     let sport = unsafe { bpf_probe_read_kernel((sk + u64::from(off.inet_sport)) as *const u16) }
         .map(u16::from_be)
         .unwrap_or(0);
