@@ -30,8 +30,9 @@ mod tls;
 /// as the real ones, and bpf_stats then measures what merely running each
 /// hook costs (its own timing included). Only the kernel-cost bench builds
 /// it (`cargo xtask bench --only kernel --floor`); the rest of each body is
-/// dead code there, and every map and setting is still referenced by
-/// `keep_symbols` so the loader finds what it expects.
+/// dead code there. The maps and settings stay in the object (bpf-linker
+/// keeps exported symbols), so userspace sizes, fills and reads them as
+/// usual.
 #[inline(always)]
 pub(crate) const fn floor() -> bool {
     cfg!(feature = "floor")
