@@ -391,14 +391,21 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
 }
 
 fn build(root: &Path) -> Result<()> {
-    run(Command::new("cargo").current_dir(root).args([
+    run(&mut build_command(root))
+}
+
+/// `cargo build` of `target/release/tracer`, for more arguments to add.
+fn build_command(root: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
         "build",
         "--release",
         "--package",
         "tracer-user",
         "--bin",
         "tracer",
-    ]))
+    ]);
+    cmd
 }
 
 fn test(root: &Path, args: &[OsString]) -> Result<()> {
@@ -528,19 +535,8 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
     // beside the tracer (tests/src/bin/bench/kernel.rs).
     if args.iter().any(|a| a == "--floor") {
         let floor_dir = root.join("target/floor");
-        run(Command::new("cargo")
-            .current_dir(root)
-            .args([
-                "build",
-                "--release",
-                "--package",
-                "tracer-user",
-                "--bin",
-                "tracer",
-                "--features",
-                "floor",
-                "--target-dir",
-            ])
+        run(build_command(root)
+            .args(["--features", "floor", "--target-dir"])
             .arg(&floor_dir))?;
         // Read by the bench (`floor_bin`); xtask is one thread here.
         std::env::set_var("TRACER_FLOOR_BIN", floor_dir.join("release/tracer"));
