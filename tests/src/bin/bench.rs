@@ -631,7 +631,7 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
     } else {
         (KERNEL_SLICES, KERNEL_CONNECTS)
     };
-    let _stats = kernel::StatsOn::new();
+    let stats = kernel::StatsOn::new();
     let mut conds = vec![Cond::Tracer];
     if baseline_bin().is_some() {
         conds.push(Cond::Baseline);
@@ -650,7 +650,13 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
     let mut doc = serde_json::Map::new();
     for kind in kernel::KINDS {
         let mut measured: Vec<Vec<_>> = vec![Vec::new(); conds.len()];
-        for s in 0..slices {
+        // bpf_stats is one switch for the whole node: another tool may turn
+        // it off mid-slice, and the slice then reads low or 0. Such a slice
+        // is measured again (bounded), with the switch turned back on.
+        let mut s = 0;
+        let mut tries = 0;
+        while s < slices && tries < slices * 3 {
+            tries += 1;
             let order: Vec<usize> = if s % 2 == 0 {
                 (0..conds.len()).collect()
             } else {
@@ -663,11 +669,20 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
             std::thread::sleep(Duration::from_millis(300));
             let pids: Vec<u32> = running.iter().map(|(_, r)| r.child.id()).collect();
             let got = kernel::slice(&pids, kind, per_slice);
+            let untimed = got.iter().any(|m| kernel::untimed(m, per_slice));
             for ((j, r), m) in running.into_iter().zip(got) {
-                measured[j].push(m);
+                if !untimed {
+                    measured[j].push(m);
+                }
                 stop(r.child);
                 let _ = std::fs::remove_file(&r.output);
             }
+            if untimed {
+                eprintln!("bench: bpf_stats was off during a slice (another tool switched it); measuring it again");
+                stats.on();
+                continue;
+            }
+            s += 1;
         }
         let mut by_cond = serde_json::Map::new();
         for (cond, slices) in conds.iter().zip(&measured) {
