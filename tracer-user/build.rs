@@ -1,6 +1,11 @@
 //! Builds the eBPF object (tracer-ebpf) with aya-build, for the BPF target,
 //! with the nightly toolchain and bpf-linker that `cargo xtask setup`
 //! installs. The object is embedded into the `tracer` binary.
+//!
+//! With this crate's `floor` feature, the object is built with
+//! tracer-ebpf's `floor` feature: every program loaded and attached as
+//! usual but returning at once, the floor the kernel-cost bench compares
+//! with (`cargo xtask bench --only kernel --floor`).
 use anyhow::{anyhow, Context as _};
 use aya_build::Toolchain;
 
@@ -21,6 +26,11 @@ fn main() -> anyhow::Result<()> {
         [aya_build::Package {
             name: ebpf.name.as_str(),
             root_dir: root.as_str(),
+            features: if std::env::var_os("CARGO_FEATURE_FLOOR").is_some() {
+                &["floor"]
+            } else {
+                &[]
+            },
             ..Default::default()
         }],
         Toolchain::default(),

@@ -24,6 +24,20 @@ mod maps;
 mod probes;
 mod tls;
 
+/// The `floor` feature: every program returns what it always returns, in
+/// its first instructions, and does nothing else. The programs keep their
+/// types, sections and hooks, so userspace loads and attaches them exactly
+/// as the real ones, and bpf_stats then measures what merely running each
+/// hook costs (its own timing included). Only the kernel-cost bench builds
+/// it (`cargo xtask bench --only kernel --floor`); the rest of each body is
+/// dead code there. The maps and settings stay in the object (bpf-linker
+/// keeps exported symbols), so userspace sizes, fills and reads them as
+/// usual.
+#[inline(always)]
+pub(crate) const fn floor() -> bool {
+    cfg!(feature = "floor")
+}
+
 #[cfg(not(test))]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {

@@ -9,7 +9,9 @@
 //! - `soak --minutes N`: a mixed workload against the tracer (exactly once,
 //!   no loss, flat memory, bounded fds and caches).
 //! - `bench`: set up, then the overhead benchmark (`--scale`: the node-scale
-//!   case, tests/src/bin/scale.rs).
+//!   case, tests/src/bin/scale.rs; `--floor`: also build the tracer with
+//!   every eBPF program empty, into target/floor, and measure it beside the
+//!   tracer in the kernel-cost part).
 //! - `fuzz [--seconds N]`: install cargo-fuzz if missing, then run every
 //!   fuzz target in `tests/fuzz` for N seconds each.
 //! - `image`: an OCI image of the tracer, from scratch, offline
@@ -389,14 +391,21 @@ fn install_bpf_linker(sysroot: &Path) -> Result<()> {
 }
 
 fn build(root: &Path) -> Result<()> {
-    run(Command::new("cargo").current_dir(root).args([
+    run(&mut build_command(root))
+}
+
+/// `cargo build` of `target/release/tracer`, for more arguments to add.
+fn build_command(root: &Path) -> Command {
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root).args([
         "build",
         "--release",
         "--package",
         "tracer-user",
         "--bin",
         "tracer",
-    ]))
+    ]);
+    cmd
 }
 
 fn test(root: &Path, args: &[OsString]) -> Result<()> {
@@ -520,6 +529,17 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
     if args.iter().any(|a| a == "--scale") {
         let rest: Vec<OsString> = args.iter().filter(|a| *a != "--scale").cloned().collect();
         return run_harness(root, "scale", &rest);
+    }
+    // `--floor`: the tracer again with every eBPF program empty, in a target
+    // dir of its own so the real build stays as it is; the bench runs it
+    // beside the tracer (tests/src/bin/bench/kernel.rs).
+    if args.iter().any(|a| a == "--floor") {
+        let floor_dir = root.join("target/floor");
+        run(build_command(root)
+            .args(["--features", "floor", "--target-dir"])
+            .arg(&floor_dir))?;
+        // Read by the bench (`floor_bin`); xtask is one thread here.
+        std::env::set_var("TRACER_FLOOR_BIN", floor_dir.join("release/tracer"));
     }
     run_harness(root, "bench", args)
 }

@@ -21,7 +21,10 @@
 //! Kernel cost (`--only kernel` runs just this; see kernel.rs): the run
 //! time of the tracer's eBPF programs per connect from bpf_stats, per
 //! program and in total, for a refused and a connect+accept storm, the
-//! least of `KERNEL_SLICES` slices with the median beside it.
+//! least of `KERNEL_SLICES` slices with the median beside it. `--floor`
+//! adds the floor: the same build with every eBPF program empty, loaded
+//! and attached as usual, run at once with the tracer in every slice, and
+//! the work above it per program.
 //!
 //! Conditions: untraced; `tracer trace --output FILE` (default socket mode);
 //! `tracer trace --mode syscall`; bpftrace with a script doing comparable
@@ -60,6 +63,9 @@ enum Cond {
     /// `--baseline BIN`: another build of the tracer (default mode), in the
     /// same interleaved rounds, to compare two builds on one machine state.
     Baseline,
+    /// `--floor`: the tracer built with every eBPF program empty (kernel
+    /// cost only; see `floor_bin`).
+    Floor,
 }
 
 impl Cond {
@@ -70,6 +76,7 @@ impl Cond {
             Cond::TracerSyscall => "tracer-syscall",
             Cond::Bpftrace => "bpftrace",
             Cond::Baseline => "baseline",
+            Cond::Floor => "floor",
         }
     }
 }
@@ -133,11 +140,11 @@ fn start(cond: Cond, dir: &Path) -> Option<Running> {
     let began = Instant::now();
     let child = match cond {
         Cond::Untraced => return None,
-        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline => {
-            let bin = if cond == Cond::Baseline {
-                baseline_bin().unwrap_or_else(tracer_bin)
-            } else {
-                tracer_bin()
+        Cond::Tracer | Cond::TracerSyscall | Cond::Baseline | Cond::Floor => {
+            let bin = match cond {
+                Cond::Baseline => baseline_bin().unwrap_or_else(tracer_bin),
+                Cond::Floor => floor_bin(),
+                _ => tracer_bin(),
             };
             let mut cmd = Command::new(bin);
             cmd.arg("trace").arg("--output").arg(&output);
@@ -376,6 +383,17 @@ fn baseline_bin() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// `--floor`: the tracer built with tracer-user's `floor` feature (every
+/// eBPF program loaded and attached as usual, returning at once).
+/// `cargo xtask bench --floor` builds it into target/floor and names it in
+/// `TRACER_FLOOR_BIN`; run by hand, the same place is assumed.
+fn floor_bin() -> PathBuf {
+    std::env::var_os("TRACER_FLOOR_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/floor/release/tracer"),
+        PathBuf::from,
+    )
+}
+
 fn main() {
     let argv: Vec<String> = std::env::args().collect();
     if argv.get(1).is_some_and(|a| a == "bulk-client") {
@@ -600,7 +618,8 @@ const KERNEL_SLICES_QUICK: usize = 3;
 const KERNEL_CONNECTS_QUICK: u64 = 3_000;
 
 /// The kernel cost per connect of the tracer (default mode), and of the
-/// `--baseline` build when one is given, with bpf_stats on. Each slice
+/// `--baseline` build and the `--floor` build when given, with bpf_stats
+/// on. Each slice
 /// runs on tracers started for it. With `--baseline` both builds run at
 /// once, each program timed on its own, so every connect and every burst
 /// of steal time reaches both alike (the machine's drift between separate
@@ -612,10 +631,18 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
     } else {
         (KERNEL_SLICES, KERNEL_CONNECTS)
     };
-    let _stats = kernel::StatsOn::new();
+    let stats = kernel::StatsOn::new();
     let mut conds = vec![Cond::Tracer];
     if baseline_bin().is_some() {
         conds.push(Cond::Baseline);
+    }
+    if std::env::args().any(|a| a == "--floor") {
+        assert!(
+            floor_bin().exists(),
+            "no floor build at {}: run `cargo xtask bench --only kernel --floor`, which builds it",
+            floor_bin().display()
+        );
+        conds.push(Cond::Floor);
     }
     println!(
         "\nkernel cost per connect (bpf_stats: the run time of every program the tracer holds / connects; {slices} slices of {per_slice} connects, each on a fresh tracer)"
@@ -623,7 +650,13 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
     let mut doc = serde_json::Map::new();
     for kind in kernel::KINDS {
         let mut measured: Vec<Vec<_>> = vec![Vec::new(); conds.len()];
-        for s in 0..slices {
+        // bpf_stats is one switch for the whole node: another tool may turn
+        // it off mid-slice, and the slice then reads low or 0. Such a slice
+        // is measured again (bounded), with the switch turned back on.
+        let mut s = 0;
+        let mut tries = 0;
+        while s < slices && tries < slices * 3 {
+            tries += 1;
             let order: Vec<usize> = if s % 2 == 0 {
                 (0..conds.len()).collect()
             } else {
@@ -636,11 +669,20 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
             std::thread::sleep(Duration::from_millis(300));
             let pids: Vec<u32> = running.iter().map(|(_, r)| r.child.id()).collect();
             let got = kernel::slice(&pids, kind, per_slice);
+            let untimed = got.iter().any(|m| kernel::untimed(m, per_slice));
             for ((j, r), m) in running.into_iter().zip(got) {
-                measured[j].push(m);
+                if !untimed {
+                    measured[j].push(m);
+                }
                 stop(r.child);
                 let _ = std::fs::remove_file(&r.output);
             }
+            if untimed {
+                eprintln!("bench: bpf_stats was off during a slice (another tool switched it); measuring it again");
+                stats.on();
+                continue;
+            }
+            s += 1;
         }
         let mut by_cond = serde_json::Map::new();
         for (cond, slices) in conds.iter().zip(&measured) {
@@ -648,6 +690,10 @@ fn kernel_cost(dir: &Path, quick: bool) -> Value {
                 cond.name().to_string(),
                 kernel::report(cond.name(), kind, slices, per_slice),
             );
+        }
+        if let (Some(tracer), Some(floor)) = (by_cond.get("tracer"), by_cond.get("floor")) {
+            let above = kernel::above_floor(kind, tracer, floor);
+            by_cond.insert("above_floor".into(), above);
         }
         doc.insert(kind.to_string(), Value::Object(by_cond));
     }

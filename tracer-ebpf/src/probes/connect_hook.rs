@@ -40,12 +40,18 @@ const EEXIST: i32 = 17;
 
 #[cgroup_sock_addr(connect4)]
 pub fn connect4(ctx: SockAddrContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     on_connect(&ctx, AF_INET);
     1
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn connect6(ctx: SockAddrContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     on_connect(&ctx, AF_INET6);
     1
 }

@@ -77,24 +77,36 @@ static DNS_SOCKS: LruHashMap<u64, DnsSock> = LruHashMap::with_max_entries(16384,
 
 #[cgroup_sock_addr(connect4)]
 pub fn dns_connect4(ctx: SockAddrContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     mark(&ctx);
     1
 }
 
 #[cgroup_sock_addr(connect6)]
 pub fn dns_connect6(ctx: SockAddrContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     mark(&ctx);
     1
 }
 
 #[cgroup_sock_addr(sendmsg4)]
 pub fn dns_sendmsg4(ctx: SockAddrContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     mark(&ctx);
     1
 }
 
 #[cgroup_sock_addr(sendmsg6)]
 pub fn dns_sendmsg6(ctx: SockAddrContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     mark(&ctx);
     1
 }
@@ -141,12 +153,18 @@ fn mark(ctx: &SockAddrContext) {
 
 #[cgroup_skb(egress)]
 pub fn dns_egress(ctx: SkBuffContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     on_packet(&ctx, true);
     1
 }
 
 #[cgroup_skb(ingress)]
 pub fn dns_ingress(ctx: SkBuffContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     on_packet(&ctx, false);
     1
 }

@@ -43,6 +43,9 @@ use crate::{
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
+    if crate::floor() {
+        return 0;
+    }
     // Runs in the exec'ing task. After de_thread() it is the group leader,
     // so its tgid is the process's pid, old or new thread alike.
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -54,6 +57,9 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
+    if crate::floor() {
+        return 0;
+    }
     let task: u64 = ctx.arg(0);
     if !group_dead(task) {
         return 0;

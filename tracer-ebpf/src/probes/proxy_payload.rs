@@ -60,12 +60,18 @@ const IPPROTO_TCP: u8 = 6;
 
 #[cgroup_skb(egress)]
 pub fn proxy_egress(ctx: SkBuffContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     on_packet(&ctx, exchange::REQUEST);
     1
 }
 
 #[cgroup_skb(ingress)]
 pub fn proxy_ingress(ctx: SkBuffContext) -> i32 {
+    if crate::floor() {
+        return 1;
+    }
     on_packet(&ctx, exchange::RESPONSE);
     1
 }

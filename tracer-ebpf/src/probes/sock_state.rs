@@ -14,7 +14,11 @@
 //! Raw tracepoints exist since Linux 4.17.
 //!
 //! The transitions that matter for a client:
-//! - CLOSE -> SYN_SENT: `tcp_v4_connect()` sent the SYN (caller's context).
+//! - CLOSE -> SYN_SENT: `tcp_v4_connect()` is sending the SYN, in the
+//!   caller's context: the attempt is marked `SYN_SENT` (an entry without
+//!   the mark a second later failed inside connect(): userspace reports it,
+//!   tracer-user probe::Probes::failed_early), and the process is
+//!   announced, once per exec.
 //! - SYN_SENT -> ESTABLISHED: the handshake completed (often softirq).
 //! - SYN_SENT -> CLOSE: the attempt ended. `tcp_done_with_error()`
 //!   (net/ipv4/tcp_input.c) writes `sk->sk_err` (ECONNREFUSED on a reset,
@@ -46,6 +50,9 @@ const TCP_CLOSE: i32 = 7;
 
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    if crate::floor() {
+        return 0;
+    }
     on_set_state(&ctx);
     0
 }
@@ -76,6 +83,8 @@ fn on_set_state(ctx: &RawTracePointContext) {
 
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
+            // Userspace tells a SYN that is out from a connect() that
+            // failed before it by this flag (probe::Probes::failed_early).
             conn.flags |= flags::SYN_SENT;
             // tcp_v4_connect()/tcp_v6_connect() make this move inside the
             // connect() call, so the current task is the caller: the one
@@ -156,6 +165,29 @@ fn read_source(sk: u64, conn: &mut Conn, off: &KernelOffsets) {
     // SAFETY (all reads): `sk` is the live socket the tracepoint reports
     // (a TCP socket, so a struct inet_sock); bpf_probe_read_kernel copes
     // with any address.
+    if conn.family == AF_INET {
+        // inet_saddr, uc_ttl, inet_sport: 8 bytes in one read where the
+        // port lies within them (every kernel since 4.x: 6 bytes apart;
+        // the offsets come from BTF and are constants to the verifier,
+        // which drops the other branch).
+        let gap = off.inet_sport.wrapping_sub(off.inet_saddr);
+        if (4..=6).contains(&gap) {
+            let Ok(head) = (unsafe {
+                bpf_probe_read_kernel((sk + u64::from(off.inet_saddr)) as *const [u8; 8])
+            }) else {
+                return;
+            };
+            let word = u64::from_le_bytes(head);
+            let sport =
+                u16::from_be_bytes([(word >> (8 * gap)) as u8, (word >> (8 * (gap + 1))) as u8]);
+            if sport == 0 {
+                return;
+            }
+            conn.sport = sport;
+            conn.saddr[..4].copy_from_slice(&head[..4]);
+            return;
+        }
+    }
     let sport = unsafe { bpf_probe_read_kernel((sk + u64::from(off.inet_sport)) as *const u16) }
         .map(u16::from_be)
         .unwrap_or(0);

@@ -59,6 +59,9 @@ const ERESTARTSYS: i64 = 512;
 
 #[tracepoint(category = "syscalls", name = "sys_enter_connect")]
 pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let _ = try_enter(&ctx);
     0
 }
@@ -140,6 +143,9 @@ fn try_enter(ctx: &TracePointContext) -> Result<(), i32> {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_connect")]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    if crate::floor() {
+        return 0;
+    }
     let _ = try_exit(&ctx);
     0
 }

@@ -15,6 +15,16 @@
 //! inside the programs' own timing and only ever adds, and the programs
 //! run node-wide, so other processes' sockets can add runs too: the least
 //! slice is the programs' cost, the median is shown beside it.
+//!
+//! The floor (`--floor`): what running the same hooks costs with nothing
+//! in them. tracer-user's `floor` feature builds the eBPF object with every
+//! program returning in its first instructions (tracer-ebpf's `floor`);
+//! userspace loads and attaches it as usual, so the hooks, program types
+//! and run counts are the tracer's own. It runs at once with the tracer in
+//! every slice, and `above_floor` subtracts it per program: that is the
+//! work the tracer's code does, and the floor (the hooks' dispatch plus
+//! bpf_stats' own two clock reads per run) is what no change to the
+//! programs' bodies can remove.
 
 use std::{
     collections::BTreeMap,
@@ -220,11 +230,24 @@ const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
 impl StatsOn {
     pub fn new() -> Self {
         let before = std::fs::read_to_string(STATS).unwrap_or_default();
+        let stats = StatsOn { before };
+        stats.on();
+        stats
+    }
+
+    /// Turn it on (again: another tool on the node may have turned it off).
+    pub fn on(&self) {
         if let Err(e) = std::fs::write(STATS, "1") {
             eprintln!("bench: cannot enable {STATS}: {e}; kernel costs will read 0");
         }
-        StatsOn { before }
     }
+}
+
+/// Whether bpf_stats was off for some of a slice of `n` connects: the
+/// kernel then neither counts nor times runs, and `connect4` runs once per
+/// connect (more with other processes' connects, never fewer).
+pub fn untimed(slice: &BTreeMap<String, Run>, n: u64) -> bool {
+    slice.get("connect4").map_or(0, |r| r.cnt) < n
 }
 
 impl Drop for StatsOn {
@@ -233,4 +256,49 @@ impl Drop for StatsOn {
             let _ = std::fs::write(STATS, self.before.trim());
         }
     }
+}
+
+/// The least ns per connect of each program in `tracer` minus that in
+/// `floor` (two outputs of `report` for the same storm kind, from the
+/// same slices), printed and returned as JSON.
+pub fn above_floor(kind: &str, tracer: &Value, floor: &Value) -> Value {
+    let least_of = |doc: &Value, name: &str| {
+        doc["programs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["program"] == name)
+            .and_then(|r| r["ns_per_connect_least"].as_f64())
+            .unwrap_or(0.0)
+    };
+    println!(
+        "\nabove the floor, {} loopback connect (least ns/connect of each):\n  {:<22} {:>10} {:>10} {:>12}",
+        if kind == "refused" {
+            "refused"
+        } else {
+            "connect+accept"
+        },
+        "program",
+        "tracer",
+        "floor",
+        "above floor"
+    );
+    let mut rows = Vec::new();
+    for row in tracer["programs"].as_array().into_iter().flatten() {
+        let Some(name) = row["program"].as_str() else {
+            continue;
+        };
+        let (t, f) = (least_of(tracer, name), least_of(floor, name));
+        println!("  {name:<22} {t:>10.0} {f:>10.0} {:>12.0}", t - f);
+        rows.push(json!({ "program": name, "tracer": t, "floor": f, "above_floor": t - f }));
+    }
+    let total = |doc: &Value| doc["total_ns_per_connect_least"].as_f64().unwrap_or(0.0);
+    let (t, f) = (total(tracer), total(floor));
+    println!("  {:<22} {t:>10.0} {f:>10.0} {:>12.0}", "total", t - f);
+    json!({
+        "programs": rows,
+        "total_tracer": t,
+        "total_floor": f,
+        "total_above_floor": t - f,
+    })
 }
