@@ -67,8 +67,11 @@ const _: () = {
 /// window, and subtracted from the window's CPU.
 const IDLE: Duration = Duration::from_millis(1500);
 /// After a window's clients: the drain's batch delay and /proc reads of
-/// the last ones.
-const SETTLE: Duration = Duration::from_millis(500);
+/// the last ones, then the tracer's forgetting of its exited processes
+/// (`EXIT_GRACE`, 5 s, then the 1 s tick's sweep), so that each window
+/// pays for its own processes' whole life in the tracer, and the next
+/// window's idle measurement is idle.
+const SETTLE: Duration = Duration::from_millis(7_000);
 const DESTINATIONS: u32 = 100_000;
 const PROXY_NAME: &str = "deadproxy.test";
 /// The slice the containers' cgroups live in (both hierarchies of this
