@@ -35,9 +35,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tracer_tests::{
-    bulk_server, command_in_cgroups, connector_bin, cpu_ns, temp_dir, tracer_bin,
-};
+use tracer_tests::{bulk_server, command_in_cgroups, connector_bin, cpu_ns, temp_dir, tracer_bin};
 
 // Not `src/bin/kernel.rs`: Cargo would take that for a program of its own.
 #[path = "bench/kernel.rs"]

@@ -5,19 +5,27 @@
 //!   process in a mount namespace of its own whose /etc/hosts names the
 //!   proxy, with `HTTPS_PROXY` naming it by that host name (a container);
 //! - 20,000 short-lived proxied clients (`busybox nc` under the name `nc`)
-//!   run in those cgroups and namespaces, dialling the dead proxy: 1,000,
-//!   then 18,000, then 1,000, so the tracer's CPU per event is measured at
-//!   1,000 and at 20,000 processes;
+//!   run in those cgroups and namespaces, dialling the dead proxy: three
+//!   windows of 1,000, then 14,000, then three windows of 1,000, so the
+//!   tracer's CPU per event is measured at about 1,000 and at about 20,000
+//!   processes (see `window`: net of the tracer's idle rate, each window
+//!   paying for its processes' whole life in the tracer);
 //! - 100,000 connects to distinct loopback destinations (127.1.0.0 +i);
+//! - in round 1, traffic of a process without a proxy under the
+//!   containers' common parent, where the payload programs are attached
+//!   once, against the same traffic outside it (`unrelated_traffic`);
 //! - the cgroups removed with their processes (a churn of containers; the
 //!   second round's are new ones, created while the tracer runs).
 //!
 //! Reported (JSON on stdout, also `target/bench-scale.json`): the tracer's
-//! peak RSS, its CPU per event at 1,000 and 20,000 processes, the share of
-//! clients judged `via: true` (counted from the proxy-dial metric), each
-//! cache's size from the stats line (SIGUSR1) and the metrics against its
-//! documented bound, and how much the second round grew RSS. Every loop is
-//! bounded; the whole run takes a few minutes.
+//! peak RSS, its CPU per event at 1,000 and 20,000 processes (least and
+//! median of the windows), the share of clients judged `via: true`
+//! (counted from the proxy-dial metric), each cache's size from the stats
+//! line (SIGUSR1) and the metrics against its documented bound, how much
+//! the second round grew RSS, and what the parent attachment costs
+//! unrelated traffic (wall ratio, payload programs' ns per run from
+//! bpf_stats). Every loop is bounded; the whole run takes about four
+//! minutes.
 
 use std::{
     io::{Read, Write},
@@ -540,7 +548,12 @@ fn unrelated_traffic(pid: u32) -> serde_json::Value {
     };
     let bulk = |cg: &UnitCgroup| -> f64 {
         let mut cmd = cg.command(&bench);
-        cmd.args(["bulk-client", &port.to_string(), &UNRELATED_BYTES.to_string(), "0"]);
+        cmd.args([
+            "bulk-client",
+            &port.to_string(),
+            &UNRELATED_BYTES.to_string(),
+            "0",
+        ]);
         ns_printed(&mut cmd, "")
     };
     let mut out = serde_json::Map::new();
@@ -581,9 +594,15 @@ fn unrelated_traffic(pid: u32) -> serde_json::Value {
             }
         }
         let per_unit = if what == "connect_storm" {
-            ("runs_per_connect", (UNRELATED_CONNECTS * UNRELATED_ROUNDS as u64) as f64)
+            (
+                "runs_per_connect",
+                (UNRELATED_CONNECTS * UNRELATED_ROUNDS as u64) as f64,
+            )
         } else {
-            ("runs_per_mib", (UNRELATED_BYTES >> 20) as f64 * UNRELATED_ROUNDS as f64)
+            (
+                "runs_per_mib",
+                (UNRELATED_BYTES >> 20) as f64 * UNRELATED_ROUNDS as f64,
+            )
         };
         out.insert(
             what.to_string(),
