@@ -336,7 +336,7 @@ fn destinations() {
 
 /// The tracer, in a mount namespace whose /etc/hosts names the proxy (the
 /// node's hosts file), writing to /dev/null, with metrics but without
-/// the periodic doctor.
+/// the periodic doctor, tracing the bench's own processes only.
 fn start_tracer(dir: &Path, prepare: &str, metrics_port: u16) -> Child {
     let wrapper = in_private_mounts(&format!("{prepare} && exec \"$0\" \"$@\""));
     let stderr = std::fs::File::create(dir.join("stderr.txt")).ok();
@@ -349,6 +349,11 @@ fn start_tracer(dir: &Path, prepare: &str, metrics_port: u16) -> Child {
         // files) lands in whichever window it falls in, and it is not
         // per-event work.
         .args(["--doctor-interval", "0s"])
+        // Only the bench's own connects: its clients (`nc`) and its
+        // destinations (this process). The node's other traffic (another
+        // bench, tests: this machine is shared) is dropped in the kernel
+        // and does not land in the windows' CPU or events.
+        .args(["--comm", "nc", "--comm", "scale"])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(stderr.map_or_else(Stdio::null, Stdio::from));
