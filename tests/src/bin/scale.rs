@@ -506,6 +506,10 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// One workload of the unrelated-traffic case, run in a cgroup: its wall
+/// time in ns.
+type Workload<'a> = dyn Fn(&UnitCgroup) -> f64 + 'a;
+
 /// Connects per storm of the unrelated-traffic case.
 const UNRELATED_CONNECTS: u64 = 20_000;
 /// Bytes per bulk transfer of the unrelated-traffic case.
@@ -562,8 +566,7 @@ fn unrelated_traffic(pid: u32) -> serde_json::Value {
         ns_printed(&mut cmd, "")
     };
     let mut out = serde_json::Map::new();
-    let workloads: [(&str, &dyn Fn(&UnitCgroup) -> f64); 2] =
-        [("connect_storm", &storm), ("bulk_transfer", &bulk)];
+    let workloads: [(&str, &Workload); 2] = [("connect_storm", &storm), ("bulk_transfer", &bulk)];
     for (what, run) in workloads {
         // Warm-up: page cache, first use of the ports.
         let _ = run(&outside);

@@ -181,50 +181,36 @@ pub(super) fn add_proxy(ebpf: &mut Ebpf, ip: IpAddr, port: u16) -> Result<(), Pr
     // The port first: the payload programs skip every socket whose peer
     // port is not set there (maps::PROXY_PORTS), so it must be set before
     // connect4/6 can mark a socket to this endpoint. Never cleared.
-    let map = ebpf
-        .map_mut("PROXY_PORTS")
-        .ok_or(ProbeError::MissingMap("PROXY_PORTS"))?;
-    let mut ports: aya::maps::Array<_, u64> =
-        aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
-            map: "PROXY_PORTS",
-            source,
-        })?;
     let (word, bit) = port_bit(port);
-    let bits = ports.get(&word, 0).map_err(|source| ProbeError::Map {
-        map: "PROXY_PORTS",
-        source,
-    })?;
+    let mut ports = array_mut::<u64>(ebpf, "PROXY_PORTS")?;
+    let bits = ports.get(&word, 0).map_err(map_error("PROXY_PORTS"))?;
     ports
         .set(word, bits | bit, 0)
-        .map_err(|source| ProbeError::Map {
-            map: "PROXY_PORTS",
-            source,
-        })?;
+        .map_err(map_error("PROXY_PORTS"))?;
     let map = ebpf
         .map_mut("PROXY_ADDRS")
         .ok_or(ProbeError::MissingMap("PROXY_ADDRS"))?;
     let mut addrs: BpfHashMap<_, ProxyKey, u8> =
-        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-            map: "PROXY_ADDRS",
-            source,
-        })?;
-    addrs.insert(key, 1, 0).map_err(|source| ProbeError::Map {
-        map: "PROXY_ADDRS",
-        source,
-    })?;
+        BpfHashMap::try_from(map).map_err(map_error("PROXY_ADDRS"))?;
+    addrs.insert(key, 1, 0).map_err(map_error("PROXY_ADDRS"))?;
     // Only now may connect4/6 look destinations up (maps::PROXIES_KNOWN).
-    let map = ebpf
-        .map_mut("PROXIES_KNOWN")
-        .ok_or(ProbeError::MissingMap("PROXIES_KNOWN"))?;
-    let mut known: aya::maps::Array<_, u32> =
-        aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
-            map: "PROXIES_KNOWN",
-            source,
-        })?;
-    known.set(0, 1, 0).map_err(|source| ProbeError::Map {
-        map: "PROXIES_KNOWN",
-        source,
-    })
+    array_mut::<u32>(ebpf, "PROXIES_KNOWN")?
+        .set(0, 1, 0)
+        .map_err(map_error("PROXIES_KNOWN"))
+}
+
+/// One of the programs' array maps, by name.
+fn array_mut<'a, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<aya::maps::Array<&'a mut aya::maps::MapData, V>, ProbeError> {
+    let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+    aya::maps::Array::try_from(map).map_err(map_error(name))
+}
+
+/// A map operation's error, naming the map.
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
 }
 
 /// Attach the payload programs to `pid`'s cgroup (once per cgroup) and
