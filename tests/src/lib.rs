@@ -4,6 +4,7 @@
 //! Tests panic with a message rather than returning errors, so a failure
 //! shows where it happened.
 
+pub mod bpf_stats;
 pub mod containerd;
 pub mod mitmproxy;
 pub mod pods;
@@ -339,9 +340,26 @@ pub fn wait_child(child: &mut Child, limit: Duration, what: &str) -> std::proces
     }
 }
 
-/// CPU time of every thread of `pid`, ns (/proc/<pid>/task/*/schedstat:
-/// time on CPU, all threads).
+/// CPU time of `pid`, ns: its process CPU clock (clock_getcpuclockid(3)
+/// and clock_gettime(2)), which counts every thread it ever had, exited
+/// ones included (the kernel folds a thread's run time into its process
+/// when it exits). Where that clock cannot be read, the sum over its live
+/// threads (/proc/<pid>/task/*/schedstat: time on CPU), which misses the
+/// exited ones. 0 when the process is gone.
 pub fn cpu_ns(pid: u32) -> u64 {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: plain calls with pointers to our own locals.
+    let read = unsafe {
+        libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) == 0
+            && libc::clock_gettime(clock, &mut ts) == 0
+    };
+    if read {
+        return ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    }
     let mut total = 0;
     if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
         for t in tasks.flatten() {
@@ -728,4 +746,34 @@ fn cgroup_roots() -> Vec<PathBuf> {
         roots.push(PathBuf::from("/sys/fs/cgroup"));
     }
     roots
+}
+
+/// A loopback sink: reads each connection to its end, then closes. With
+/// `proxy`, answers the first request head with a 200 like a proxy's
+/// CONNECT. Bounded: serves `conns` connections, then its thread ends.
+pub fn bulk_server(proxy: bool, conns: usize) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        for _ in 0..conns {
+            let Ok((mut c, _)) = listener.accept() else {
+                return;
+            };
+            if proxy {
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
+                    let n = c.read(&mut buf[..512]).unwrap_or(0);
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
+            }
+            while c.read(&mut buf).is_ok_and(|n| n > 0) {}
+        }
+    });
+    port
 }

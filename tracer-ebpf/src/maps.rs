@@ -197,6 +197,29 @@ fn count_in(map: &PerCpuArray<u64>, index: u32) {
 #[map]
 pub static PROXY_ADDRS: HashMap<ProxyKey, u8> = HashMap::with_max_entries(1024, 0);
 
+/// The ports of `PROXY_ADDRS`' endpoints, one bit per port (bit `p % 64`
+/// of word `p / 64`), written by userspace before the endpoint itself and
+/// never cleared. Only a socket whose peer port is set here can have been
+/// marked in `PROXY_SOCKS` (the key holds the port), so the payload
+/// programs let every other packet through after this lookup: an array
+/// lookup the verifier inlines, instead of a socket cookie and a hash
+/// lookup. This is what the programs cost the unrelated sockets of a
+/// cgroup watched through a common parent.
+#[map]
+pub static PROXY_PORTS: Array<u64> = Array::with_max_entries(PROXY_PORT_WORDS, 0);
+
+/// 65,536 ports, 64 a word.
+pub const PROXY_PORT_WORDS: u32 = 1024;
+
+/// Whether `port` (host order) is the port of a proxy endpoint.
+#[inline(always)]
+pub fn proxy_port(port: u16) -> bool {
+    PROXY_PORTS
+        .get(u32::from(port) / 64)
+        // SAFETY: a valid map value; userspace only ever sets bits.
+        .is_some_and(|w| unsafe { core::ptr::read_volatile(w) } & (1u64 << (port % 64)) != 0)
+}
+
 /// Sockets that dialled a proxy, keyed by socket cookie (unique for the
 /// socket's life and never reused, unlike its address), with the attempt
 /// they belong to. LRU and bounded: the cgroup_skb programs delete the

@@ -38,7 +38,7 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tracer_tests::{command_in_cgroups, connector_bin, cpu_ns, temp_dir, tracer_bin};
+use tracer_tests::{bulk_server, command_in_cgroups, connector_bin, cpu_ns, temp_dir, tracer_bin};
 
 // Not `src/bin/kernel.rs`: Cargo would take that for a program of its own.
 #[path = "bench/kernel.rs"]
@@ -739,36 +739,6 @@ fn bulk_client(args: &[String]) {
     let mut rest = [0u8; 16];
     let _ = s.read(&mut rest);
     println!("{}", t.elapsed().as_nanos());
-}
-
-/// A loopback sink: reads each connection to its end, then closes. With
-/// `proxy`, answers the first request head with a 200 like a proxy's
-/// CONNECT. Bounded: serves `conns` connections, then its thread ends.
-fn bulk_server(proxy: bool, conns: usize) -> u16 {
-    use std::io::Read;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    std::thread::spawn(move || {
-        let mut buf = vec![0u8; 1 << 20];
-        for _ in 0..conns {
-            let Ok((mut c, _)) = listener.accept() else {
-                return;
-            };
-            if proxy {
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 4096 {
-                    let n = c.read(&mut buf[..512]).unwrap_or(0);
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                let _ = c.write_all(b"HTTP/1.1 200 Connection established\r\n\r\n");
-            }
-            while c.read(&mut buf).is_ok_and(|n| n > 0) {}
-        }
-    });
-    port
 }
 
 /// The fastest of `BULK_SLICES` transfers: interference from the host

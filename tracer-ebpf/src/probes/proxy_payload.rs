@@ -12,10 +12,13 @@
 //! They run for every packet of the cgroups they are attached to, often in
 //! softirq or in the peer's context (loopback), so the current task means
 //! nothing here: the attempt is named by what connect4/6 stored for the
-//! socket's cookie (`PROXY_SOCKS`). Sockets without that mark cost one
-//! cookie lookup and nothing else. Userspace attaches these programs only
-//! to the cgroups of processes that have a proxy, never to the root, so
-//! the node's other traffic does not run them at all.
+//! socket's cookie (`PROXY_SOCKS`). Sockets whose peer port is no proxy's
+//! (`PROXY_PORTS`) cost an inlined array lookup and nothing else; the
+//! others without that mark, one cookie lookup more. Userspace attaches
+//! these programs only to the cgroups of processes that have a proxy
+//! (past 16 siblings or 256 attachments, once at their common parent,
+//! where every socket below runs them), never to the root, so the node's
+//! other traffic does not run them at all.
 //!
 //! Privacy: of the first payload segment in each direction, only the bytes
 //! before the first CR or LF (the request line, the status line) are
@@ -51,7 +54,7 @@ use tracer_common::{exchange, kind, lost, ExchangeEvent, ProxySock, LINE_MAX};
 const LINE_WORDS: usize = LINE_MAX / 8;
 
 use crate::{
-    maps::{count_lost, EVENTS, PROXY_SOCKS},
+    maps::{count_lost, proxy_port, EVENTS, PROXY_SOCKS},
     tls,
 };
 
@@ -78,6 +81,21 @@ pub fn proxy_ingress(ctx: SkBuffContext) -> i32 {
 
 #[inline(always)]
 fn on_packet(ctx: &SkBuffContext, direction: u32) {
+    // First, the socket's peer port: only a socket to a proxy's port can
+    // be in PROXY_SOCKS (maps::PROXY_PORTS). `__sk_buff.remote_port` is
+    // the socket's `skc_dport` (skb->sk, the sending socket on egress, the
+    // receiving one on ingress: the client's both ways), in network order
+    // in the upper 16 bits on little-endian (`bpf_convert_ctx_access`,
+    // net/core/filter.c); in the lower 16 on big-endian.
+    let raw = ctx.skb.remote_port();
+    let port = if cfg!(target_endian = "little") {
+        u16::from_be((raw >> 16) as u16)
+    } else {
+        u16::from_be(raw as u16)
+    };
+    if !proxy_port(port) {
+        return;
+    }
     // SAFETY: the program's own __sk_buff context, which
     // bpf_get_socket_cookie accepts in cgroup_skb (it names skb->sk).
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };

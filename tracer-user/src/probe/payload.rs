@@ -153,16 +153,15 @@ fn common_parent<'a>(path: &'a str, attached: &[&str], full: bool) -> Option<&'a
     best.filter(|&(_, n)| full && n > 0).map(|(a, _)| a)
 }
 
-/// Put a proxy endpoint into the kernel's `PROXY_ADDRS`.
+/// The word of `PROXY_PORTS` that holds `port`, and its bit there
+/// (tracer-ebpf's `maps::proxy_port`).
+fn port_bit(port: u16) -> (u32, u64) {
+    (u32::from(port) / 64, 1u64 << (port % 64))
+}
+
+/// Put a proxy endpoint into the kernel's `PROXY_ADDRS` (its port into
+/// `PROXY_PORTS` first).
 pub(super) fn add_proxy(ebpf: &mut Ebpf, ip: IpAddr, port: u16) -> Result<(), ProbeError> {
-    let map = ebpf
-        .map_mut("PROXY_ADDRS")
-        .ok_or(ProbeError::MissingMap("PROXY_ADDRS"))?;
-    let mut addrs: BpfHashMap<_, ProxyKey, u8> =
-        BpfHashMap::try_from(map).map_err(|source| ProbeError::Map {
-            map: "PROXY_ADDRS",
-            source,
-        })?;
     let mut key = ProxyKey {
         addr: [0; 16],
         port,
@@ -179,23 +178,39 @@ pub(super) fn add_proxy(ebpf: &mut Ebpf, ip: IpAddr, port: u16) -> Result<(), Pr
             key.family = AF_INET6;
         }
     }
-    addrs.insert(key, 1, 0).map_err(|source| ProbeError::Map {
-        map: "PROXY_ADDRS",
-        source,
-    })?;
-    // Only now may connect4/6 look destinations up (maps::PROXIES_KNOWN).
+    // The port first: the payload programs skip every socket whose peer
+    // port is not set there (maps::PROXY_PORTS), so it must be set before
+    // connect4/6 can mark a socket to this endpoint. Never cleared.
+    let (word, bit) = port_bit(port);
+    let mut ports = array_mut::<u64>(ebpf, "PROXY_PORTS")?;
+    let bits = ports.get(&word, 0).map_err(map_error("PROXY_PORTS"))?;
+    ports
+        .set(word, bits | bit, 0)
+        .map_err(map_error("PROXY_PORTS"))?;
     let map = ebpf
-        .map_mut("PROXIES_KNOWN")
-        .ok_or(ProbeError::MissingMap("PROXIES_KNOWN"))?;
-    let mut known: aya::maps::Array<_, u32> =
-        aya::maps::Array::try_from(map).map_err(|source| ProbeError::Map {
-            map: "PROXIES_KNOWN",
-            source,
-        })?;
-    known.set(0, 1, 0).map_err(|source| ProbeError::Map {
-        map: "PROXIES_KNOWN",
-        source,
-    })
+        .map_mut("PROXY_ADDRS")
+        .ok_or(ProbeError::MissingMap("PROXY_ADDRS"))?;
+    let mut addrs: BpfHashMap<_, ProxyKey, u8> =
+        BpfHashMap::try_from(map).map_err(map_error("PROXY_ADDRS"))?;
+    addrs.insert(key, 1, 0).map_err(map_error("PROXY_ADDRS"))?;
+    // Only now may connect4/6 look destinations up (maps::PROXIES_KNOWN).
+    array_mut::<u32>(ebpf, "PROXIES_KNOWN")?
+        .set(0, 1, 0)
+        .map_err(map_error("PROXIES_KNOWN"))
+}
+
+/// One of the programs' array maps, by name.
+fn array_mut<'a, V: aya::Pod>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<aya::maps::Array<&'a mut aya::maps::MapData, V>, ProbeError> {
+    let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap(name))?;
+    aya::maps::Array::try_from(map).map_err(map_error(name))
+}
+
+/// A map operation's error, naming the map.
+fn map_error(map: &'static str) -> impl Fn(aya::maps::MapError) -> ProbeError {
+    move |source| ProbeError::Map { map, source }
 }
 
 /// Attach the payload programs to `pid`'s cgroup (once per cgroup) and
@@ -479,6 +494,15 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_port_has_its_own_bit_in_1024_words() {
+        assert_eq!(port_bit(0), (0, 1));
+        assert_eq!(port_bit(63), (0, 1 << 63));
+        assert_eq!(port_bit(64), (1, 1));
+        assert_eq!(port_bit(3128), (48, 1 << 56));
+        assert_eq!(port_bit(u16::MAX), (1023, 1 << 63));
+    }
 
     #[test]
     fn ancestors_nearest_first_without_the_root() {

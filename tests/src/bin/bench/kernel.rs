@@ -33,73 +33,11 @@ use std::{
 };
 
 use serde_json::{json, Value};
-use tracer_tests::connector_bin;
-
-/// Run time and run count of one program.
-#[derive(Clone, Copy, Default)]
-pub struct Run {
-    ns: u64,
-    cnt: u64,
-}
-
-/// The programs a process holds: prog id -> run statistics, from the
-/// fdinfo of each of its bpf-prog descriptors (a program held twice is
-/// counted once).
-fn held_programs(pid: u32) -> BTreeMap<u32, Run> {
-    let mut progs = BTreeMap::new();
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return progs;
-    };
-    for fd in fds.flatten() {
-        let is_prog = std::fs::read_link(fd.path())
-            .is_ok_and(|l| l.to_string_lossy() == "anon_inode:bpf-prog");
-        if !is_prog {
-            continue;
-        }
-        let info = std::fs::read_to_string(format!(
-            "/proc/{pid}/fdinfo/{}",
-            fd.file_name().to_string_lossy()
-        ))
-        .unwrap_or_default();
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let Some(id) = field("prog_id:") {
-            progs.insert(
-                id as u32,
-                Run {
-                    ns: field("run_time_ns:").unwrap_or(0),
-                    cnt: field("run_cnt:").unwrap_or(0),
-                },
-            );
-        }
-    }
-    progs
-}
-
-/// Program names by id (`bpftool prog show -j`; bpftool prints the full
-/// name from BTF where the kernel's copy is cut at 15 bytes).
-fn program_names() -> BTreeMap<u32, String> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "-j"])
-        .output()
-        .map(|o| o.stdout)
-        .unwrap_or_default();
-    let progs: Value = serde_json::from_slice(&out).unwrap_or(Value::Null);
-    progs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|p| {
-            Some((
-                p["id"].as_u64()? as u32,
-                p["name"].as_str().unwrap_or("?").to_string(),
-            ))
-        })
-        .collect()
-}
+pub use tracer_tests::bpf_stats::{Run, StatsOn};
+use tracer_tests::{
+    bpf_stats::{held_programs, program_names},
+    connector_bin,
+};
 
 /// One storm of `n` connects of `kind` (`refused`, `accepted`).
 fn storm(kind: &str, n: u64) {
@@ -218,44 +156,11 @@ pub fn report(label: &str, kind: &str, slices: &[BTreeMap<String, Run>], n: u64)
         "total_ns_per_connect_slices": totals,
     })
 }
-
-/// Turn `kernel.bpf_stats_enabled` on for the life of the guard, and back
-/// to what it was after.
-pub struct StatsOn {
-    before: String,
-}
-
-const STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
-
-impl StatsOn {
-    pub fn new() -> Self {
-        let before = std::fs::read_to_string(STATS).unwrap_or_default();
-        let stats = StatsOn { before };
-        stats.on();
-        stats
-    }
-
-    /// Turn it on (again: another tool on the node may have turned it off).
-    pub fn on(&self) {
-        if let Err(e) = std::fs::write(STATS, "1") {
-            eprintln!("bench: cannot enable {STATS}: {e}; kernel costs will read 0");
-        }
-    }
-}
-
 /// Whether bpf_stats was off for some of a slice of `n` connects: the
 /// kernel then neither counts nor times runs, and `connect4` runs once per
 /// connect (more with other processes' connects, never fewer).
 pub fn untimed(slice: &BTreeMap<String, Run>, n: u64) -> bool {
     slice.get("connect4").map_or(0, |r| r.cnt) < n
-}
-
-impl Drop for StatsOn {
-    fn drop(&mut self) {
-        if !self.before.trim().is_empty() {
-            let _ = std::fs::write(STATS, self.before.trim());
-        }
-    }
 }
 
 /// The least ns per connect of each program in `tracer` minus that in
