@@ -234,6 +234,34 @@ fn curl_in(unit: &UnitCgroup, env: &[(&str, &str)], args: &[&str]) -> (u32, Stri
     (pid, String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `python3 -c SCRIPT PORT TARGET` in `unit`'s cgroup with `env`; returns
+/// its pid, the first line it printed (the proxy's status line) and its
+/// stderr.
+fn python_in(
+    unit: &UnitCgroup,
+    env: &[(&str, &str)],
+    script: &str,
+    port: u16,
+    target: &str,
+) -> (u32, String, String) {
+    let child = unit
+        .command(std::path::Path::new("/usr/bin/python3"))
+        .args(["-c", script, &port.to_string(), target])
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    let pid = child.id();
+    let out = child.wait_with_output().expect("python3 output");
+    (
+        pid,
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// Test 4: plain HTTP through HTTP_PROXY sends no CONNECT: the request
 /// line is the absolute form, and that is what the event reports.
 #[test]
@@ -350,22 +378,10 @@ s.connect(("::ffff:127.0.0.1", port))
 s.sendall(("CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)).encode())
 print(s.recv(256).split(b"\r\n")[0].decode())
 "#;
-    let child = unit
-        .command(std::path::Path::new("/usr/bin/python3"))
-        .args(["-c", script, &proxy.port.to_string(), &target])
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("python3 output");
-    let status_line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (pid, status_line, stderr) = python_in(&unit, &env, script, proxy.port, &target);
     assert!(
         status_line.starts_with("HTTP/1.") && status_line.contains(" 200"),
-        "tinyproxy answered the mapped dial: {status_line:?} {}",
-        String::from_utf8_lossy(&out.stderr)
+        "tinyproxy answered the mapped dial: {status_line:?} {stderr}"
     );
     let stopped = tracer.stop();
     let mine: Vec<&Value> = stopped
@@ -571,22 +587,10 @@ print(head.split(b"\r\n")[0].decode())
 s.sendall(b"\x16\x03\x01\xff\xff\x02\xff\xff\xff" + b"SSH-2.0-not-tls\r\n")
 s.close()
 "#;
-    let child = unit
-        .command(std::path::Path::new("/usr/bin/python3"))
-        .args(["-c", script, &proxy.port.to_string(), &target])
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    let pid = child.id();
-    let out = child.wait_with_output().expect("python3 output");
-    let status_line = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (pid, status_line, stderr) = python_in(&unit, &env, script, proxy.port, &target);
     assert!(
         status_line.contains(" 200"),
-        "tinyproxy answered: {status_line:?} {}",
-        String::from_utf8_lossy(&out.stderr)
+        "tinyproxy answered: {status_line:?} {stderr}"
     );
     let stopped = tracer.stop();
     let found = exchanges(&stopped.events, pid);

@@ -459,6 +459,18 @@ fn the_failing_unit_comes_first_with_its_proxy_and_the_file_that_set_it() {
     drop(listener);
 }
 
+/// `tracer top --comm connector` in `t`, stderr to `stderr`, until ready.
+fn top_of_connectors(t: &Tmux, stderr: &std::path::Path) {
+    t.line(&format!(
+        "{} top --comm connector 2>{}",
+        tracer_bin().display(),
+        stderr.display()
+    ));
+    wait_file(stderr, "tracer: ready", Duration::from_secs(60), |s| {
+        s.contains("ready")
+    });
+}
+
 /// A storm while top runs: nothing lost, by the counters `trace` uses; in
 /// 80x24 and without colour (NO_COLOR); SIGTERM restores the terminal.
 #[test]
@@ -468,14 +480,7 @@ fn a_storm_loses_nothing_and_sigterm_restores_the_terminal() {
     let dir = temp_dir("top-storm");
     let t = Tmux::start("storm", 80, 24, &[("NO_COLOR", "1")]);
     let stderr = dir.join("stderr.txt");
-    t.line(&format!(
-        "{} top --comm connector 2>{}",
-        tracer_bin().display(),
-        stderr.display()
-    ));
-    wait_file(&stderr, "tracer: ready", Duration::from_secs(60), |s| {
-        s.contains("ready")
-    });
+    top_of_connectors(&t, &stderr);
     let storms: Vec<_> = (0..STORMS)
         .map(|_| {
             Command::new(connector_bin())
@@ -553,14 +558,7 @@ fn closing_the_terminal_ends_top() {
     let dir = temp_dir("top-hangup");
     let t = Tmux::start("hangup", 80, 24, &[]);
     let stderr = dir.join("stderr.txt");
-    t.line(&format!(
-        "{} top --comm connector 2>{}",
-        tracer_bin().display(),
-        stderr.display()
-    ));
-    wait_file(&stderr, "tracer: ready", Duration::from_secs(60), |s| {
-        s.contains("ready")
-    });
+    top_of_connectors(&t, &stderr);
     t.wait_for("the view", Duration::from_secs(10), |s| s.contains("ATT/S"));
     let pid = tracer_pid(&t);
     let t0 = Instant::now();

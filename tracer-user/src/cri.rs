@@ -118,7 +118,7 @@ impl Client {
             .await
             .map_err(|e| CriError::Transport {
                 socket: name.clone(),
-                why: error_chain(&e),
+                why: crate::diag::error_chain(&e),
             })?;
         Ok(Self {
             channel,
@@ -513,19 +513,6 @@ impl Client {
             other => other,
         }
     }
-}
-
-/// An error and its sources in one line (tonic's transport errors hide the
-/// interesting part, e.g. "No such file or directory", in a source).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The pid of the process serving a unix socket (SO_PEERCRED of a

@@ -45,3 +45,17 @@ pub fn init() {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(LevelFilter::Warn);
 }
+
+/// An error and its sources in one line, "a: b: c": aya's syscall errors
+/// keep the errno in a source, and tonic's transport errors the
+/// interesting part ("No such file or directory").
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

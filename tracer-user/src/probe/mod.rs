@@ -133,6 +133,14 @@ fn never_sent_syn(c: &Conn) -> bool {
     c.outcome == outcome::NONE && c.flags & (flags::SYN_SENT | flags::IN_SYSCALL) == 0
 }
 
+/// The attempt as failed before its SYN. connect() returned at once, and
+/// the kernel saw no later moment: it ends where it started.
+fn failed_early_from(mut conn: Conn) -> Conn {
+    conn.outcome = outcome::FAILED_EARLY;
+    conn.end_ns = conn.start_ns;
+    conn
+}
+
 /// CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns().
 fn monotonic_ns() -> u64 {
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -395,16 +403,13 @@ impl Probes {
             })
             .collect();
         let mut out = Vec::with_capacity(stale.len());
-        for (sk, mut conn) in stale {
+        for (sk, conn) in stale {
             // Gone already: the kernel reported it (a new attempt on the
             // address) between the walk and now.
             if conns.remove(&sk).is_err() {
                 continue;
             }
-            conn.outcome = outcome::FAILED_EARLY;
-            // connect() returned at once; the kernel saw no later moment.
-            conn.end_ns = conn.start_ns;
-            out.push(conn);
+            out.push(failed_early_from(conn));
         }
         Ok(out)
     }
@@ -419,11 +424,11 @@ impl Probes {
         let conns = conns_map(&mut self.ebpf)?;
         // Entries can vanish while we iterate (the probes keep running);
         // a failed read of one entry is skipped, not fatal.
-        for (_, mut conn) in conns.iter().flatten() {
-            if socket_mode && never_sent_syn(&conn) {
-                conn.outcome = outcome::FAILED_EARLY;
-                conn.end_ns = conn.start_ns;
-            }
+        for (_, conn) in conns.iter().flatten() {
+            let conn = match socket_mode && never_sent_syn(&conn) {
+                true => failed_early_from(conn),
+                false => conn,
+            };
             out.push((conn, None));
         }
         if self.mode == Mode::Syscall {

@@ -425,7 +425,7 @@ fn attach_at(
             Err(e) => log::warn!(
                 "cannot attach {name} to {}: {}",
                 dir.display(),
-                error_chain(&e)
+                crate::diag::error_chain(&e)
             ),
         }
     }
@@ -476,19 +476,6 @@ pub(super) fn prune(ebpf: &mut Ebpf, w: &mut PayloadWatch) -> Vec<u64> {
         false
     });
     gone
-}
-
-/// An error with its sources, "a: b: c" (aya's syscall errors keep the
-/// errno in the source).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
