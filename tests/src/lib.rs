@@ -199,6 +199,27 @@ impl Tracer {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// Ask for the statistics line (SIGUSR1) and return it once written
+    /// (waits at most 3 s): `tracer: stats: ...`, with the caches' sizes.
+    pub fn stats(&self) -> Option<String> {
+        let count = |text: &str| text.matches("tracer: stats:").count();
+        let before = count(&std::fs::read_to_string(&self.stderr).unwrap_or_default());
+        // SAFETY: plain kill(2) on our own child.
+        unsafe { libc::kill(self.pid() as i32, libc::SIGUSR1) };
+        for _ in 0..60 {
+            std::thread::sleep(Duration::from_millis(50));
+            let stderr = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+            if count(&stderr) > before {
+                return stderr
+                    .lines()
+                    .rev()
+                    .find(|l| l.contains("tracer: stats:"))
+                    .map(str::to_string);
+            }
+        }
+        None
+    }
+
     /// SIGINT, wait (at most 30 s), read every line. Each line must be JSON.
     pub fn stop(self) -> Stopped {
         let output = self.output.clone();

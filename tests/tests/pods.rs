@@ -280,18 +280,11 @@ fn a_pods_proxy_verdict_holds_and_its_message_names_the_pod() {
     }
 }
 
-/// The number in the last `pods' containers N` of the tracer's SIGUSR1
-/// statistics, after asking for them.
+/// The number in `pods' containers N` of the tracer's statistics line.
 fn pods_remembered(tracer: &Tracer) -> Option<usize> {
-    // SAFETY: plain kill(2) on our own child.
-    unsafe { libc::kill(tracer.pid() as i32, libc::SIGUSR1) };
-    std::thread::sleep(Duration::from_millis(300));
-    let stderr = std::fs::read_to_string(&tracer.stderr).unwrap_or_default();
-    let line = stderr
-        .lines()
-        .rev()
-        .find(|l| l.contains("pods' containers"))?;
-    line.split("pods' containers ")
+    tracer
+        .stats()?
+        .split("pods' containers ")
         .nth(1)?
         .split(',')
         .next()?

@@ -167,3 +167,59 @@ fn curls_through_a_dead_proxy_during_a_storm_keep_their_verdict() {
         "{via} of {CURLS} judged via: true; e.g. {others:#?}"
     );
 }
+
+/// `process cache N (M unannounced)` from the tracer's SIGUSR1 statistics.
+fn cache_sizes(tracer: &Tracer) -> Option<(usize, usize)> {
+    let line = tracer.stats()?;
+    let rest = line.split("process cache ").nth(1)?;
+    let (cached, rest) = rest.split_once(" (")?;
+    let (unannounced, _) = rest.split_once(" unannounced")?;
+    Some((cached.parse().ok()?, unannounced.parse().ok()?))
+}
+
+/// Processes running before the tracer with proxy variables are adopted
+/// at start (read from /proc, their proxies watched), but the kernel never
+/// announced them, so it sends no exit record for them either: without a
+/// check of their own they stayed in the process cache, with their mount
+/// namespaces in the resolver, until their pid was reused. They must be
+/// forgotten within a few ticks of exiting.
+#[test]
+fn processes_adopted_at_start_are_forgotten_when_they_exit() {
+    const RESIDENTS: usize = 40;
+    let proxy = format!("http://127.0.0.1:{}", closed_port());
+    let mut residents: Vec<_> = (0..RESIDENTS)
+        .map(|_| {
+            Command::new("sleep")
+                .arg("120")
+                .env("HTTPS_PROXY", &proxy)
+                .stdin(Stdio::null())
+                .spawn()
+                .expect("sleep")
+        })
+        .collect();
+    let tracer = Tracer::start(&[]);
+    let (cached, unannounced) = cache_sizes(&tracer).expect("stats line");
+    assert!(
+        unannounced >= RESIDENTS && cached >= RESIDENTS,
+        "{RESIDENTS} residents not adopted: cache {cached}, unannounced {unannounced}"
+    );
+    for child in &mut residents {
+        terminate(child, Duration::from_secs(2));
+    }
+    // The audit checks 64 a tick, then the 5 s grace and a sweep tick.
+    let mut last = (cached, unannounced);
+    for _ in 0..30 {
+        std::thread::sleep(Duration::from_millis(500));
+        last = cache_sizes(&tracer).expect("stats line");
+        if last.0 + RESIDENTS <= cached && last.1 + RESIDENTS <= unannounced {
+            break;
+        }
+    }
+    let stopped = tracer.stop();
+    assert!(
+        last.0 + RESIDENTS <= cached && last.1 + RESIDENTS <= unannounced,
+        "exited residents still cached 15 s later: before {:?}, now {last:?}\n{}",
+        (cached, unannounced),
+        stopped.stderr
+    );
+}

@@ -86,6 +86,7 @@ fn read_proc_keeping(
     let mut info = ProcInfo::default();
     if let Ok(process) = procfs::process::Process::new_with_root(dir.clone()) {
         if let Ok(stat) = process.stat() {
+            // Also what `audit` compares against (`start_time`).
             info.start_time = Some(stat.starttime);
             info.ppid = u32::try_from(stat.ppid).ok();
         }
@@ -121,6 +122,13 @@ fn on_the_node(mut groups: Vec<procfs::ProcessCGroup>) -> Vec<procfs::ProcessCGr
         }
     }
     groups
+}
+
+/// The start time (clock ticks since boot) of the process `pid` is now,
+/// if any: with the pid, what tells a process from a later one reusing it.
+fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
+    let process = procfs::process::Process::new_with_root(proc_root.join(pid.to_string())).ok()?;
+    process.stat().ok().map(|stat| stat.starttime)
 }
 
 /// "mnt:[4026531841]" -> 4026531841.
@@ -242,6 +250,12 @@ pub struct ProcCache {
     namespaces: foldhash::HashMap<u64, u32>,
     /// Namespaces whose count dropped to zero since `take_gone_namespaces`.
     gone_namespaces: Vec<u64>,
+    /// Pids read without a kernel announcement (`get` on a miss: adopted
+    /// at start, or an announcement lost to a full ring), with the start
+    /// time read then. The kernel sends an exit record only for a process
+    /// it announced, so nothing else would ever tell the cache these are
+    /// gone: `audit` checks a few of them on every tick.
+    unannounced: std::collections::VecDeque<(u32, Option<u64>)>,
 }
 
 /// The snapshot of a pid's current image, and of the one before.
@@ -277,6 +291,7 @@ impl ProcCache {
             pods: None,
             namespaces: foldhash::HashMap::default(),
             gone_namespaces: Vec::new(),
+            unannounced: std::collections::VecDeque::new(),
         }
     }
 
@@ -332,7 +347,42 @@ impl ProcCache {
             return Arc::clone(&e.current);
         }
         let info = read_proc_keeping(&self.proc_root, pid, None, self.args);
+        self.unannounced.push_back((pid, info.start_time));
         self.insert(pid, info, 0, None)
+    }
+
+    /// Check up to `budget` of the processes read without an announcement
+    /// (`unannounced`), oldest first: one that is gone (its /proc entry
+    /// missing, or its pid now another process, told by the start time) is
+    /// handled as if the kernel had said it exited; one still running goes
+    /// to the back. An entry the kernel has announced since (its snapshot
+    /// replaced by `refresh`) is the kernel's to report and leaves the
+    /// queue. Bounded work per call: at most `budget` reads of
+    /// /proc/<pid>/stat.
+    pub fn audit(&mut self, now: std::time::Instant, budget: usize) {
+        for _ in 0..budget.min(self.unannounced.len()) {
+            let Some((pid, start)) = self.unannounced.pop_front() else {
+                break;
+            };
+            let same = self
+                .entries
+                .get(&pid)
+                .is_some_and(|e| e.current.start_time == start && e.since_ns == 0);
+            if !same {
+                continue;
+            }
+            let running = start.is_some() && start_time(&self.proc_root, pid) == start;
+            if running {
+                self.unannounced.push_back((pid, start));
+            } else {
+                self.exited(pid, now);
+            }
+        }
+    }
+
+    /// Processes read without an announcement and still checked by `audit`.
+    pub fn unannounced(&self) -> usize {
+        self.unannounced.len()
     }
 
     /// The kernel says `pid` exited: forget it after `EXIT_GRACE`.
@@ -429,6 +479,7 @@ impl ProcCache {
         }
         if self.entries.len() >= MAX_ENTRIES {
             self.entries.clear();
+            self.unannounced.clear();
             // Starting over: every namespace counted so far is let go (the
             // ones still in use are read again with their processes).
             self.gone_namespaces
@@ -541,6 +592,47 @@ mod tests {
         let info = read_proc(Path::new("/proc"), std::process::id(), Some(&kernel));
         let env = info.proxy_env().expect("read");
         assert_eq!(env.get("http_proxy"), Some("http://127.0.0.1:8"));
+    }
+
+    #[test]
+    fn processes_never_announced_are_found_gone_by_the_audit() {
+        let mut cache = ProcCache::new(PathBuf::from("/proc"));
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        let me = std::process::id();
+        let _ = cache.get(pid, 0);
+        let _ = cache.get(me, 0);
+        assert_eq!(cache.unannounced(), 2);
+        let t0 = std::time::Instant::now();
+        // Both alive: kept, still audited.
+        cache.audit(t0, 64);
+        assert_eq!(cache.unannounced(), 2);
+        assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        // A budget of one reaches the child only on the second call.
+        cache.audit(t0, 1);
+        cache.audit(t0, 1);
+        assert_eq!(cache.unannounced(), 1, "the gone child leaves the audit");
+        let evicted = cache.sweep(t0 + EXIT_GRACE);
+        assert_eq!(evicted.iter().map(|(p, _)| *p).collect::<Vec<_>>(), [pid]);
+        assert_eq!(cache.len(), 1);
+        // Announced by the kernel since: the kernel reports its exit, the
+        // audit lets it go without reading /proc.
+        cache.refresh(
+            me,
+            7,
+            &KernelEnv {
+                entries: Vec::new(),
+                flags: envcap::COMPLETE,
+            },
+        );
+        cache.audit(t0, 64);
+        assert_eq!(cache.unannounced(), 0);
+        assert_eq!(cache.len(), 1);
     }
 
     #[test]

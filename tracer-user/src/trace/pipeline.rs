@@ -152,6 +152,11 @@ fn pod_namer(args: &TraceArgs) -> PodNamer {
 /// Cgroups remembered as unwatchable before the set starts over.
 const MAX_UNWATCHABLE: usize = 4096;
 
+/// Processes read without a kernel announcement checked for liveness per
+/// sweep (`ProcCache::audit`), i.e. per 1 s tick: at most this many reads
+/// of /proc/<pid>/stat a second (about 20 µs each here).
+const AUDIT_PER_TICK: usize = 64;
+
 /// Size of the EVENTS ring buffer (tracer-ebpf/src/maps.rs), for the fill
 /// ratio.
 const EVENTS_RING_BYTES: f64 = (8 * 1024 * 1024) as f64;
@@ -610,7 +615,11 @@ impl Pipeline {
         for lookup in &unanswered {
             self.write_lookup(lookup);
         }
-        for (pid, snapshot) in self.procs.sweep(std::time::Instant::now()) {
+        let now = std::time::Instant::now();
+        // Processes the kernel never announced get no exit record: a few
+        // are checked per tick (300 residents are all seen within 5 s).
+        self.procs.audit(now, AUDIT_PER_TICK);
+        for (pid, snapshot) in self.procs.sweep(now) {
             self.endpoints.forget(pid, &snapshot);
             self.writer.forget(pid, &snapshot);
         }
@@ -623,8 +632,9 @@ impl Pipeline {
     /// Cache sizes, for `SIGUSR1` and the shutdown summary.
     pub fn stats(&self) -> String {
         let mut out = format!(
-            "process cache {}, pods' containers {}, proxy choices {}, escaped fragments {}, resolver names {} in {} namespaces, held for a proxy's answer {}",
+            "process cache {} ({} unannounced), pods' containers {}, proxy choices {}, escaped fragments {}, resolver names {} in {} namespaces, held for a proxy's answer {}",
             self.procs.len(),
+            self.procs.unannounced(),
             self.procs.pods(),
             self.endpoints.len(),
             self.writer.cached(),
