@@ -406,14 +406,16 @@ impl Event {
 /// named like a proxy variable are copied: no other variable leaves the
 /// kernel.
 ///
-/// Layout (4224 bytes, align 8):
+/// Layout (4232 bytes, align 8):
 /// ```text
 ///   0 kind       u32   kind::PROCESS
 ///   4 env_len    u32   bytes of `env` in use
 ///   8 conn       Conn  pid_tgid and comm set, the rest zero (112 bytes)
 /// 120 env_flags  u32   see `envcap`
 /// 124 env_steps  u32   reads the walk took (diagnostics)
-/// 128 env        [u8; ENV_CAP + ENV_ENTRY_MAX]  "KEY=VALUE\0KEY=VALUE\0"
+/// 128 mnt_ns     u32   inode of its mount namespace, 0 when unread
+/// 132 _pad       u32
+/// 136 env        [u8; ENV_CAP + ENV_ENTRY_MAX]  "KEY=VALUE\0KEY=VALUE\0"
 /// ```
 /// It starts like a `ConnEvent`, so a reader can look at `kind` first.
 #[repr(C)]
@@ -424,6 +426,12 @@ pub struct ProcEvent {
     pub conn: Conn,
     pub env_flags: u32,
     pub env_steps: u32,
+    /// Its mount namespace (`task->nsproxy->mnt_ns->ns.inum`, what
+    /// /proc/<pid>/ns/mnt names), read with the environment: the view of
+    /// /etc/hosts its proxy's name is resolved in, known even when the
+    /// process is gone before userspace reads /proc.
+    pub mnt_ns: u32,
+    pub _pad: u32,
     pub env: [u8; ENV_CAP + ENV_ENTRY_MAX],
 }
 
@@ -471,6 +479,11 @@ pub struct KernelOffsets {
     /// count of live threads, 0 once the last one is exiting.
     pub task_signal: u32,
     pub signal_live: u32,
+    /// `struct task_struct::nsproxy`, `struct nsproxy::mnt_ns`, and the
+    /// inode number in `struct mnt_namespace` (`ns.inum`).
+    pub task_nsproxy: u32,
+    pub nsproxy_mnt_ns: u32,
+    pub mnt_ns_inum: u32,
 }
 
 /// Bytes of a DNS message a `DnsEvent` carries at most. A classic UDP
@@ -570,8 +583,8 @@ mod tests {
         assert_eq!(offset_of!(Event, conn), 8);
         assert_eq!(offset_of!(Event, path), 120);
         assert_eq!(size_of::<Inflight>(), 240);
-        assert_eq!(size_of::<KernelOffsets>(), 48);
-        assert_eq!(size_of::<ProcEvent>(), 4224);
+        assert_eq!(size_of::<KernelOffsets>(), 60);
+        assert_eq!(size_of::<ProcEvent>(), 4232);
         assert_eq!(align_of::<ProcEvent>(), 8);
         // ProcEvent starts like a ConnEvent.
         assert_eq!(offset_of!(ProcEvent, conn), offset_of!(ConnEvent, conn));
@@ -579,7 +592,8 @@ mod tests {
             offset_of!(ProcEvent, env_len),
             offset_of!(ConnEvent, path_len)
         );
-        assert_eq!(offset_of!(ProcEvent, env), 128);
+        assert_eq!(offset_of!(ProcEvent, mnt_ns), 128);
+        assert_eq!(offset_of!(ProcEvent, env), 136);
         assert_eq!(size_of::<DnsSock>(), 40);
         assert_eq!(size_of::<DnsEvent>(), 1160);
         assert_eq!(align_of::<DnsEvent>(), 8);

@@ -39,6 +39,9 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     mm_env_end: 0,
     task_signal: 0,
     signal_live: 0,
+    task_nsproxy: 0,
+    nsproxy_mnt_ns: 0,
+    mnt_ns_inum: 0,
 };
 
 // `read_volatile` keeps LLVM from folding the placeholder values above into

@@ -176,6 +176,9 @@ pub struct KernelEnv {
     pub entries: Vec<u8>,
     /// `tracer_common::envcap` bits.
     pub flags: u32,
+    /// The process's mount namespace at that connect (`ProcEvent::mnt_ns`),
+    /// None when the kernel could not read it.
+    pub mnt_ns: Option<u64>,
 }
 
 impl KernelEnv {
@@ -294,6 +297,7 @@ fn kernel_env_of(bytes: &[u8]) -> Result<KernelEnv, DecodeError> {
     Ok(KernelEnv {
         entries: ev.env[..len].to_vec(),
         flags: ev.env_flags,
+        mnt_ns: (ev.mnt_ns != 0).then_some(u64::from(ev.mnt_ns)),
     })
 }
 
@@ -733,6 +737,8 @@ mod tests {
             conn: Conn::zeroed(),
             env_flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
             env_steps: 3,
+            mnt_ns: 4026531841,
+            _pad: 0,
             env: [0; tracer_common::ENV_CAP + tracer_common::ENV_ENTRY_MAX],
         };
         ev.conn.pid_tgid = (4242u64 << 32) | 4243;
@@ -750,6 +756,7 @@ mod tests {
             panic!("not a process record");
         };
         assert_eq!(pid, 4242);
+        assert_eq!(env.mnt_ns, Some(4026531841));
         assert_eq!(env.entries, entries.to_vec());
         assert!(env.is_complete());
         assert_eq!(env.shortfall(), None);

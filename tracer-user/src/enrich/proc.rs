@@ -99,7 +99,10 @@ fn read_proc_keeping(
             .ok()
             .map(|groups| cgroup_info(&on_the_node(groups.0)));
     }
-    info.mnt_ns = mount_namespace(&dir);
+    // /proc's namespace is the one the resolver will reach through the
+    // process's root; the kernel's (read at its connect) serves a process
+    // already gone, a zombie without namespaces.
+    info.mnt_ns = mount_namespace(&dir).or(kernel_env.and_then(|k| k.mnt_ns));
     info.env = Some(environment(&dir, kernel_env));
     info
 }
@@ -132,7 +135,7 @@ fn start_time(proc_root: &Path, pid: u32) -> Option<u64> {
 }
 
 /// "mnt:[4026531841]" -> 4026531841.
-fn mount_namespace(dir: &Path) -> Option<u64> {
+pub(crate) fn mount_namespace(dir: &Path) -> Option<u64> {
     let link = std::fs::read_link(dir.join("ns/mnt")).ok()?;
     let text = link.to_str()?;
     text.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
@@ -526,6 +529,7 @@ mod tests {
         let env = KernelEnv {
             entries: b"HTTPS_PROXY=http://127.0.0.1:1\0".to_vec(),
             flags: envcap::COMPLETE,
+            mnt_ns: None,
         };
         let mut cache = ProcCache::new(PathBuf::from("/proc"));
         let old = cache.refresh(me, 1_000, &env);
@@ -553,6 +557,7 @@ mod tests {
         let kernel = KernelEnv {
             entries: b"HTTPS_PROXY=http://u:secret@127.0.0.1:9\0".to_vec(),
             flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
+            mnt_ns: None,
         };
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&kernel));
         let env = info.proxy_env().expect("the kernel's read");
@@ -569,6 +574,7 @@ mod tests {
         let nothing = KernelEnv {
             entries: Vec::new(),
             flags: envcap::FAULT,
+            mnt_ns: None,
         };
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&nothing));
         match info.env {
@@ -588,6 +594,7 @@ mod tests {
         let kernel = KernelEnv {
             entries: b"http_proxy=http://127.0.0.1:8\0".to_vec(),
             flags: envcap::COMPLETE,
+            mnt_ns: None,
         };
         let info = read_proc(Path::new("/proc"), std::process::id(), Some(&kernel));
         let env = info.proxy_env().expect("read");
@@ -628,6 +635,7 @@ mod tests {
             &KernelEnv {
                 entries: Vec::new(),
                 flags: envcap::COMPLETE,
+                mnt_ns: None,
             },
         );
         cache.audit(t0, 64);
@@ -656,6 +664,7 @@ mod tests {
             &KernelEnv {
                 entries: Vec::new(),
                 flags: envcap::COMPLETE,
+                mnt_ns: None,
             },
         );
         assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());

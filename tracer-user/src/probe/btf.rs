@@ -253,6 +253,10 @@ impl Btf {
             mm_env_end: self.member_offset("mm_struct", "env_end")?,
             task_signal: self.member_offset("task_struct", "signal")?,
             signal_live: self.member_offset("signal_struct", "live")?,
+            task_nsproxy: self.member_offset("task_struct", "nsproxy")?,
+            nsproxy_mnt_ns: self.member_offset("nsproxy", "mnt_ns")?,
+            mnt_ns_inum: self.member_offset("mnt_namespace", "ns")?
+                + self.member_offset("ns_common", "inum")?,
         })
     }
 }
@@ -325,6 +329,8 @@ mod tests {
         assert!(off.sock_skc_v6_rcv_saddr > 16);
         // env_end follows env_start (both unsigned long) in mm_struct.
         assert_eq!(off.mm_env_end, off.mm_env_start + 8);
-        assert!(off.task_mm > 0 && off.task_signal > 0);
+        assert!(off.task_mm > 0 && off.task_signal > 0 && off.task_nsproxy > 0);
+        // nsproxy starts with its count, then the uts namespace pointer.
+        assert!(off.nsproxy_mnt_ns >= 16, "{}", off.nsproxy_mnt_ns);
     }
 }

@@ -686,6 +686,7 @@ fn root_of(pid: u32, proc: &ProcInfo) -> Root {
     Root {
         pid: Some(pid),
         mnt_ns: proc.mnt_ns,
+        parent: proc.ppid,
     }
 }
 

@@ -341,10 +341,7 @@ mod tests {
             &endpoints,
             Some(&unit),
             &mut resolver,
-            Root {
-                pid: None,
-                mnt_ns: None,
-            },
+            Root::HOST,
         )
         .expect("a verdict");
         let drift = verdict.drift.as_ref().expect("drift");

@@ -74,6 +74,9 @@ pub struct Root {
     pub pid: Option<u32>,
     /// Its mount namespace inode; None: the host's view.
     pub mnt_ns: Option<u64>,
+    /// Its parent, where the namespace's root is looked for when `pid` is
+    /// already gone (`open_view`).
+    pub parent: Option<u32>,
 }
 
 impl Root {
@@ -81,6 +84,7 @@ impl Root {
     pub const HOST: Root = Root {
         pid: None,
         mnt_ns: None,
+        parent: None,
     };
 }
 
@@ -95,6 +99,10 @@ pub enum Unresolved {
     QueueFull,
     /// DNS failed temporarily (EAI_AGAIN), e.g. no server answered.
     TemporaryFailure,
+    /// The process exited before its root could be opened, and no answer
+    /// for its mount namespace is known yet: its own view of names cannot
+    /// be read through it. The next process of that namespace asks again.
+    ProcessGone,
 }
 
 impl Unresolved {
@@ -106,6 +114,9 @@ impl Unresolved {
             }
             Self::QueueFull => "the tracer's lookup queue is full (DNS is slow or dead)",
             Self::TemporaryFailure => "DNS failed temporarily for its host name",
+            Self::ProcessGone => {
+                "the process exited before its own /etc/hosts could be read to resolve its host name"
+            }
         }
     }
 }
@@ -148,6 +159,18 @@ enum Entry {
 struct Request {
     name: String,
     root: Root,
+    /// The root directory of `root.pid`, opened when the request was made
+    /// (see `Resolver::ask`); None: the host's view.
+    dir: Option<NodeRoot>,
+}
+
+/// What became of a request to the workers.
+enum Asked {
+    Sent,
+    /// The queue was full.
+    Full,
+    /// The process whose view was asked for is gone (see `Resolver::ask`).
+    Gone,
 }
 
 struct Reply {
@@ -279,7 +302,7 @@ impl Resolver {
             State::Ready => {}
             State::Refresh => {
                 // Serve the old answer while a new one is fetched.
-                if self.ask(key, root) {
+                if let Asked::Sent = self.ask(key, root) {
                     if let Some(Entry::Ready { refreshing, .. }) = self.entry_mut(key, root) {
                         *refreshing = true;
                     }
@@ -294,17 +317,17 @@ impl Resolver {
             }
             State::Failed(why) => return Answer::Unknown(why),
             State::Ask => {
-                let entry = if self.ask(key, root) {
-                    Entry::Pending { since: now }
-                } else {
-                    Entry::Failed {
-                        at: now,
-                        why: Unresolved::QueueFull,
-                    }
-                };
-                let why = match entry {
-                    Entry::Pending { .. } => Unresolved::InProgress,
-                    _ => Unresolved::QueueFull,
+                let (entry, why) = match self.ask(key, root) {
+                    Asked::Sent => (Entry::Pending { since: now }, Unresolved::InProgress),
+                    Asked::Full => (
+                        Entry::Failed {
+                            at: now,
+                            why: Unresolved::QueueFull,
+                        },
+                        Unresolved::QueueFull,
+                    ),
+                    // Nothing is stored: the namespace's next process asks.
+                    Asked::Gone => return Answer::Unknown(Unresolved::ProcessGone),
                 };
                 self.store(key, root, entry);
                 return Answer::Unknown(why);
@@ -346,26 +369,48 @@ impl Resolver {
         let _ = self.lookup(name, root);
     }
 
-    /// Queue a lookup; false when the queue is full.
-    fn ask(&mut self, name: &str, root: Root) -> bool {
+    /// Queue a lookup.
+    ///
+    /// A namespace's view is read through the root of the process that
+    /// asked, and that root is opened here, now: the announcement that
+    /// asks is handled while the process is usually still alive, but a
+    /// short-lived client is often gone by the time a worker gets to the
+    /// request (300 started at once: most of them). The open handle keeps
+    /// reaching the namespace's files for as long as the namespace lives.
+    /// Opening follows the procfs magic link only and asks nothing of the
+    /// process's file system (`NodeRoot::of_process`), so it cannot hang
+    /// the caller. A process already gone yields `Asked::Gone`, never the
+    /// host's view in its place: the host's /etc/hosts is not the
+    /// container's, and an answer from it would be cached for the whole
+    /// namespace (a name only the container's hosts file knows came back
+    /// "not found", and every later client was judged not to use its
+    /// proxy).
+    fn ask(&mut self, name: &str, root: Root) -> Asked {
         // An answer is cached per namespace; without one it is the host's
-        // view, so ask as the host (a process whose namespace could not be
-        // read is gone, and its root with it).
+        // view, so ask as the host.
         let root = Root {
             pid: root.pid.filter(|_| root.mnt_ns.is_some()),
             ..root
         };
+        let dir = match root.pid {
+            Some(pid) => match open_view(Path::new("/proc"), pid, root) {
+                Some(dir) => Some(dir),
+                None => return Asked::Gone,
+            },
+            None => None,
+        };
         let request = Request {
             name: name.to_string(),
             root,
+            dir,
         };
         match self.requests.try_send(request) {
             Ok(()) => {
                 self.outstanding += 1;
                 self.last_ask = Some(Instant::now());
-                true
+                Asked::Sent
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Asked::Full,
         }
     }
 
@@ -430,6 +475,34 @@ impl Resolver {
     }
 }
 
+/// The root of `pid`, or, that process being gone (a zombie has no root
+/// any more), of its closest ancestor still in the same mount namespace
+/// (`root.mnt_ns`; from the kernel's read when /proc no longer shows it):
+/// the shell or `xargs` that started a short-lived client, a container's
+/// init. At most `ANCESTORS` generations, each a few reads of procfs,
+/// which cannot hang. None when no process of that namespace is found.
+fn open_view(proc_root: &Path, pid: u32, root: Root) -> Option<NodeRoot> {
+    const ANCESTORS: usize = 4;
+    if let Ok(dir) = NodeRoot::of_process(proc_root, pid, &PROCESS_FILES) {
+        return Some(dir);
+    }
+    let mut candidate = root.parent;
+    for _ in 0..ANCESTORS {
+        let ancestor = candidate.filter(|&p| p > 0)?;
+        let dir = proc_root.join(ancestor.to_string());
+        if crate::enrich::proc::mount_namespace(&dir) == root.mnt_ns {
+            if let Ok(view) = NodeRoot::of_process(proc_root, ancestor, &PROCESS_FILES) {
+                return Some(view);
+            }
+        }
+        candidate = procfs::process::Process::new_with_root(dir)
+            .and_then(|p| p.stat())
+            .ok()
+            .and_then(|stat| u32::try_from(stat.ppid).ok());
+    }
+    None
+}
+
 enum State {
     Ready,
     Refresh,
@@ -454,36 +527,34 @@ fn work(
             Ok(rx) => rx.recv(),
             Err(_) => return,
         };
-        let Ok(Request { name, root }) = request else {
+        let Ok(Request { name, root, dir }) = request else {
             return;
         };
         if host.is_none() {
             host = NodeRoot::open(host_root, &HOST_CONFIG).ok();
         }
-        let result = resolve_blocking(&name, root, host.as_ref(), lookup);
+        let result = resolve_blocking(&name, dir.as_ref(), host.as_ref(), lookup);
         if answer.send(Reply { name, root, result }).is_err() {
             return;
         }
     }
 }
 
-/// The process's hosts file, else the host's, then the lookup.
+/// The process's hosts file (under `dir`, its root), else the host's,
+/// then the lookup.
 fn resolve_blocking(
     name: &str,
-    root: Root,
+    dir: Option<&NodeRoot>,
     host: Option<&NodeRoot>,
     lookup: &(dyn Fn(&str) -> LookupResult + Send + Sync),
 ) -> LookupResult {
     // The process's file is read inside its own root, so its absolute
     // symlinks and its mounts are the ones it sees, and never parks this
     // worker: a FIFO or device there is refused, a hung file system is
-    // given up after `PROCESS_FILES`' deadline. A process that is gone (or
-    // a root we may not enter, or a file that cannot be read) leaves the
-    // host's file, which is also what processes in the host's namespace see.
-    let text = root
-        .pid
-        .and_then(|pid| NodeRoot::of_process(Path::new("/proc"), pid, &PROCESS_FILES).ok())
-        .and_then(|root| read_hosts_file(&root))
+    // given up after `PROCESS_FILES`' deadline. A root without a readable
+    // hosts file leaves the host's file.
+    let text = dir
+        .and_then(read_hosts_file)
         .or_else(|| host.and_then(read_hosts_file));
     if let Some(addrs) = text.and_then(|t| parse_hosts(&t).remove(name)) {
         if !addrs.is_empty() {
@@ -685,6 +756,7 @@ fe80::1%eth0 zoned.example
         let me = Root {
             pid: Some(std::process::id()),
             mnt_ns: Some(1),
+            parent: None,
         };
         let mine = settled(&mut r, "localhost", me).expect("answer");
         assert!(!mine.contains(&v4(10, 9, 9, 9)), "{mine:?}");
@@ -791,8 +863,10 @@ fe80::1%eth0 zoned.example
         let in_ns = |pid: u32, ns: u64| Root {
             pid: Some(pid),
             mnt_ns: Some(ns),
+            parent: None,
         };
-        assert!(settled(&mut r, "proxy.example", in_ns(99_999_990, 7)).is_ok());
+        let me = std::process::id();
+        assert!(settled(&mut r, "proxy.example", in_ns(me, 7)).is_ok());
         for pid in 0..1000 {
             assert!(matches!(
                 r.lookup("proxy.example", in_ns(99_000_000 + pid, 7)),
@@ -801,7 +875,7 @@ fe80::1%eth0 zoned.example
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one lookup per namespace");
         assert_eq!((r.names(), r.namespaces()), (1, 1));
-        assert!(settled(&mut r, "proxy.example", in_ns(99_999_991, 8)).is_ok());
+        assert!(settled(&mut r, "proxy.example", in_ns(me, 8)).is_ok());
         assert_eq!((r.names(), r.namespaces()), (2, 2));
         r.forget_namespace(7);
         assert_eq!((r.names(), r.namespaces()), (1, 1));
@@ -821,6 +895,82 @@ fe80::1%eth0 zoned.example
             assert!(r.names() <= MAX_NAMES);
         }
         std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A short-lived client's view of names: its root is opened when its
+    /// name is asked, so the answer comes from its own hosts file even when
+    /// it has exited before a worker reads it; one already gone when asked
+    /// leaves no answer for its namespace (never the host's in its place),
+    /// and the namespace's next process asks again.
+    #[test]
+    fn a_namespace_is_read_through_the_root_of_the_process_that_asked() {
+        // Ours is "/", whose /etc/hosts has localhost; the host root's
+        // file has another answer for it.
+        let root = root_with_hosts("10.9.9.9 localhost\n");
+        let (lookup, calls) = counting_lookup(LookupResult::NotFound, Duration::from_millis(300));
+        let mut r = Resolver::with_lookup(&root, lookup);
+        let in_ns = |pid: u32, ns: u64| Root {
+            pid: Some(pid),
+            mnt_ns: Some(ns),
+            parent: None,
+        };
+        assert!(matches!(
+            r.lookup("localhost", in_ns(99_999_990, 9)),
+            Answer::Unknown(Unresolved::ProcessGone)
+        ));
+        assert_eq!((r.names(), calls.load(Ordering::SeqCst)), (0, 0));
+        // Both workers busy for 300 ms, so the client below is gone before
+        // its request is read.
+        r.prefetch("busy-1.example", Root::HOST);
+        r.prefetch("busy-2.example", Root::HOST);
+        let mut client = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        assert!(matches!(
+            r.lookup("localhost", in_ns(client.id(), 9)),
+            Answer::Unknown(Unresolved::InProgress)
+        ));
+        client.kill().expect("kill");
+        client.wait().expect("reap");
+        let answer = settled(&mut r, "localhost", in_ns(99_999_990, 9)).expect("answer");
+        assert!(!answer.contains(&v4(10, 9, 9, 9)), "{answer:?}");
+        assert!(answer.iter().any(IpAddr::is_loopback), "{answer:?}");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A client gone before its name was asked is stood in for by its
+    /// closest ancestor in the same mount namespace; never by one in
+    /// another namespace.
+    #[test]
+    fn a_gone_client_is_stood_in_for_by_an_ancestor_in_its_namespace() {
+        let me = std::process::id();
+        let ns = crate::enrich::proc::mount_namespace(Path::new(&format!("/proc/{me}")));
+        let gone = |parent: u32, mnt_ns: Option<u64>| Root {
+            pid: Some(99_999_990),
+            mnt_ns,
+            parent: Some(parent),
+        };
+        let proc_root = Path::new("/proc");
+        assert!(open_view(proc_root, 99_999_990, gone(me, ns)).is_some());
+        // A parent in a mount namespace of its own (`unshare -m`) is
+        // passed over for its own parent, us.
+        let mut child = std::process::Command::new("unshare")
+            .args(["-m", "sleep", "30"])
+            .spawn()
+            .expect("unshare");
+        let child_dir = std::path::PathBuf::from(format!("/proc/{}", child.id()));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while crate::enrich::proc::mount_namespace(&child_dir) == ns && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_ne!(crate::enrich::proc::mount_namespace(&child_dir), ns);
+        assert!(open_view(proc_root, 99_999_990, gone(child.id(), ns)).is_some());
+        child.kill().expect("kill");
+        child.wait().expect("reap");
+        // Another namespace's process is no stand-in.
+        assert!(open_view(proc_root, 99_999_990, gone(me, Some(1))).is_none());
+        assert!(open_view(proc_root, 99_999_990, gone(0, ns)).is_none());
     }
 
     #[test]
