@@ -414,7 +414,7 @@ impl Event {
 /// 120 env_flags  u32   see `envcap`
 /// 124 env_steps  u32   reads the walk took (diagnostics)
 /// 128 mnt_ns     u32   inode of its mount namespace, 0 when unread
-/// 132 _pad       u32
+/// 132 parent     u32   tgid of its parent, 0 when unread
 /// 136 env        [u8; ENV_CAP + ENV_ENTRY_MAX]  "KEY=VALUE\0KEY=VALUE\0"
 /// ```
 /// It starts like a `ConnEvent`, so a reader can look at `kind` first.
@@ -431,7 +431,10 @@ pub struct ProcEvent {
     /// /etc/hosts its proxy's name is resolved in, known even when the
     /// process is gone before userspace reads /proc.
     pub mnt_ns: u32,
-    pub _pad: u32,
+    /// Its parent's tgid (`task->real_parent->tgid`), read at the same
+    /// time: where a view of that namespace may still be reached once the
+    /// process itself is gone and reaped.
+    pub parent: u32,
     pub env: [u8; ENV_CAP + ENV_ENTRY_MAX],
 }
 
@@ -484,6 +487,9 @@ pub struct KernelOffsets {
     pub task_nsproxy: u32,
     pub nsproxy_mnt_ns: u32,
     pub mnt_ns_inum: u32,
+    /// `struct task_struct::real_parent` and `::tgid`.
+    pub task_real_parent: u32,
+    pub task_tgid: u32,
 }
 
 /// Bytes of a DNS message a `DnsEvent` carries at most. A classic UDP
@@ -583,7 +589,7 @@ mod tests {
         assert_eq!(offset_of!(Event, conn), 8);
         assert_eq!(offset_of!(Event, path), 120);
         assert_eq!(size_of::<Inflight>(), 240);
-        assert_eq!(size_of::<KernelOffsets>(), 60);
+        assert_eq!(size_of::<KernelOffsets>(), 68);
         assert_eq!(size_of::<ProcEvent>(), 4232);
         assert_eq!(align_of::<ProcEvent>(), 8);
         // ProcEvent starts like a ConnEvent.

@@ -42,6 +42,8 @@ static OFFSETS: KernelOffsets = KernelOffsets {
     task_nsproxy: 0,
     nsproxy_mnt_ns: 0,
     mnt_ns_inum: 0,
+    task_real_parent: 0,
+    task_tgid: 0,
 };
 
 // `read_volatile` keeps LLVM from folding the placeholder values above into

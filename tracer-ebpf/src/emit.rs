@@ -118,7 +118,7 @@ pub fn announce_process<C: EbpfContext>(
         (*ev).env_flags = 0;
         (*ev).env_steps = 0;
         (*ev).mnt_ns = 0;
-        (*ev)._pad = 0;
+        (*ev).parent = 0;
         (*ev).conn = Conn::zeroed();
         (*ev).conn.pid_tgid = pid_tgid;
         (*ev).conn.comm = *comm;
@@ -132,7 +132,7 @@ pub fn announce_process<C: EbpfContext>(
         // The head of each environment entry, including those that are
         // not proxy variables: on this program's own stack, never in
         // memory another program or userspace can see.
-        ev.mnt_ns = mount_namespace();
+        (ev.mnt_ns, ev.parent) = namespace_and_parent();
         let mut head = [0u8; environ::HEAD_LEN];
         environ::capture(ev, &mut head);
         if ev.env_flags & envcap::NO_ENV != 0 {
@@ -153,31 +153,44 @@ pub fn announce_process<C: EbpfContext>(
 }
 
 /// The inode of the current task's mount namespace
-/// (`current->nsproxy->mnt_ns->ns.inum`), 0 when it cannot be read. Read
-/// here because a short-lived client is often gone (a zombie without
-/// namespaces) by the time userspace reads /proc/<pid>/ns/mnt, and its
-/// proxy's name must be resolved in its own view of /etc/hosts.
+/// (`current->nsproxy->mnt_ns->ns.inum`) and its parent's tgid
+/// (`current->real_parent->tgid`), each 0 when it cannot be read. Read
+/// here because a short-lived client is often gone, and reaped, by the
+/// time userspace reads /proc/<pid>: its proxy's name must still be
+/// resolved in its own view of /etc/hosts, reached through a live process
+/// of that namespace (its parent, usually).
 #[inline(always)]
-fn mount_namespace() -> u32 {
+fn namespace_and_parent() -> (u32, u32) {
     let off = config::offsets();
-    if off.task_nsproxy == 0 || off.nsproxy_mnt_ns == 0 {
-        return 0;
-    }
     // SAFETY (all reads): bpf_probe_read_kernel copes with any address;
     // the offsets come from this kernel's BTF. A task in exit may have a
     // NULL nsproxy: checked.
     use aya_ebpf::helpers::bpf_probe_read_kernel as read_kernel;
     let read = |addr: u64| unsafe { read_kernel(addr as *const u64) }.unwrap_or(0);
+    let read_u32 = |addr: u64| unsafe { read_kernel(addr as *const u32) }.unwrap_or(0);
     let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    let parent = if off.task_real_parent != 0 && off.task_tgid != 0 {
+        let real_parent = read(task + u64::from(off.task_real_parent));
+        if real_parent == 0 {
+            0
+        } else {
+            read_u32(real_parent + u64::from(off.task_tgid))
+        }
+    } else {
+        0
+    };
+    if off.task_nsproxy == 0 || off.nsproxy_mnt_ns == 0 {
+        return (0, parent);
+    }
     let nsproxy = read(task + u64::from(off.task_nsproxy));
     if nsproxy == 0 {
-        return 0;
+        return (0, parent);
     }
     let mnt_ns = read(nsproxy + u64::from(off.nsproxy_mnt_ns));
     if mnt_ns == 0 {
-        return 0;
+        return (0, parent);
     }
-    unsafe { read_kernel((mnt_ns + u64::from(off.mnt_ns_inum)) as *const u32) }.unwrap_or(0)
+    (read_u32(mnt_ns + u64::from(off.mnt_ns_inum)), parent)
 }
 
 /// Tell userspace that an announced process is gone, so it can forget its

@@ -179,6 +179,8 @@ pub struct KernelEnv {
     /// The process's mount namespace at that connect (`ProcEvent::mnt_ns`),
     /// None when the kernel could not read it.
     pub mnt_ns: Option<u64>,
+    /// Its parent's tgid then (`ProcEvent::parent`).
+    pub parent: Option<u32>,
 }
 
 impl KernelEnv {
@@ -298,6 +300,7 @@ fn kernel_env_of(bytes: &[u8]) -> Result<KernelEnv, DecodeError> {
         entries: ev.env[..len].to_vec(),
         flags: ev.env_flags,
         mnt_ns: (ev.mnt_ns != 0).then_some(u64::from(ev.mnt_ns)),
+        parent: (ev.parent != 0).then_some(ev.parent),
     })
 }
 
@@ -738,7 +741,7 @@ mod tests {
             env_flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
             env_steps: 3,
             mnt_ns: 4026531841,
-            _pad: 0,
+            parent: 4241,
             env: [0; tracer_common::ENV_CAP + tracer_common::ENV_ENTRY_MAX],
         };
         ev.conn.pid_tgid = (4242u64 << 32) | 4243;
@@ -757,6 +760,7 @@ mod tests {
         };
         assert_eq!(pid, 4242);
         assert_eq!(env.mnt_ns, Some(4026531841));
+        assert_eq!(env.parent, Some(4241));
         assert_eq!(env.entries, entries.to_vec());
         assert!(env.is_complete());
         assert_eq!(env.shortfall(), None);

@@ -6,7 +6,7 @@
 //!   proxy, with `HTTPS_PROXY` naming it by that host name (a container);
 //! - 20,000 short-lived proxied clients (`busybox nc` under the name `nc`)
 //!   run in those cgroups and namespaces, dialling the dead proxy: one per
-//!   container, three windows of 1,000, then 13,700, then three windows
+//!   container, five windows of 1,000, then 9,700, then five windows
 //!   of 1,000, so the
 //!   tracer's CPU per event is measured at about 1,000 and at about 20,000
 //!   processes (see `window`: net of the tracer's idle rate, each window
@@ -52,16 +52,24 @@ const CGROUPS: usize = 300;
 const WINDOW: usize = 1_000;
 /// A round's phases: one client per container first (each new
 /// container's first client costs the tracer once: its namespace's name
-/// lookup, its cgroup's watch), three windows (about 1,000 processes
-/// seen), 13,700 clients, three windows at the end (about 20,000). The
-/// CPU per event at each point is the least of its windows (interference
-/// only ever adds), the median beside it.
-const PHASES: [(&str, usize); 8] = [
+/// lookup, its cgroup's watch), five windows (the first 1,000 to 5,000
+/// processes seen), 9,700 clients, five windows at the end (15,000 to
+/// 20,000). The CPU per event at each point is the least of its windows
+/// (interference only ever adds), the median beside it. Five, not three:
+/// a window's signal (1,000 clients, 100-150 ms of tracer CPU) is only
+/// about five times the idle work subtracted from it (the 1 s tick's
+/// sweep, 2-6 ms a second over a window of 10 s or more), whose own
+/// variation moved a point by up to 20% from one window to the next.
+const PHASES: [(&str, usize); 12] = [
     ("warm-up", CGROUPS),
     ("at 1,000", WINDOW),
     ("at 1,000", WINDOW),
     ("at 1,000", WINDOW),
-    ("middle", 14_000 - CGROUPS),
+    ("at 1,000", WINDOW),
+    ("at 1,000", WINDOW),
+    ("middle", 10_000 - CGROUPS),
+    ("at 20,000", WINDOW),
+    ("at 20,000", WINDOW),
     ("at 20,000", WINDOW),
     ("at 20,000", WINDOW),
     ("at 20,000", WINDOW),

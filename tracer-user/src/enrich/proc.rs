@@ -103,6 +103,8 @@ fn read_proc_keeping(
     // process's root; the kernel's (read at its connect) serves a process
     // already gone, a zombie without namespaces.
     info.mnt_ns = mount_namespace(&dir).or(kernel_env.and_then(|k| k.mnt_ns));
+    // Likewise its parent: a reaped process has no stat to read.
+    info.ppid = info.ppid.or(kernel_env.and_then(|k| k.parent));
     info.env = Some(environment(&dir, kernel_env));
     info
 }
@@ -530,6 +532,7 @@ mod tests {
             entries: b"HTTPS_PROXY=http://127.0.0.1:1\0".to_vec(),
             flags: envcap::COMPLETE,
             mnt_ns: None,
+            parent: None,
         };
         let mut cache = ProcCache::new(PathBuf::from("/proc"));
         let old = cache.refresh(me, 1_000, &env);
@@ -558,6 +561,7 @@ mod tests {
             entries: b"HTTPS_PROXY=http://u:secret@127.0.0.1:9\0".to_vec(),
             flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
             mnt_ns: None,
+            parent: None,
         };
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&kernel));
         let env = info.proxy_env().expect("the kernel's read");
@@ -575,6 +579,7 @@ mod tests {
             entries: Vec::new(),
             flags: envcap::FAULT,
             mnt_ns: None,
+            parent: None,
         };
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&nothing));
         match info.env {
@@ -595,6 +600,7 @@ mod tests {
             entries: b"http_proxy=http://127.0.0.1:8\0".to_vec(),
             flags: envcap::COMPLETE,
             mnt_ns: None,
+            parent: None,
         };
         let info = read_proc(Path::new("/proc"), std::process::id(), Some(&kernel));
         let env = info.proxy_env().expect("read");
@@ -636,6 +642,7 @@ mod tests {
                 entries: Vec::new(),
                 flags: envcap::COMPLETE,
                 mnt_ns: None,
+                parent: None,
             },
         );
         cache.audit(t0, 64);
@@ -665,6 +672,7 @@ mod tests {
                 entries: Vec::new(),
                 flags: envcap::COMPLETE,
                 mnt_ns: None,
+                parent: None,
             },
         );
         assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());

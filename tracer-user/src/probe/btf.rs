@@ -257,6 +257,8 @@ impl Btf {
             nsproxy_mnt_ns: self.member_offset("nsproxy", "mnt_ns")?,
             mnt_ns_inum: self.member_offset("mnt_namespace", "ns")?
                 + self.member_offset("ns_common", "inum")?,
+            task_real_parent: self.member_offset("task_struct", "real_parent")?,
+            task_tgid: self.member_offset("task_struct", "tgid")?,
         })
     }
 }
@@ -332,5 +334,6 @@ mod tests {
         assert!(off.task_mm > 0 && off.task_signal > 0 && off.task_nsproxy > 0);
         // nsproxy starts with its count, then the uts namespace pointer.
         assert!(off.nsproxy_mnt_ns >= 16, "{}", off.nsproxy_mnt_ns);
+        assert!(off.task_real_parent > off.task_tgid && off.task_tgid > 0);
     }
 }
