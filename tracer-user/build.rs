@@ -23,8 +23,13 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("tracer-ebpf has no directory"))?;
     // This crate's bench-only features, passed on to the eBPF build.
-    let features: Vec<&str> = [("CARGO_FEATURE_FLOOR", "floor"), ("CARGO_FEATURE_SKS", "sks")]
-        .into_iter()
+    let features: Vec<&str> = [
+        ("CARGO_FEATURE_FLOOR", "floor"),
+        ("CARGO_FEATURE_SKS", "sks"),
+        ("CARGO_FEATURE_SKS_KEEP", "sks-keep"),
+        ("CARGO_FEATURE_SKS_CONNS", "sks-conns"),
+    ]
+    .into_iter()
         .filter(|(var, _)| std::env::var_os(var).is_some())
         .map(|(_, feature)| feature)
         .collect();

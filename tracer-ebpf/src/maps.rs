@@ -61,7 +61,7 @@ pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, 0);
 /// size: sk storage grows with the sockets that have it (`max_entries` must
 /// be 0). Needs BTF (the kernel refuses the map without key and value type
 /// ids) and Linux 5.2 (5.11 for tracing programs).
-#[cfg(feature = "sks")]
+#[cfg(all(feature = "sks", not(feature = "sks-conns")))]
 #[aya_ebpf::macros::btf_map]
 pub static SK_CONNS: aya_ebpf::btf_maps::SkStorage<Conn> = aya_ebpf::btf_maps::SkStorage::new();
 

@@ -109,9 +109,9 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     if socket_is_nonblocking(sk) {
         conn.flags |= flags::NONBLOCK;
     }
-    #[cfg(feature = "sks")]
+    #[cfg(all(feature = "sks", not(feature = "sks-conns")))]
     track_in_storage(ctx, &mut conn);
-    #[cfg(not(feature = "sks"))]
+    #[cfg(not(all(feature = "sks", not(feature = "sks-conns"))))]
     track(ctx, sk, &conn);
 }
 
@@ -200,9 +200,10 @@ fn report_leftover(old: &mut Conn, now: u64) {
 
 /// The `sks` experiment (sock_state_sks.rs): the attempt goes into the
 /// socket's own storage, created with it in one helper call. A value that
-/// was already there is an earlier attempt on this socket: reported first,
-/// as `track` does.
-#[cfg(feature = "sks")]
+/// was already there is an earlier attempt on this socket: reported first
+/// unless it has its outcome (reported then, and kept with `sks-keep`), as
+/// `track` does.
+#[cfg(all(feature = "sks", not(feature = "sks-conns")))]
 #[inline(always)]
 fn track_in_storage(ctx: &SockAddrContext, conn: &mut Conn) {
     if proxies_known() {
@@ -223,7 +224,9 @@ fn track_in_storage(ctx: &SockAddrContext, conn: &mut Conn) {
     if slot.start_ns == start_ns {
         return;
     }
-    report_leftover(slot, start_ns);
+    if slot.outcome == outcome::NONE {
+        report_leftover(slot, start_ns);
+    }
     *slot = *conn;
 }
 

@@ -26,19 +26,22 @@
 //! reports it or the socket is freed (then it is lost): userspace cannot
 //! walk socket storage as it walks `CONNS` (probe::Probes::failed_early).
 
-use core::{
-    ffi::c_void,
-    ptr::{addr_of, null_mut, read_volatile},
-};
+use core::{ffi::c_void, ptr::read_volatile};
+#[cfg(not(feature = "sks-conns"))]
+use core::ptr::{addr_of, null_mut};
 
+#[cfg(not(any(feature = "sks-keep", feature = "sks-conns")))]
+use aya_ebpf::helpers::generated::bpf_sk_storage_delete;
+#[cfg(not(feature = "sks-conns"))]
+use aya_ebpf::helpers::generated::bpf_sk_storage_get;
 use aya_ebpf::{
-    helpers::generated::{bpf_sk_storage_delete, bpf_sk_storage_get, bpf_skc_to_tcp_sock},
-    macros::btf_tracepoint,
+    helpers::generated::bpf_skc_to_tcp_sock, macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
 use tracer_common::{Conn, KernelOffsets, AF_INET};
 
 use super::sock_state::{on_tracked, wanted, TrackedSock};
+#[cfg(not(feature = "sks-conns"))]
 use crate::maps::SK_CONNS;
 
 #[btf_tracepoint(function = "inet_sock_set_state")]
@@ -54,19 +57,38 @@ pub fn inet_sock_set_state(ctx: BtfTracePointContext) -> i32 {
     // Loaded straight from the context, so the verifier keeps its type
     // (PTR_TO_BTF_ID of struct sock).
     let sk: *mut c_void = ctx.arg(0);
-    // SAFETY: the helper checks the map and the socket; NULL when this
-    // socket has no attempt (no F_CREATE here).
-    let conn = unsafe { bpf_sk_storage_get(storage(), sk, null_mut(), 0) }.cast::<Conn>();
-    if conn.is_null() {
+    let Some(conn) = attempt_of(sk) else {
         return 0;
-    }
-    // SAFETY: a socket-storage value of this map, valid for this run.
+    };
+    // SAFETY: a socket-storage (or `CONNS`) value, valid for this run.
     let conn = unsafe { &mut *conn };
     on_tracked(&ctx, old, new, conn, &BtfSock(sk));
     0
 }
 
+/// The socket's attempt in flight, if connect4/6 tracked one.
+#[cfg(not(feature = "sks-conns"))]
+#[inline(always)]
+fn attempt_of(sk: *mut c_void) -> Option<*mut Conn> {
+    // SAFETY: the helper checks the map and the socket; NULL when this
+    // socket has no attempt (no F_CREATE here).
+    let conn = unsafe { bpf_sk_storage_get(storage(), sk, null_mut(), 0) }.cast::<Conn>();
+    // With `sks-keep`, a finished attempt stays until its socket is freed.
+    if conn.is_null() || (cfg!(feature = "sks-keep") && unsafe { (*conn).outcome } != 0) {
+        return None;
+    }
+    Some(conn)
+}
+
+/// `sks-conns`: the attempt in `CONNS`, by the socket's address.
+#[cfg(feature = "sks-conns")]
+#[inline(always)]
+fn attempt_of(sk: *mut c_void) -> Option<*mut Conn> {
+    crate::maps::CONNS.get_ptr_mut(sk as u64)
+}
+
 /// `SK_CONNS` as the helpers take it (a map reference the loader patches).
+#[cfg(not(feature = "sks-conns"))]
 #[inline(always)]
 fn storage() -> *mut c_void {
     addr_of!(SK_CONNS).cast_mut().cast()
@@ -125,7 +147,13 @@ impl TrackedSock for BtfSock {
 
     #[inline(always)]
     fn forget(&self) {
+        // `sks-keep`: the outcome, set already, marks it finished.
+        #[cfg(not(any(feature = "sks-keep", feature = "sks-conns")))]
         // SAFETY: the helper checks the map and the socket.
-        unsafe { bpf_sk_storage_delete(storage(), self.0) };
+        unsafe {
+            bpf_sk_storage_delete(storage(), self.0)
+        };
+        #[cfg(feature = "sks-conns")]
+        let _ = crate::maps::CONNS.remove(self.0 as u64);
     }
 }
