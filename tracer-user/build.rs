@@ -30,9 +30,9 @@ fn main() -> anyhow::Result<()> {
         ("CARGO_FEATURE_SKS_CONNS", "sks-conns"),
     ]
     .into_iter()
-        .filter(|(var, _)| std::env::var_os(var).is_some())
-        .map(|(_, feature)| feature)
-        .collect();
+    .filter(|(var, _)| std::env::var_os(var).is_some())
+    .map(|(_, feature)| feature)
+    .collect();
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),

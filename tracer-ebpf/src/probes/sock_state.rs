@@ -29,20 +29,22 @@
 //!   attempt is found by the socket's address, never by pid.
 
 #[cfg(not(feature = "sks"))]
-use aya_ebpf::{helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
+};
 use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, EbpfContext};
 #[cfg(not(feature = "sks"))]
 use tracer_common::AF_INET;
 use tracer_common::{flags, outcome, Conn, KernelOffsets};
 
+#[cfg(not(feature = "sks"))]
+use crate::maps::CONNS;
 use crate::{
     config,
     debug::diag,
     emit::{announce_process, emit_conn},
     maps::{simopen_add, simopen_any},
 };
-#[cfg(not(feature = "sks"))]
-use crate::maps::CONNS;
 
 /// TCP states, include/net/tcp_states.h.
 const TCP_ESTABLISHED: i32 = 1;

@@ -26,17 +26,16 @@
 //! reports it or the socket is freed (then it is lost): userspace cannot
 //! walk socket storage as it walks `CONNS` (probe::Probes::failed_early).
 
-use core::{ffi::c_void, ptr::read_volatile};
 #[cfg(not(feature = "sks-conns"))]
 use core::ptr::{addr_of, null_mut};
+use core::{ffi::c_void, ptr::read_volatile};
 
 #[cfg(not(any(feature = "sks-keep", feature = "sks-conns")))]
 use aya_ebpf::helpers::generated::bpf_sk_storage_delete;
 #[cfg(not(feature = "sks-conns"))]
 use aya_ebpf::helpers::generated::bpf_sk_storage_get;
 use aya_ebpf::{
-    helpers::generated::bpf_skc_to_tcp_sock, macros::btf_tracepoint,
-    programs::BtfTracePointContext,
+    helpers::generated::bpf_skc_to_tcp_sock, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
 use tracer_common::{Conn, KernelOffsets, AF_INET};
 
@@ -112,9 +111,8 @@ impl TrackedSock for BtfSock {
         // SAFETY (all loads): offsets of inet_sock fields from the kernel's
         // BTF, inside struct tcp_sock (which begins with an inet_sock); the
         // verifier checks each against the BTF type.
-        let sport = u16::from_be(unsafe {
-            read_volatile(tp.add(off.inet_sport as usize).cast::<u16>())
-        });
+        let sport =
+            u16::from_be(unsafe { read_volatile(tp.add(off.inet_sport as usize).cast::<u16>()) });
         if sport == 0 {
             return;
         }
@@ -142,7 +140,14 @@ impl TrackedSock for BtfSock {
             return 0;
         }
         // SAFETY: `struct sock::sk_err`, an int, offset from BTF.
-        unsafe { read_volatile(self.0.cast::<u8>().add(off.sock_sk_err as usize).cast::<i32>()) }
+        unsafe {
+            read_volatile(
+                self.0
+                    .cast::<u8>()
+                    .add(off.sock_sk_err as usize)
+                    .cast::<i32>(),
+            )
+        }
     }
 
     #[inline(always)]

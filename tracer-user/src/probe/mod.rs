@@ -224,13 +224,11 @@ impl Probes {
             program
                 .load(name, &btf)
                 .map_err(|source| load_error(name, source))?;
-            program
-                .attach()
-                .map_err(|source| ProbeError::MissingHook {
-                    hook: name,
-                    why: "tp_btf needs the kernel's BTF, Linux 5.5+",
-                    source,
-                })?;
+            program.attach().map_err(|source| ProbeError::MissingHook {
+                hook: name,
+                why: "tp_btf needs the kernel's BTF, Linux 5.5+",
+                source,
+            })?;
         }
         for (name, why) in [
             #[cfg(not(feature = "sks"))]
