@@ -22,15 +22,22 @@ fn main() -> anyhow::Result<()> {
         .manifest_path
         .parent()
         .ok_or_else(|| anyhow!("tracer-ebpf has no directory"))?;
+    // This crate's bench-only features, passed on to the eBPF build.
+    let features: Vec<&str> = [
+        ("CARGO_FEATURE_FLOOR", "floor"),
+        ("CARGO_FEATURE_SKS", "sks"),
+        ("CARGO_FEATURE_SKS_KEEP", "sks-keep"),
+        ("CARGO_FEATURE_SKS_CONNS", "sks-conns"),
+    ]
+    .into_iter()
+    .filter(|(var, _)| std::env::var_os(var).is_some())
+    .map(|(_, feature)| feature)
+    .collect();
     aya_build::build_ebpf(
         [aya_build::Package {
             name: ebpf.name.as_str(),
             root_dir: root.as_str(),
-            features: if std::env::var_os("CARGO_FEATURE_FLOOR").is_some() {
-                &["floor"]
-            } else {
-                &[]
-            },
+            features: &features,
             ..Default::default()
         }],
         Toolchain::default(),

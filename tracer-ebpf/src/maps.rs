@@ -53,6 +53,18 @@ pub static PROCS: RingBuf = RingBuf::with_byte_size(2 * 1024 * 1024, 0);
 #[map]
 pub static CONNS: HashMap<u64, Conn> = HashMap::with_max_entries(65536, 0);
 
+/// The `sks` experiment (issue 20 §1): the attempt of a socket kept in the
+/// socket's own local storage instead of `CONNS` (socket mode). Created by
+/// connect4/6 (`bpf_sk_storage_get(F_CREATE)`), looked up and deleted by
+/// `tp_btf/inet_sock_set_state`; the kernel frees it with the socket, so a
+/// socket never tracked costs a NULL `sk_bpf_storage` check, no hash. No
+/// size: sk storage grows with the sockets that have it (`max_entries` must
+/// be 0). Needs BTF (the kernel refuses the map without key and value type
+/// ids) and Linux 5.2 (5.11 for tracing programs).
+#[cfg(all(feature = "sks", not(feature = "sks-conns")))]
+#[aya_ebpf::macros::btf_map]
+pub static SK_CONNS: aya_ebpf::btf_maps::SkStorage<Conn> = aya_ebpf::btf_maps::SkStorage::new();
+
 /// Syscall mode only: connect() calls between sys_enter and sys_exit, keyed
 /// by pid_tgid. A thread is in at most one connect() at a time, so this is
 /// bounded by the number of threads connecting at once. When full, the

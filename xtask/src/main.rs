@@ -11,7 +11,9 @@
 //! - `bench`: set up, then the overhead benchmark (`--scale`: the node-scale
 //!   case, tests/src/bin/scale.rs; `--floor`: also build the tracer with
 //!   every eBPF program empty, into target/floor, and measure it beside the
-//!   tracer in the kernel-cost part).
+//!   tracer in the kernel-cost part; `--sks VARIANT`: issue 20 §1's tp_btf
+//!   and socket-storage experiment, built into target/sks and measured as
+//!   the tracer, the real build as the baseline).
 //! - `fuzz [--seconds N]`: install cargo-fuzz if missing, then run every
 //!   fuzz target in `tests/fuzz` for N seconds each.
 //! - `image`: an OCI image of the tracer, from scratch, offline
@@ -508,7 +510,9 @@ fn run_harness(root: &Path, program: &str, args: &[OsString]) -> Result<()> {
         "tracer-tests",
         "--bins",
     ]))?;
-    let tracer = root.join("target/release/tracer");
+    // `bench --sks`: the experiment's build is the tracer measured.
+    let tracer = std::env::var_os("TRACER_SKS_BIN")
+        .map_or_else(|| root.join("target/release/tracer"), PathBuf::from);
     run(Command::new("cargo")
         .current_dir(root)
         .env("TRACER_BIN", &tracer)
@@ -540,6 +544,27 @@ fn bench(root: &Path, args: &[OsString]) -> Result<()> {
             .arg(&floor_dir))?;
         // Read by the bench (`floor_bin`); xtask is one thread here.
         std::env::set_var("TRACER_FLOOR_BIN", floor_dir.join("release/tracer"));
+    }
+    // `--sks VARIANT`: the tp_btf and socket-storage experiment of issue 20
+    // §1 (tracer-ebpf's features `sks`, `sks-keep`, `sks-conns`; see
+    // docs/src/overhead.md), in a target dir of its own, run as the tracer
+    // with the real build (target/release/tracer) as the baseline.
+    if let Some(at) = args.iter().position(|a| a == "--sks") {
+        let variant = args.get(at + 1).and_then(|v| v.to_str()).unwrap_or("");
+        if !["sks", "sks-keep", "sks-conns"].contains(&variant) {
+            bail!("--sks takes one of sks, sks-keep, sks-conns (got {variant:?})");
+        }
+        let sks_dir = root.join("target/sks");
+        run(build_command(root)
+            .args(["--features", variant, "--target-dir"])
+            .arg(&sks_dir))?;
+        // Read by run_harness; xtask is one thread here.
+        std::env::set_var("TRACER_SKS_BIN", sks_dir.join("release/tracer"));
+        let mut rest: Vec<OsString> = args[..at].to_vec();
+        rest.extend_from_slice(&args[at + 2..]);
+        rest.push("--baseline".into());
+        rest.push(root.join("target/release/tracer").into());
+        return run_harness(root, "bench", &rest);
     }
     run_harness(root, "bench", args)
 }

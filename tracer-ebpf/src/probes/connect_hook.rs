@@ -109,6 +109,9 @@ fn on_connect(ctx: &SockAddrContext, family: u16) {
     if socket_is_nonblocking(sk) {
         conn.flags |= flags::NONBLOCK;
     }
+    #[cfg(all(feature = "sks", not(feature = "sks-conns")))]
+    track_in_storage(ctx, &mut conn);
+    #[cfg(not(all(feature = "sks", not(feature = "sks-conns"))))]
     track(ctx, sk, &conn);
 }
 
@@ -168,25 +171,63 @@ fn track(ctx: &SockAddrContext, sk: u64, conn: &Conn) {
     }
     if let Some(old) = CONNS.get_ptr_mut(sk) {
         // SAFETY: map value pointer, valid for this program run.
-        let old = unsafe { &mut *old };
-        if old.flags & flags::SIMOPEN != 0 {
-            old.flags &= !flags::SIMOPEN;
-            crate::maps::simopen_add(u64::MAX);
-        }
-        if old.outcome == outcome::NONE {
-            old.outcome = if old.flags & flags::SYN_SENT != 0 {
-                outcome::ABORTED
-            } else {
-                outcome::FAILED_EARLY
-            };
-            old.end_ns = conn.start_ns;
-        }
-        emit_conn(old);
+        report_leftover(unsafe { &mut *old }, conn.start_ns);
     }
     if let Err(e) = CONNS.insert(sk, conn, 0) {
         count_lost(lost::INFLIGHT_FULL);
         diag!(ctx, "CONNS insert failed ({}): attempt not tracked", e);
     }
+}
+
+/// An earlier attempt on the socket that is connecting again, never given
+/// an outcome: reported as aborted (its SYN was out) or failed early.
+#[inline(always)]
+fn report_leftover(old: &mut Conn, now: u64) {
+    if old.flags & flags::SIMOPEN != 0 {
+        old.flags &= !flags::SIMOPEN;
+        crate::maps::simopen_add(u64::MAX);
+    }
+    if old.outcome == outcome::NONE {
+        old.outcome = if old.flags & flags::SYN_SENT != 0 {
+            outcome::ABORTED
+        } else {
+            outcome::FAILED_EARLY
+        };
+        old.end_ns = now;
+    }
+    emit_conn(old);
+}
+
+/// The `sks` experiment (sock_state_sks.rs): the attempt goes into the
+/// socket's own storage, created with it in one helper call. A value that
+/// was already there is an earlier attempt on this socket: reported first
+/// unless it has its outcome (reported then, and kept with `sks-keep`), as
+/// `track` does.
+#[cfg(all(feature = "sks", not(feature = "sks-conns")))]
+#[inline(always)]
+fn track_in_storage(ctx: &SockAddrContext, conn: &mut Conn) {
+    if proxies_known() {
+        mark_if_proxy(ctx, conn);
+    }
+    let start_ns = conn.start_ns;
+    // SAFETY: ctx->sk of a connect hook is a full socket the helper takes;
+    // `conn` is the initial value, copied when the storage is created.
+    let slot = unsafe { crate::maps::SK_CONNS.get_or_insert_ptr_mut(ctx, Some(&mut *conn)) };
+    if slot.is_null() {
+        count_lost(lost::INFLIGHT_FULL);
+        diag!(ctx, "socket storage failed: attempt not tracked");
+        return;
+    }
+    // SAFETY: a socket-storage value, valid for this program run.
+    let slot = unsafe { &mut *slot };
+    // Just created from `conn` (a leftover started earlier).
+    if slot.start_ns == start_ns {
+        return;
+    }
+    if slot.outcome == outcome::NONE {
+        report_leftover(slot, start_ns);
+    }
+    *slot = *conn;
 }
 
 /// Whether the socket's file has O_NONBLOCK, following

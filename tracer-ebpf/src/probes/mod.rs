@@ -4,7 +4,8 @@
 //! so unrelated syscalls of other processes pay nothing:
 //! - `connect_hook`: cgroup/connect4 + cgroup/connect6 (start of a TCP attempt)
 //! - `sock_state`: raw tracepoint inet_sock_set_state (SYN sent, handshake
-//!   done, closed; the process is announced at SYN sent)
+//!   done, closed; the process is announced at SYN sent); with the `sks`
+//!   experiment, `sock_state_sks` (tp_btf, socket storage) instead
 //! - (no hook) an attempt that fails inside connect() before its SYN has no
 //!   socket event after connect4; userspace finds it in `CONNS` a second
 //!   later (tracer-user probe::Probes::failed_early)
@@ -29,4 +30,6 @@ pub mod dns;
 pub mod process_exec;
 pub mod proxy_payload;
 pub mod sock_state;
+#[cfg(feature = "sks")]
+pub mod sock_state_sks;
 pub mod sys_connect;

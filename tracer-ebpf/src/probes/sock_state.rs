@@ -28,18 +28,22 @@
 //!   This may run in softirq context with an unrelated current task, so the
 //!   attempt is found by the socket's address, never by pid.
 
+#[cfg(not(feature = "sks"))]
 use aya_ebpf::{
-    helpers::{bpf_probe_read_kernel, generated::bpf_ktime_get_ns},
-    macros::raw_tracepoint,
-    programs::RawTracePointContext,
+    helpers::bpf_probe_read_kernel, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use tracer_common::{flags, outcome, Conn, KernelOffsets, AF_INET};
+use aya_ebpf::{helpers::generated::bpf_ktime_get_ns, EbpfContext};
+#[cfg(not(feature = "sks"))]
+use tracer_common::AF_INET;
+use tracer_common::{flags, outcome, Conn, KernelOffsets};
 
+#[cfg(not(feature = "sks"))]
+use crate::maps::CONNS;
 use crate::{
     config,
     debug::diag,
     emit::{announce_process, emit_conn},
-    maps::{simopen_add, simopen_any, CONNS},
+    maps::{simopen_add, simopen_any},
 };
 
 /// TCP states, include/net/tcp_states.h.
@@ -48,6 +52,7 @@ const TCP_SYN_SENT: i32 = 2;
 const TCP_SYN_RECV: i32 = 3;
 const TCP_CLOSE: i32 = 7;
 
+#[cfg(not(feature = "sks"))]
 #[raw_tracepoint(tracepoint = "inet_sock_set_state")]
 pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     if crate::floor() {
@@ -57,21 +62,12 @@ pub fn inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+#[cfg(not(feature = "sks"))]
 #[inline(always)]
 fn on_set_state(ctx: &RawTracePointContext) {
     let old = ctx.arg::<u64>(1) as i32;
     let new = ctx.arg::<u64>(2) as i32;
-    // Server-side and teardown transitions are the vast majority on a busy
-    // node; leave before the map lookup. Only TCP sockets that connect4/6
-    // put in CONNS can match below, so other protocols need no check. Any
-    // move out of SYN_SENT is looked at, and out of SYN_RECV only while a
-    // tracked socket is in a simultaneous open (tcp_rcv_synsent_state_process(),
-    // counted in `SIMOPEN`): every accepted server socket leaves SYN_RECV
-    // too (tcp_rcv_state_process()), and would cost a failed lookup each.
-    if !((old == TCP_CLOSE && new == TCP_SYN_SENT)
-        || old == TCP_SYN_SENT
-        || (old == TCP_SYN_RECV && simopen_any()))
-    {
+    if !wanted(old, new) {
         return;
     }
     let sk: u64 = ctx.arg(0);
@@ -80,7 +76,74 @@ fn on_set_state(ctx: &RawTracePointContext) {
     };
     // SAFETY: map value pointer, valid for this program run.
     let conn = unsafe { &mut *conn };
+    on_tracked(ctx, old, new, conn, &RawSock(sk));
+}
 
+/// Whether a transition can concern a tracked attempt.
+///
+/// Server-side and teardown transitions are the vast majority on a busy
+/// node; leave before the map lookup. Only TCP sockets that connect4/6
+/// tracked can match, so other protocols need no check. Any move out of
+/// SYN_SENT is looked at, and out of SYN_RECV only while a tracked socket
+/// is in a simultaneous open (tcp_rcv_synsent_state_process(), counted in
+/// `SIMOPEN`): every accepted server socket leaves SYN_RECV too
+/// (tcp_rcv_state_process()), and would cost a failed lookup each.
+#[inline(always)]
+pub(crate) fn wanted(old: i32, new: i32) -> bool {
+    (old == TCP_CLOSE && new == TCP_SYN_SENT)
+        || old == TCP_SYN_SENT
+        || (old == TCP_SYN_RECV && simopen_any())
+}
+
+/// How the transition code reads a tracked socket and forgets its attempt:
+/// by address with `bpf_probe_read_kernel` and `CONNS` (the raw
+/// tracepoint), or by typed loads and socket storage (the `sks` experiment,
+/// sock_state_sks.rs).
+pub(crate) trait TrackedSock {
+    /// The source address and port, once the kernel has chosen them: what
+    /// the classic tracepoint reports as `sport` and `saddr`/`saddr_v6`.
+    fn read_source(&self, conn: &mut Conn, off: &KernelOffsets);
+    /// `sk->sk_err`.
+    fn sk_err(&self, off: &KernelOffsets) -> i32;
+    /// Drop the attempt (reported already).
+    fn forget(&self);
+}
+
+/// A socket the raw tracepoint reports: its address, the key of `CONNS`.
+#[cfg(not(feature = "sks"))]
+struct RawSock(u64);
+
+#[cfg(not(feature = "sks"))]
+impl TrackedSock for RawSock {
+    #[inline(always)]
+    fn read_source(&self, conn: &mut Conn, off: &KernelOffsets) {
+        read_source(self.0, conn, off);
+    }
+
+    #[inline(always)]
+    fn sk_err(&self, off: &KernelOffsets) -> i32 {
+        if off.sock_sk_err == 0 {
+            return 0;
+        }
+        unsafe { bpf_probe_read_kernel((self.0 + u64::from(off.sock_sk_err)) as *const i32) }
+            .unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn forget(&self) {
+        let _ = CONNS.remove(self.0);
+    }
+}
+
+/// A transition of a tracked socket.
+#[inline(always)]
+pub(crate) fn on_tracked<C: EbpfContext, S: TrackedSock>(
+    ctx: &C,
+    old: i32,
+    new: i32,
+    conn: &mut Conn,
+    sk: &S,
+) {
     match (old, new) {
         (TCP_CLOSE, TCP_SYN_SENT) => {
             // Userspace tells a SYN that is out from a connect() that
@@ -93,7 +156,7 @@ fn on_set_state(ctx: &RawTracePointContext) {
             announce_process(ctx, conn.pid_tgid, &conn.comm, conn.start_ns);
         }
         (TCP_SYN_SENT | TCP_SYN_RECV, TCP_ESTABLISHED) => {
-            read_source(sk, conn, &config::offsets());
+            sk.read_source(conn, &config::offsets());
             if conn.sport == 0 {
                 // A connected socket always has a local port.
                 diag!(
@@ -110,13 +173,8 @@ fn on_set_state(ctx: &RawTracePointContext) {
             // transition (inet_hash_connect), so it is first visible here
             // or at ESTABLISHED.
             let off = config::offsets();
-            read_source(sk, conn, &off);
-            let err: i32 = if off.sock_sk_err != 0 {
-                unsafe { bpf_probe_read_kernel((sk + u64::from(off.sock_sk_err)) as *const i32) }
-                    .unwrap_or(0)
-            } else {
-                0
-            };
+            sk.read_source(conn, &off);
+            let err = sk.sk_err(&off);
             if err > 0 {
                 conn.outcome = outcome::ERROR;
                 conn.errno = err;
@@ -157,6 +215,7 @@ fn on_set_state(ctx: &RawTracePointContext) {
 
 /// The source address and port, once the kernel has chosen them: what the
 /// classic tracepoint reports as `sport` and `saddr`/`saddr_v6`.
+#[cfg(not(feature = "sks"))]
 #[inline(always)]
 fn read_source(sk: u64, conn: &mut Conn, off: &KernelOffsets) {
     if off.inet_sport == 0 {
@@ -213,7 +272,7 @@ fn read_source(sk: u64, conn: &mut Conn, off: &KernelOffsets) {
 /// happens inside the call) is left for sys_exit_connect, which adds the
 /// return value and reports it.
 #[inline(always)]
-fn finish(sk: u64, conn: &mut Conn) {
+fn finish<S: TrackedSock>(sk: &S, conn: &mut Conn) {
     conn.end_ns = unsafe { bpf_ktime_get_ns() };
     // Out of SYN_RECV: the simultaneous open is over.
     if conn.flags & flags::SIMOPEN != 0 {
@@ -224,5 +283,5 @@ fn finish(sk: u64, conn: &mut Conn) {
         return;
     }
     emit_conn(conn);
-    let _ = CONNS.remove(sk);
+    sk.forget();
 }

@@ -213,7 +213,25 @@ impl Probes {
         // BPF_RAW_TRACEPOINT_OPEN, Linux 4.17+), and the socket ones fire
         // for every TCP socket on the node, where the classic form would
         // build a trace record for each first.
+        // The `sks` experiment (bench only): inet_sock_set_state is a BTF
+        // tracepoint there (tracer-ebpf sock_state_sks.rs).
+        #[cfg(feature = "sks")]
+        {
+            let name = "inet_sock_set_state";
+            let btf = aya::Btf::from_sys_fs()
+                .map_err(|e| load_error(name, aya::programs::ProgramError::Btf(e)))?;
+            let program: &mut aya::programs::BtfTracePoint = program_of(&mut ebpf, name)?;
+            program
+                .load(name, &btf)
+                .map_err(|source| load_error(name, source))?;
+            program.attach().map_err(|source| ProbeError::MissingHook {
+                hook: name,
+                why: "tp_btf needs the kernel's BTF, Linux 5.5+",
+                source,
+            })?;
+        }
         for (name, why) in [
+            #[cfg(not(feature = "sks"))]
             ("inet_sock_set_state", "raw tracepoint, Linux 4.17+"),
             ("sched_process_exec", "raw tracepoint, Linux 4.17+"),
             ("sched_process_exit", "raw tracepoint, Linux 4.17+"),
