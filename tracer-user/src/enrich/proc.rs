@@ -252,7 +252,7 @@ pub struct ProcCache {
     /// Mount namespace -> entries whose current snapshot is in it: when a
     /// count drops to zero, the namespace's last known process is gone and
     /// the caches keyed by namespace (the resolver's) can forget it.
-    namespaces: foldhash::HashMap<u64, u32>,
+    namespaces: foldhash::HashMap<u64, Members>,
     /// Namespaces whose count dropped to zero since `take_gone_namespaces`.
     gone_namespaces: Vec<u64>,
     /// Pids read without a kernel announcement (`get` on a miss: adopted
@@ -261,6 +261,16 @@ pub struct ProcCache {
     /// it announced, so nothing else would ever tell the cache these are
     /// gone: `audit` checks a few of them on every tick.
     unannounced: std::collections::VecDeque<(u32, Option<u64>)>,
+}
+
+/// The cached processes of one mount namespace.
+#[derive(Default)]
+struct Members {
+    count: u32,
+    /// The oldest of them still cached (as far as this cache knows): the
+    /// namespace's stand-in when a process of it is gone before its proxy's
+    /// name could be resolved through its own root (`ProcCache::anchor`).
+    anchor: u32,
 }
 
 /// The snapshot of a pid's current image, and of the one before.
@@ -416,7 +426,7 @@ impl ProcCache {
                 .is_some_and(|entry| Arc::ptr_eq(&entry.current, &info))
             {
                 if let Some(entry) = self.entries.remove(&pid) {
-                    self.uncount(entry.current.mnt_ns);
+                    self.uncount(entry.current.mnt_ns, pid);
                     evicted.extend(entry.previous.map(|previous| (pid, previous)));
                 }
                 evicted.push((pid, info));
@@ -442,19 +452,37 @@ impl ProcCache {
         self.namespaces.len()
     }
 
-    fn count(&mut self, mnt_ns: Option<u64>) {
+    /// A process of mount namespace `mnt_ns` cached now, the oldest the
+    /// cache knows (an adopted resident, a container's first process to
+    /// connect), which may have exited since: whoever uses it checks
+    /// that it is still in that namespace.
+    pub fn anchor(&self, mnt_ns: u64) -> Option<u32> {
+        self.namespaces
+            .get(&mnt_ns)
+            .map(|m| m.anchor)
+            .filter(|&pid| pid != 0)
+    }
+
+    fn count(&mut self, mnt_ns: Option<u64>, pid: u32) {
         if let Some(ns) = mnt_ns {
-            *self.namespaces.entry(ns).or_default() += 1;
+            let members = self.namespaces.entry(ns).or_default();
+            if members.anchor == 0 {
+                members.anchor = pid;
+            }
+            members.count += 1;
         }
     }
 
-    fn uncount(&mut self, mnt_ns: Option<u64>) {
+    fn uncount(&mut self, mnt_ns: Option<u64>, pid: u32) {
         let Some(ns) = mnt_ns else { return };
-        if let Some(n) = self.namespaces.get_mut(&ns) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
+        if let Some(members) = self.namespaces.get_mut(&ns) {
+            members.count = members.count.saturating_sub(1);
+            if members.count == 0 {
                 self.namespaces.remove(&ns);
                 self.gone_namespaces.push(ns);
+            } else if members.anchor == pid {
+                // The next process of the namespace to be cached takes over.
+                members.anchor = 0;
             }
         }
     }
@@ -491,7 +519,7 @@ impl ProcCache {
                 .extend(self.namespaces.drain().map(|(ns, _)| ns));
         }
         let info = Arc::new(info);
-        self.count(info.mnt_ns);
+        self.count(info.mnt_ns, pid);
         let replaced = self.entries.insert(
             pid,
             Entry {
@@ -501,7 +529,7 @@ impl ProcCache {
             },
         );
         if let Some(old) = replaced {
-            self.uncount(old.current.mnt_ns);
+            self.uncount(old.current.mnt_ns, pid);
         }
         info
     }
@@ -688,6 +716,8 @@ mod tests {
         let ns = cache.get(me, 0).mnt_ns.expect("our namespace");
         let _ = cache.get(1, 0);
         assert!(cache.namespaces() >= 1);
+        // The oldest process cached in a namespace is its anchor.
+        assert_eq!(cache.anchor(ns), Some(me));
         let t0 = std::time::Instant::now();
         cache.exited(me, t0);
         cache.sweep(t0 + EXIT_GRACE);

@@ -285,7 +285,7 @@ impl Pipeline {
                 // Resolve the proxies' names now, ahead of the attempt's
                 // outcome: by the time it is drained the answer is usually
                 // in.
-                let root = root_of(pid, &proc);
+                let root = root_of(&self.procs, pid, &proc);
                 for name in names_to_resolve(self.endpoints.of(pid, &proc)) {
                     self.resolver.prefetch(name, root);
                 }
@@ -345,7 +345,7 @@ impl Pipeline {
                     endpoints,
                     unit_env.as_deref(),
                     &mut self.resolver,
-                    root_of(attempt.pid, &proc),
+                    root_of(&self.procs, attempt.pid, &proc),
                 )
             }
             _ => None,
@@ -681,12 +681,15 @@ fn resolve_listed(values: &[String]) -> Vec<(IpAddr, u16)> {
     out
 }
 
-/// Whose view of names a process has (see verdict/resolve.rs).
-fn root_of(pid: u32, proc: &ProcInfo) -> Root {
+/// Whose view of names a process has (see verdict/resolve.rs), and who
+/// may stand in for it once it is gone: its parent, and the oldest process
+/// `procs` knows in its mount namespace.
+fn root_of(procs: &ProcCache, pid: u32, proc: &ProcInfo) -> Root {
     Root {
         pid: Some(pid),
         mnt_ns: proc.mnt_ns,
         parent: proc.ppid,
+        anchor: proc.mnt_ns.and_then(|ns| procs.anchor(ns)),
     }
 }
 
@@ -1007,7 +1010,7 @@ mod tests {
             let pid = child.id();
             let proc = pipeline.procs.get(pid, 0);
             let endpoints = pipeline.endpoints.of(pid, &proc).to_vec();
-            let root = root_of(pid, &proc);
+            let root = root_of(&pipeline.procs, pid, &proc);
             judge(
                 Some(("127.0.0.1".parse().expect("ip"), port)),
                 proc.proxy_env().expect("env read"),

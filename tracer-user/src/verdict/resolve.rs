@@ -77,6 +77,9 @@ pub struct Root {
     /// Its parent, where the namespace's root is looked for when `pid` is
     /// already gone (`open_view`).
     pub parent: Option<u32>,
+    /// Another process known in that namespace, looked at after the
+    /// ancestors (`ProcCache::anchor`).
+    pub anchor: Option<u32>,
 }
 
 impl Root {
@@ -85,6 +88,7 @@ impl Root {
         pid: None,
         mnt_ns: None,
         parent: None,
+        anchor: None,
     };
 }
 
@@ -476,31 +480,43 @@ impl Resolver {
 }
 
 /// The root of `pid`, or, that process being gone (a zombie has no root
-/// any more), of its closest ancestor still in the same mount namespace
+/// any more), of another process still in the same mount namespace
 /// (`root.mnt_ns`; from the kernel's read when /proc no longer shows it):
-/// the shell or `xargs` that started a short-lived client, a container's
-/// init. At most `ANCESTORS` generations, each a few reads of procfs,
-/// which cannot hang. None when no process of that namespace is found.
+/// its closest ancestor there (the shell or `xargs` that started a
+/// short-lived client, a container's init; at most `ANCESTORS`
+/// generations), else the namespace's anchor, the oldest process the
+/// tracer knows in it (`ProcCache::anchor`: an adopted resident, a
+/// container's main process). Each step is a few reads of procfs, which
+/// cannot hang. None when no process of that namespace is found.
 fn open_view(proc_root: &Path, pid: u32, root: Root) -> Option<NodeRoot> {
     const ANCESTORS: usize = 4;
     if let Ok(dir) = NodeRoot::of_process(proc_root, pid, &PROCESS_FILES) {
         return Some(dir);
     }
+    let in_namespace = |candidate: u32| {
+        let dir = proc_root.join(candidate.to_string());
+        let view = (crate::enrich::proc::mount_namespace(&dir) == root.mnt_ns)
+            .then(|| NodeRoot::of_process(proc_root, candidate, &PROCESS_FILES).ok())
+            .flatten();
+        (view, dir)
+    };
     let mut candidate = root.parent;
     for _ in 0..ANCESTORS {
-        let ancestor = candidate.filter(|&p| p > 0)?;
-        let dir = proc_root.join(ancestor.to_string());
-        if crate::enrich::proc::mount_namespace(&dir) == root.mnt_ns {
-            if let Ok(view) = NodeRoot::of_process(proc_root, ancestor, &PROCESS_FILES) {
-                return Some(view);
-            }
+        let Some(ancestor) = candidate.filter(|&p| p > 0) else {
+            break;
+        };
+        let (view, dir) = in_namespace(ancestor);
+        if view.is_some() {
+            return view;
         }
         candidate = procfs::process::Process::new_with_root(dir)
             .and_then(|p| p.stat())
             .ok()
             .and_then(|stat| u32::try_from(stat.ppid).ok());
     }
-    None
+    root.anchor
+        .filter(|&p| p > 0 && p != pid)
+        .and_then(|anchor| in_namespace(anchor).0)
 }
 
 enum State {
@@ -757,6 +773,7 @@ fe80::1%eth0 zoned.example
             pid: Some(std::process::id()),
             mnt_ns: Some(1),
             parent: None,
+            anchor: None,
         };
         let mine = settled(&mut r, "localhost", me).expect("answer");
         assert!(!mine.contains(&v4(10, 9, 9, 9)), "{mine:?}");
@@ -864,6 +881,7 @@ fe80::1%eth0 zoned.example
             pid: Some(pid),
             mnt_ns: Some(ns),
             parent: None,
+            anchor: None,
         };
         let me = std::process::id();
         assert!(settled(&mut r, "proxy.example", in_ns(me, 7)).is_ok());
@@ -913,6 +931,7 @@ fe80::1%eth0 zoned.example
             pid: Some(pid),
             mnt_ns: Some(ns),
             parent: None,
+            anchor: None,
         };
         assert!(matches!(
             r.lookup("localhost", in_ns(99_999_990, 9)),
@@ -950,6 +969,7 @@ fe80::1%eth0 zoned.example
             pid: Some(99_999_990),
             mnt_ns,
             parent: Some(parent),
+            anchor: None,
         };
         let proc_root = Path::new("/proc");
         assert!(open_view(proc_root, 99_999_990, gone(me, ns)).is_some());
@@ -971,6 +991,14 @@ fe80::1%eth0 zoned.example
         // Another namespace's process is no stand-in.
         assert!(open_view(proc_root, 99_999_990, gone(me, Some(1))).is_none());
         assert!(open_view(proc_root, 99_999_990, gone(0, ns)).is_none());
+        // No ancestor left, but a process the cache knows in that
+        // namespace (its anchor): it stands in, if still there.
+        let anchored = |anchor: u32| Root {
+            anchor: Some(anchor),
+            ..gone(0, ns)
+        };
+        assert!(open_view(proc_root, 99_999_990, anchored(me)).is_some());
+        assert!(open_view(proc_root, 99_999_990, anchored(99_999_991)).is_none());
     }
 
     #[test]
