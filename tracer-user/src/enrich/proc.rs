@@ -362,6 +362,12 @@ impl ProcCache {
             return Arc::clone(&e.current);
         }
         let info = read_proc_keeping(&self.proc_root, pid, None, self.args);
+        // Bounded like the entries: an item whose entry went another way
+        // (announced and exited since) waits in the queue until the audit
+        // reaches it, so the queue could outgrow the cache without this.
+        if self.unannounced.len() >= MAX_ENTRIES {
+            self.unannounced.pop_front();
+        }
         self.unannounced.push_back((pid, info.start_time));
         self.insert(pid, info, 0, None)
     }
