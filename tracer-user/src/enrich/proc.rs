@@ -545,6 +545,16 @@ impl ProcCache {
 mod tests {
     use super::*;
 
+    /// What the kernel read of an environment: `entries`, with `flags`.
+    fn kernel_env(entries: Vec<u8>, flags: u32) -> KernelEnv {
+        KernelEnv {
+            entries,
+            flags,
+            mnt_ns: None,
+            parent: None,
+        }
+    }
+
     #[test]
     fn reads_our_own_process() {
         let info = read_proc(Path::new("/proc"), std::process::id(), None);
@@ -562,12 +572,10 @@ mod tests {
     #[test]
     fn attempts_before_a_new_announcement_keep_the_old_snapshot() {
         let me = std::process::id();
-        let env = KernelEnv {
-            entries: b"HTTPS_PROXY=http://127.0.0.1:1\0".to_vec(),
-            flags: envcap::COMPLETE,
-            mnt_ns: None,
-            parent: None,
-        };
+        let env = kernel_env(
+            b"HTTPS_PROXY=http://127.0.0.1:1\0".to_vec(),
+            envcap::COMPLETE,
+        );
         let mut cache = ProcCache::new(PathBuf::from("/proc"));
         let old = cache.refresh(me, 1_000, &env);
         let new = cache.refresh(me, 5_000, &env);
@@ -591,12 +599,10 @@ mod tests {
 
     #[test]
     fn a_gone_process_keeps_the_proxy_env_the_kernel_read() {
-        let kernel = KernelEnv {
-            entries: b"HTTPS_PROXY=http://u:secret@127.0.0.1:9\0".to_vec(),
-            flags: envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
-            mnt_ns: None,
-            parent: None,
-        };
+        let kernel = kernel_env(
+            b"HTTPS_PROXY=http://u:secret@127.0.0.1:9\0".to_vec(),
+            envcap::COMPLETE | envcap::REQUEST_METHOD_PRESENT,
+        );
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&kernel));
         let env = info.proxy_env().expect("the kernel's read");
         assert_eq!(env.get("HTTPS_PROXY"), Some("http://u:secret@127.0.0.1:9"));
@@ -609,12 +615,7 @@ mod tests {
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&partial));
         assert!(info.proxy_env().is_some());
         // ...and an empty one says why both reads failed.
-        let nothing = KernelEnv {
-            entries: Vec::new(),
-            flags: envcap::FAULT,
-            mnt_ns: None,
-            parent: None,
-        };
+        let nothing = kernel_env(Vec::new(), envcap::FAULT);
         let info = read_proc(Path::new("/proc"), 99_999_999, Some(&nothing));
         match info.env {
             Some(EnvState::Unavailable(reason)) => {
@@ -630,12 +631,10 @@ mod tests {
     #[test]
     fn a_complete_kernel_read_is_preferred_to_proc() {
         // Our own process is alive, but the kernel's read wins.
-        let kernel = KernelEnv {
-            entries: b"http_proxy=http://127.0.0.1:8\0".to_vec(),
-            flags: envcap::COMPLETE,
-            mnt_ns: None,
-            parent: None,
-        };
+        let kernel = kernel_env(
+            b"http_proxy=http://127.0.0.1:8\0".to_vec(),
+            envcap::COMPLETE,
+        );
         let info = read_proc(Path::new("/proc"), std::process::id(), Some(&kernel));
         let env = info.proxy_env().expect("read");
         assert_eq!(env.get("http_proxy"), Some("http://127.0.0.1:8"));
@@ -669,16 +668,7 @@ mod tests {
         assert_eq!(cache.len(), 1);
         // Announced by the kernel since: the kernel reports its exit, the
         // audit lets it go without reading /proc.
-        cache.refresh(
-            me,
-            7,
-            &KernelEnv {
-                entries: Vec::new(),
-                flags: envcap::COMPLETE,
-                mnt_ns: None,
-                parent: None,
-            },
-        );
+        cache.refresh(me, 7, &kernel_env(Vec::new(), envcap::COMPLETE));
         cache.audit(t0, 64);
         assert_eq!(cache.unannounced(), 0);
         assert_eq!(cache.len(), 1);
@@ -699,16 +689,7 @@ mod tests {
         // A pid reused (a new snapshot) before the sweep is kept.
         let _ = cache.get(me, 0);
         cache.exited(me, t0);
-        cache.refresh(
-            me,
-            0,
-            &KernelEnv {
-                entries: Vec::new(),
-                flags: envcap::COMPLETE,
-                mnt_ns: None,
-                parent: None,
-            },
-        );
+        cache.refresh(me, 0, &kernel_env(Vec::new(), envcap::COMPLETE));
         assert!(cache.sweep(t0 + EXIT_GRACE).is_empty());
         assert_eq!(cache.len(), 1);
     }

@@ -691,6 +691,16 @@ mod tests {
         IpAddr::V4(Ipv4Addr::new(a, b, c, d))
     }
 
+    /// The view of mount namespace `ns`, reached through `pid`.
+    fn in_ns(pid: u32, ns: u64) -> Root {
+        Root {
+            pid: Some(pid),
+            mnt_ns: Some(ns),
+            parent: None,
+            anchor: None,
+        }
+    }
+
     /// Poll until the name has an answer (bounded: 5 s).
     fn settled(r: &mut Resolver, name: &str, root: Root) -> Result<Vec<IpAddr>, Unresolved> {
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -769,12 +779,7 @@ fe80::1%eth0 zoned.example
         let root = root_with_hosts("10.9.9.9 localhost\n");
         let (lookup, _) = counting_lookup(LookupResult::NotFound, Duration::ZERO);
         let mut r = Resolver::with_lookup(&root, lookup);
-        let me = Root {
-            pid: Some(std::process::id()),
-            mnt_ns: Some(1),
-            parent: None,
-            anchor: None,
-        };
+        let me = in_ns(std::process::id(), 1);
         let mine = settled(&mut r, "localhost", me).expect("answer");
         assert!(!mine.contains(&v4(10, 9, 9, 9)), "{mine:?}");
         assert!(mine.iter().any(IpAddr::is_loopback), "{mine:?}");
@@ -877,12 +882,6 @@ fe80::1%eth0 zoned.example
             Duration::ZERO,
         );
         let mut r = Resolver::with_lookup(&root, lookup);
-        let in_ns = |pid: u32, ns: u64| Root {
-            pid: Some(pid),
-            mnt_ns: Some(ns),
-            parent: None,
-            anchor: None,
-        };
         let me = std::process::id();
         assert!(settled(&mut r, "proxy.example", in_ns(me, 7)).is_ok());
         for pid in 0..1000 {
@@ -927,12 +926,6 @@ fe80::1%eth0 zoned.example
         let root = root_with_hosts("10.9.9.9 localhost\n");
         let (lookup, calls) = counting_lookup(LookupResult::NotFound, Duration::from_millis(300));
         let mut r = Resolver::with_lookup(&root, lookup);
-        let in_ns = |pid: u32, ns: u64| Root {
-            pid: Some(pid),
-            mnt_ns: Some(ns),
-            parent: None,
-            anchor: None,
-        };
         assert!(matches!(
             r.lookup("localhost", in_ns(99_999_990, 9)),
             Answer::Unknown(Unresolved::ProcessGone)
